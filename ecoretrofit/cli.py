@@ -1,0 +1,82 @@
+"""The one command: ``ecoretrofit <subcommand> …``.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args, settings) -> int``. Modules are imported only when their subcommand is
+chosen, so ``ecoretrofit stack status`` does not pay for importing Faust or River.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ecoretrofit.config import ConfigError, Settings
+from ecoretrofit.errors import CommandError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stack": ("infra.stack_cli", "start, stop or inspect the local stack (broker, S3, registry, warehouse)"),
+    "demo": ("ecoretrofit.demo", "run the whole city for a minute and print what happened"),
+    "simulate": ("producers.cli", "stream simulated homes to Kafka, live or as a backfill"),
+    "process": ("processors.cli", "run the Faust stream processor (anomaly detection)"),
+    "query": ("sinks.query_cli", "run SQL or a named query against the warehouse"),
+    "sink": ("sinks.sink_cli", "batching ClickHouse sink with exactly-once delivery"),
+    "topics": ("ecoretrofit.topics", "print the contract of every topic"),
+    "eval": ("evaluation.cli", "score the detectors on injected faults or on NAB"),
+    "bench": ("bench.cli", "measure throughput and latency against baselines"),
+    "registry": ("registry.cli", "run the Confluent-compatible schema registry"),
+    "warehouse": ("sinks.warehouse_cli", "run the embedded-ClickHouse warehouse service"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ecoretrofit",
+        description="EcoRetrofit Streams: real-time telemetry of a simulated city.",
+        epilog="Configuration comes from ECO_* environment variables (see README).",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    verbose = False
+    while argv and argv[0] in ("-v", "--verbose"):
+        verbose = True
+        argv.pop(0)
+    if not argv or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            top.print_usage(sys.stderr)
+            print(f"ecoretrofit: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        top.print_help()
+        return 0 if argv else 2
+    name = argv.pop(0)
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"ecoretrofit {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = Settings.from_env()
+        return int(module.run(args, settings) or 0)
+    except (CommandError, ConfigError) as exc:
+        print(f"ecoretrofit {name}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ecoretrofit {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

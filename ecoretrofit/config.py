@@ -1,0 +1,248 @@
+"""One configuration object, read from ``ECO_*`` environment variables.
+
+The local stack is the default: every endpoint points at 127.0.0.1 ports derived
+from ``ECO_PORT_BASE``. The docker-compose cluster sets the endpoint variables
+(``ECO_KAFKA_BOOTSTRAP``, ``ECO_SCHEMA_REGISTRY_URL``, ``ECO_CLICKHOUSE_URL`` …)
+instead; no code path knows which mode it runs in.
+
+>>> s = Settings.from_env({"ECO_PORT_BASE": "30000", "ECO_HOMES": "50"})
+>>> s.kafka_bootstrap, s.homes
+('127.0.0.1:30092', 50)
+>>> Settings.from_env({"ECO_KAFKA_BOOTSTRAP": "kafka:9092"}).kafka_bootstrap
+'kafka:9092'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+# Offsets from ECO_PORT_BASE, so a second stack (a test session, a benchmark) is one
+# variable away: ECO_PORT_BASE=30000 moves every port at once.
+PORT_OFFSETS = {
+    "kafka": 92,
+    "registry": 81,
+    "warehouse": 123,
+    "s3": 333,
+    "prometheus": 90,
+    "metrics": 100,  # first /metrics port; services take consecutive ones
+    # SeaweedFS internals: every port explicit or it picks defaults (+10000 gRPC).
+    "weed_master": 334,
+    "weed_master_grpc": 335,
+    "weed_volume": 336,
+    "weed_volume_grpc": 337,
+    "weed_filer": 338,
+    "weed_filer_grpc": 339,
+    "weed_s3_grpc": 340,
+}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # where the local stack keeps its data, logs and PID files
+    data_dir: Path = Path(".eco-data")
+    bind_host: str = "127.0.0.1"
+    port_base: int = 19000
+
+    # endpoints (None -> derived from bind_host and port_base)
+    kafka_bootstrap: str = ""
+    schema_registry_url: str = ""
+    clickhouse_url: str = ""
+    clickhouse_user: str = "default"
+    clickhouse_password: str = field(default="", repr=False)
+    clickhouse_database: str = "eco"
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = field(default="", repr=False)
+    s3_region: str = "us-east-1"
+    s3_broker_bucket: str = "eco-broker"
+    s3_lake_bucket: str = "eco-lake"
+    # How ClickHouse itself reaches Kafka and the registry. Same as above locally;
+    # in docker-compose the server resolves service names of its own network.
+    clickhouse_kafka_bootstrap: str = ""
+    clickhouse_schema_registry_url: str = ""
+
+    # topics
+    topic_telemetry: str = "eco.telemetry.v1"
+    topic_anomalies: str = "eco.anomalies.v1"
+    topic_alerts: str = "eco.alerts.v1"
+    topic_schemas: str = "_schemas"
+    telemetry_partitions: int = 8
+    anomalies_partitions: int = 4
+    alerts_partitions: int = 4
+
+    # simulation
+    homes: int = 1000
+    regions: tuple[str, ...] = ("north", "south", "east", "west", "central")
+    seed: int = 42
+
+    # stream processing
+    zscore_window: int = 120
+    zscore_threshold: float = 4.0
+    zscore_warmup: int = 30
+    processor_app_id: str = "eco-processor"
+    processor_workers: int = 1
+    checkpoint_interval_s: float = 5.0
+
+    # observability
+    metrics_port: int = 0  # 0 -> derived; each service adds its own offset
+    log_level: str = "INFO"
+
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            key = "ECO_" + f.name.upper()
+            if key in env and env[key] != "":
+                values[f.name] = _parse(key, env[key], f.type)
+        settings = cls(**values)
+        return settings._derive()
+
+    def _derive(self) -> "Settings":
+        h, p = self.bind_host, self.port_base
+        connect_host = "127.0.0.1" if h in ("0.0.0.0", "::") else h
+        derived: dict[str, object] = {}
+        if not self.kafka_bootstrap:
+            derived["kafka_bootstrap"] = f"{connect_host}:{self.port('kafka')}"
+        if not self.schema_registry_url:
+            derived["schema_registry_url"] = f"http://{connect_host}:{self.port('registry')}"
+        if not self.clickhouse_url:
+            derived["clickhouse_url"] = f"http://{connect_host}:{self.port('warehouse')}"
+        if not self.s3_endpoint:
+            derived["s3_endpoint"] = f"http://{connect_host}:{self.port('s3')}"
+        s = dataclasses.replace(self, **derived) if derived else self
+        more: dict[str, object] = {}
+        if not s.clickhouse_kafka_bootstrap:
+            more["clickhouse_kafka_bootstrap"] = s.kafka_bootstrap
+        if not s.clickhouse_schema_registry_url:
+            more["clickhouse_schema_registry_url"] = s.schema_registry_url
+        if not s.metrics_port:
+            more["metrics_port"] = p + PORT_OFFSETS["metrics"]
+        if not s.clickhouse_password or not s.s3_access_key:
+            creds = s.local_credentials()
+            if not s.clickhouse_password:
+                more["clickhouse_password"] = creds["clickhouse_password"]
+            if not s.s3_access_key:
+                more["s3_access_key"] = creds["s3_access_key"]
+                more["s3_secret_key"] = creds["s3_secret_key"]
+        return dataclasses.replace(s, **more) if more else s
+
+    # ---------------------------------------------------------------- helpers
+    def port(self, name: str) -> int:
+        return self.port_base + PORT_OFFSETS[name]
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.data_dir / "credentials.env"
+
+    def local_credentials(self) -> dict[str, str]:
+        """Credentials of the local stack: generated once per data directory.
+
+        No secret lives in the repository; the first process that needs one writes
+        ``credentials.env`` (mode 600) and every later process reads the same file.
+        """
+        path = self.credentials_file
+        if path.exists():
+            return _read_env_file(path)
+        creds = {
+            "clickhouse_password": secrets.token_urlsafe(18),
+            "s3_access_key": "eco" + secrets.token_hex(6),
+            "s3_secret_key": secrets.token_urlsafe(24),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{k}={v}\n" for k, v in creds.items()))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)  # atomic and first-writer-wins across processes
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return _read_env_file(path)
+
+    def kafka_client_config(self) -> dict[str, object]:
+        """librdkafka settings shared by every confluent-kafka client.
+
+        Session timeout 6 s: Tansu completes JoinGroup after about half of it.
+        """
+        return {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+            "max.poll.interval.ms": 300000,
+        }
+
+    def producer_config(self) -> dict[str, object]:
+        return {
+            "bootstrap.servers": self.kafka_bootstrap,
+            # murmur2: the partitioner Kafka's Java client and aiokafka/Faust use, so a
+            # home's key lands on the partition Faust expects.
+            "partitioner": "murmur2_random",
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "compression.type": "lz4",
+            "enable.idempotence": False,
+            "acks": "all",
+        }
+
+    def env(self) -> dict[str, str]:
+        """These settings as ECO_* variables, for child processes."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = ",".join(v)
+            out["ECO_" + f.name.upper()] = str(v)
+        return out
+
+    def replace(self, **changes: object) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _parse(key: str, raw: str, typ: object) -> object:
+    t = str(typ)
+    try:
+        if t in ("int",):
+            return int(raw)
+        if t in ("float",):
+            return float(raw)
+        if t in ("Path",):
+            return Path(raw)
+        if t.startswith("tuple"):
+            items = tuple(x.strip() for x in raw.split(",") if x.strip())
+            if not items:
+                raise ValueError("empty list")
+            return items
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{key}={raw!r}: expected {t} ({exc})") from None
+
+
+def load() -> Settings:
+    return Settings.from_env()

@@ -1,0 +1,33 @@
+"""Avro contracts of every topic, as .avsc files beside this module.
+
+Other teams depend on these: evolve them only compatibly (new fields optional with a
+default; never remove or retype a field).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+# topic value schema name -> file
+TELEMETRY_READING = "telemetry_reading"
+ANOMALY_EVENT = "anomaly_event"
+
+
+@lru_cache(maxsize=None)
+def schema_text(name: str) -> str:
+    """The schema's JSON text, exactly as shipped (what gets registered)."""
+    return resources.files(__name__).joinpath(f"{name}.avsc").read_text()
+
+
+def schema_dict(name: str) -> dict:
+    return json.loads(schema_text(name))
+
+
+def field_names(name: str) -> list[str]:
+    return [f["name"] for f in schema_dict(name)["fields"]]
+
+
+def available() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__name__).iterdir() if p.name.endswith(".avsc"))
