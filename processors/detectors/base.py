@@ -1,0 +1,63 @@
+"""The detector protocol and the registry of implementations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the detector knew before scoring the latest value."""
+
+    mean: float
+    std: float
+    count: int
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """A streaming detector of one univariate series.
+
+    ``score_one`` must not change the model; the caller scores first, then learns, so
+    an anomaly never hides itself by being learned before it is scored.
+    """
+
+    name: str
+
+    def learn_one(self, x: float) -> None: ...
+
+    def score_one(self, x: float) -> float: ...
+
+    def evidence(self) -> Evidence: ...
+
+
+_REGISTRY: dict[str, Callable[..., Detector]] = {}
+
+
+def register(name: str) -> Callable[[Callable[..., Detector]], Callable[..., Detector]]:
+    def deco(factory: Callable[..., Detector]) -> Callable[..., Detector]:
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def make(name: str, **params: object) -> Detector:
+    """A new detector by registered name, e.g. ``make("zscore", window=120)``."""
+    _load_all()
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(available())}") from None
+    return factory(**params)
+
+
+def available() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def _load_all() -> None:
+    # Importing the modules registers their detectors.
+    from processors.detectors import zscore  # noqa: F401
