@@ -74,6 +74,7 @@ class Settings:
     topic_telemetry: str = "eco.telemetry.v1"
     topic_anomalies: str = "eco.anomalies.v1"
     topic_alerts: str = "eco.alerts.v1"
+    topic_deadletter: str = "eco.deadletter.v1"
     topic_schemas: str = "_schemas"
     telemetry_partitions: int = 8
     anomalies_partitions: int = 4
@@ -85,6 +86,7 @@ class Settings:
     seed: int = 42
 
     # stream processing
+    detector: str = "zscore"
     zscore_window: int = 120
     zscore_threshold: float = 4.0
     zscore_warmup: int = 30

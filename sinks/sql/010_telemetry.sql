@@ -1,0 +1,80 @@
+-- Telemetry: Kafka-engine queue -> materialized view -> MergeTree.
+--
+-- kafka_handle_error_mode = 'stream': a message that fails to parse would otherwise
+-- stall the table forever; in stream mode it arrives with _error set and is routed
+-- to dead_letters, while good messages around it are stored.
+-- The schema registry URL must be in the table's SETTINGS: the background consumer
+-- does not see session settings.
+CREATE TABLE IF NOT EXISTS {database}.telemetry_queue
+(
+    home_id             String,
+    region              String,
+    ts                  DateTime64(3, 'UTC'),
+    seq                 Int64,
+    indoor_temp_c       Float64,
+    outdoor_temp_c      Float64,
+    power_w             Float64,
+    energy_kwh          Float64,
+    voltage_v           Float64,
+    vibration_mm_s      Float64,
+    water_flow_lpm      Nullable(Float64),
+    water_temp_c        Nullable(Float64),
+    uv_intensity_mw_cm2 Nullable(Float64),
+    pump_pressure_bar   Nullable(Float64)
+)
+ENGINE = Kafka
+SETTINGS
+    kafka_broker_list = '{kafka_broker}',
+    kafka_topic_list = '{topic_telemetry}',
+    kafka_group_name = '{consumer_group_prefix}-telemetry',
+    kafka_format = 'AvroConfluent',
+    format_avro_schema_registry_url = '{registry_url}',
+    kafka_handle_error_mode = 'stream',
+    kafka_num_consumers = 2,
+    kafka_thread_per_consumer = 1,
+    kafka_max_block_size = 262144,
+    kafka_poll_max_batch_size = 65536,
+    kafka_flush_interval_ms = 1000;
+
+-- Raw readings. Partitioned by day and region so a day's or a region's data is a
+-- set of whole parts (cheap to drop, to TTL, to scan); ordered for the per-home
+-- time-series queries every dashboard makes. _partition/_offset keep the Kafka
+-- position of each row: duplicates after a replay are visible and countable.
+CREATE TABLE IF NOT EXISTS {database}.telemetry
+(
+    home_id             LowCardinality(String),
+    region              LowCardinality(String),
+    ts                  DateTime64(3, 'UTC'),
+    seq                 Int64,
+    indoor_temp_c       Float64,
+    outdoor_temp_c      Float64,
+    power_w             Float64,
+    energy_kwh          Float64,
+    voltage_v           Float64,
+    vibration_mm_s      Float64,
+    water_flow_lpm      Nullable(Float64),
+    water_temp_c        Nullable(Float64),
+    uv_intensity_mw_cm2 Nullable(Float64),
+    pump_pressure_bar   Nullable(Float64),
+    kafka_partition     UInt32,
+    kafka_offset        UInt64,
+    ingested_at         DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+PARTITION BY (toDate(ts), region)
+ORDER BY (region, home_id, ts);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_mv TO {database}.telemetry AS
+SELECT
+    home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w, energy_kwh,
+    voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c, uv_intensity_mw_cm2,
+    pump_pressure_bar,
+    _partition AS kafka_partition,
+    _offset AS kafka_offset
+FROM {database}.telemetry_queue
+WHERE length(_error) = 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_dlq_mv TO {database}.dead_letters AS
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, _raw_message AS raw, _error AS error
+FROM {database}.telemetry_queue
+WHERE length(_error) > 0;

@@ -1,0 +1,60 @@
+-- Anomaly events from the stream processor, same queue -> view -> MergeTree path.
+CREATE TABLE IF NOT EXISTS {database}.anomalies_queue
+(
+    event_id     String,
+    home_id      String,
+    region       String,
+    metric       String,
+    ts           DateTime64(3, 'UTC'),
+    detected_at  DateTime64(3, 'UTC'),
+    value        Float64,
+    score        Float64,
+    detector     String,
+    window_mean  Float64,
+    window_std   Float64,
+    window_count Int64,
+    zscore       Nullable(Float64),
+    severity     String
+)
+ENGINE = Kafka
+SETTINGS
+    kafka_broker_list = '{kafka_broker}',
+    kafka_topic_list = '{topic_anomalies}',
+    kafka_group_name = '{consumer_group_prefix}-anomalies',
+    kafka_format = 'AvroConfluent',
+    format_avro_schema_registry_url = '{registry_url}',
+    kafka_handle_error_mode = 'stream',
+    kafka_flush_interval_ms = 1000;
+
+CREATE TABLE IF NOT EXISTS {database}.anomalies
+(
+    event_id     String,
+    home_id      LowCardinality(String),
+    region       LowCardinality(String),
+    metric       LowCardinality(String),
+    ts           DateTime64(3, 'UTC'),
+    detected_at  DateTime64(3, 'UTC'),
+    value        Float64,
+    score        Float64,
+    detector     LowCardinality(String),
+    window_mean  Float64,
+    window_std   Float64,
+    window_count Int64,
+    zscore       Nullable(Float64),
+    severity     LowCardinality(String),
+    ingested_at  DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = MergeTree
+PARTITION BY (toDate(ts), region)
+ORDER BY (region, home_id, ts, metric);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.anomalies_mv TO {database}.anomalies AS
+SELECT event_id, home_id, region, metric, ts, detected_at, value, score, detector,
+       window_mean, window_std, window_count, zscore, severity
+FROM {database}.anomalies_queue
+WHERE length(_error) = 0;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.anomalies_dlq_mv TO {database}.dead_letters AS
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, _raw_message AS raw, _error AS error
+FROM {database}.anomalies_queue
+WHERE length(_error) > 0;
