@@ -1,0 +1,52 @@
+# The two commands of the README: `make demo` and `make test`. Each does all of its
+# own set-up (virtual environment, Python packages, Debian packages), idempotently.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_ARGS ?=
+
+.PHONY: setup demo test test-fast bench stack-up stack-down clean
+
+setup: $(STAMP) apt-packages
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+# Prometheus and promtool come from Debian (alert rules, their unit tests, live alerts).
+apt-packages:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+		echo "installing Debian packages: prometheus"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+	@command -v promtool >/dev/null || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
+
+demo: setup
+	$(VENV)/bin/ecoretrofit demo $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest -q --durations=15
+
+# Unit tests only: no stack, seconds.
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration"
+
+bench: setup
+	$(VENV)/bin/ecoretrofit bench
+
+stack-up: setup
+	$(VENV)/bin/ecoretrofit stack up --prometheus
+
+stack-down:
+	$(VENV)/bin/ecoretrofit stack down
+
+clean: stack-down
+	rm -rf .eco-data

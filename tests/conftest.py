@@ -1,0 +1,80 @@
+"""Shared fixtures. The integration tests run against the real local stack, started
+once per test session on its own ports and data directory, and stopped at the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ecoretrofit.config import Settings
+from infra.stack import LocalStack
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items):
+    # Tests that use the stack are integration tests, whether marked or not.
+    for item in items:
+        if {"stack_settings", "stack", "processor"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    data = tmp_path_factory.mktemp("eco-stack")
+    env = {
+        "ECO_DATA_DIR": str(data),
+        "ECO_PORT_BASE": os.environ.get("ECO_TEST_PORT_BASE", "25000"),
+        # keep checkpoints frequent so restart tests do not wait long
+        "ECO_CHECKPOINT_INTERVAL_S": "2",
+    }
+    settings = Settings.from_env(env)
+    local = LocalStack(settings, with_prometheus=True, log=lambda line: print(line, file=sys.stderr))
+    try:
+        local.up()
+    except Exception:
+        local.down()
+        raise
+    yield local
+    local.down()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(stack) -> Settings:
+    return stack.settings
+
+
+def spawn(settings: Settings, *args: str, log_name: str) -> subprocess.Popen:
+    """Start an ``ecoretrofit`` subcommand against the test stack."""
+    log = open(settings.data_dir / "logs" / f"{log_name}.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecoretrofit.cli", *args],
+        env={**os.environ, **settings.env()}, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, cwd=settings.data_dir,
+    )
+
+
+def stop(proc: subprocess.Popen, sig: int = 15, timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+@pytest.fixture(scope="session")
+def processor(stack_settings):
+    """One Faust worker for the whole session."""
+    proc = spawn(stack_settings, "process", log_name="processor")
+    time.sleep(1.0)
+    assert proc.poll() is None, "processor exited at start-up; see its log in the stack data dir"
+    yield proc
+    stop(proc)
