@@ -1,0 +1,195 @@
+"""``ecoretrofit demo``: the whole city on this machine for about a minute.
+
+Brings the local stack up (unless it already runs), starts a Faust worker, streams
+1,000 simulated homes live with a few injected faults, waits for the warehouse to
+catch up, and prints what happened: readings produced vs stored, faults injected vs
+anomalies found, the most anomalous homes, and what to run next. Ctrl-C stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from ecoretrofit import metrics
+from ecoretrofit.config import Settings
+from ecoretrofit.errors import CommandError
+
+DEMO_FAULT_KINDS = ("spike", "voltage_sag", "voltage_surge", "stuck_sensor", "hvac_failure")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of live simulation (default 60)")
+    parser.add_argument("--homes", type=int, default=None, help="homes to simulate (default ECO_HOMES, 1000)")
+    parser.add_argument("--faults", type=int, default=2, help="faults injected per kind (default 2)")
+    parser.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    parser.add_argument("--prometheus", action="store_true", help="also start Prometheus with the alert rules")
+
+
+@dataclass
+class DemoRun:
+    run_id: str
+    start_ms: int
+    end_ms: int = 0
+
+
+def run(args, settings: Settings) -> int:
+    from infra.stack import LocalStack
+
+    homes = args.homes or settings.homes
+    stack = LocalStack(settings, with_prometheus=args.prometheus)
+    print(f"EcoRetrofit Streams demo: {homes} homes for {args.duration:.0f}s\n")
+    print("1/4 local stack")
+    started = stack.up()
+    processor = None
+    try:
+        print("2/4 stream processor (Faust worker)")
+        processor = _start_processor(settings)
+        print("3/4 simulating the city live (1 reading per home per second)")
+        run, plan, stats = _simulate(settings, homes, args.duration, args.faults)
+        print("4/4 waiting for the warehouse to store every reading")
+        report = _collect(settings, run, plan, stats)
+        _print_summary(settings, report)
+        return 0 if report["stored"] == stats.acked else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping what the demo started", file=sys.stderr)
+        return 130
+    finally:
+        if processor is not None:
+            _stop(processor)
+        if not args.keep_running and started:
+            stack.down(only=started)
+        elif started:
+            print("\nthe stack keeps running: `ecoretrofit stack down` stops it")
+
+
+def _start_processor(settings: Settings) -> subprocess.Popen:
+    log = open(settings.data_dir / "logs" / "processor.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecoretrofit.cli", "process"],
+        env={**os.environ, **settings.env()}, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    time.sleep(1.0)
+    if proc.poll() is not None:
+        raise CommandError(f"the processor exited at start-up (code {proc.returncode}); see {log.name}")
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _simulate(settings: Settings, homes: int, duration: float, faults_per_kind: int):
+    from producers.faults import FaultPlan
+    from producers.producer import TelemetryProducer, run_live
+    from producers.simulator import CitySimulator
+
+    metrics.serve(metrics.port_for(settings, "demo"), settings.bind_host)
+    start_ms = int(time.time() * 1000)
+    home_ids = [f"H{i:06d}" for i in range(homes)]
+    # Faults start after the detectors' warm-up and end before the run does.
+    warmup_ms = int(max(settings.zscore_warmup + 10, duration * 0.45) * 1000)
+    plan = FaultPlan.random(
+        home_ids, start_ms + warmup_ms, max(5_000, int(duration * 1000) - warmup_ms - 5_000),
+        seed=settings.seed, kinds=DEMO_FAULT_KINDS, faults_per_kind=faults_per_kind,
+    )
+    sim = CitySimulator(homes, settings.regions, settings.seed, start_ms, faults=plan)
+    producer = TelemetryProducer(settings)
+    t0 = time.monotonic()
+
+    def on_tick(ticks: int, n: int) -> None:
+        if ticks % 10 == 0:
+            s = producer.stats
+            print(f"    t={time.monotonic() - t0:5.1f}s  produced {s.sent:>8,}  acknowledged {s.acked:>8,}", flush=True)
+
+    run = DemoRun(run_id=str(start_ms), start_ms=start_ms)
+    stats = asyncio.run(run_live(sim, producer, duration, on_tick=on_tick))
+    run.end_ms = int(time.time() * 1000)
+    if stats.failed:
+        print(f"    {stats.failed} readings were not acknowledged: {stats.errors}")
+    return run, plan, stats
+
+
+def _collect(settings: Settings, run: DemoRun, plan, stats, timeout_s: float = 90.0) -> dict:
+    from sinks.warehouse import connect
+
+    client = connect(settings)
+    db = settings.clickhouse_database
+    where = f"ts >= fromUnixTimestamp64Milli({run.start_ms}) AND ts <= fromUnixTimestamp64Milli({run.end_ms + 5000})"
+    deadline = time.monotonic() + timeout_s
+    stored = 0
+    while time.monotonic() < deadline:
+        stored = int(client.command(f"SELECT count() FROM {db}.telemetry WHERE {where}"))
+        if stored >= stats.acked:
+            break
+        print(f"    stored {stored:,} of {stats.acked:,}", flush=True)
+        time.sleep(2)
+    time.sleep(2)  # the last anomaly events trail the last readings
+    anomalies = client.query(
+        f"SELECT home_id, metric, toUnixTimestamp64Milli(ts), severity, detector FROM {db}.anomalies WHERE {where}"
+    ).result_rows
+    top = client.query(
+        f"SELECT home_id, any(region), count() AS n, groupUniqArray(metric), max(score) "
+        f"FROM {db}.anomalies WHERE {where} GROUP BY home_id ORDER BY n DESC, home_id LIMIT 5"
+    ).result_rows
+    dead = int(client.command(
+        f"SELECT count() FROM {db}.dead_letters WHERE received_at >= fromUnixTimestamp64Milli({run.start_ms})"))
+    truth = plan.ground_truth()
+    detected = [f for f in truth if _detected(f, anomalies)]
+    faulty = {(f.home_id) for f in truth}
+    false_alarms = [a for a in anomalies if a[0] not in faulty]
+    return {
+        "produced": stats.sent, "acked": stats.acked, "stored": stored, "dead_letters": dead,
+        "faults": truth, "detected": detected, "anomalies": len(anomalies),
+        "false_alarms": len(false_alarms), "top": top, "window": where,
+    }
+
+
+def _detected(fault, anomalies, grace_ms: int = 30_000) -> bool:
+    for home_id, metric, ts, _sev, _det in anomalies:
+        if home_id == fault.home_id and (fault.metric is None or metric == fault.metric) \
+                and fault.start_ms <= ts <= fault.end_ms + grace_ms:
+            return True
+    return False
+
+
+def _print_summary(settings: Settings, r: dict) -> None:
+    ok = "OK" if r["stored"] == r["acked"] else "MISMATCH"
+    print("\n================ summary ================")
+    print(f"readings produced      {r['produced']:>10,}")
+    print(f"acknowledged by Kafka  {r['acked']:>10,}")
+    print(f"stored in ClickHouse   {r['stored']:>10,}   {ok}")
+    print(f"dead letters           {r['dead_letters']:>10,}")
+    print(f"faults injected        {len(r['faults']):>10,}")
+    print(f"  detected             {len(r['detected']):>10,}")
+    by_kind: dict[str, list[int]] = {}
+    for f in r["faults"]:
+        by_kind.setdefault(f.kind, [0, 0])[0] += 1
+    for f in r["detected"]:
+        by_kind[f.kind][1] += 1
+    for kind, (n, d) in sorted(by_kind.items()):
+        print(f"    {kind:<18} {d}/{n}")
+    print(f"anomaly events         {r['anomalies']:>10,}   ({r['false_alarms']} on homes without an injected fault)")
+    if r["top"]:
+        print("\nmost anomalous homes:")
+        for home, region, n, metrics_, score in r["top"]:
+            print(f"  {home}  {region:<8} {n:>3} events  {', '.join(sorted(metrics_))}  (max score {score:.6f})")
+    db = settings.clickhouse_database
+    print("\nwhere to look next:")
+    print(f'  ecoretrofit query "SELECT region, count() FROM {db}.telemetry GROUP BY region"')
+    print(f'  ecoretrofit query "SELECT * FROM {db}.anomalies ORDER BY ts DESC LIMIT 20"')
+    print(f'  ecoretrofit query "SELECT * FROM {db}.dead_letters LIMIT 10"')
+    print("  ecoretrofit stack status")
