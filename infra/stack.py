@@ -308,6 +308,12 @@ class LocalStack:
                 stopped.append(comp.name)
         return stopped
 
+    def restart(self, name: str) -> None:
+        """Stop and start one component (the others keep running)."""
+        comp = next(c for c in self.components_for_stop() if c.name == name)
+        self._stop(comp)
+        self._start(comp)
+
     def status(self) -> list[tuple[str, int | None, bool]]:
         return [(c.name, self._pid(c.name), c.healthy()) for c in self.components_for_stop()]
 
