@@ -1,0 +1,171 @@
+"""Client-side helpers for the warehouse, used by every process.
+
+Every process reaches ClickHouse the same way: ``clickhouse_connect`` over HTTP to
+``Settings.clickhouse_url``. Locally that URL points at ``ecoretrofit warehouse serve``
+(embedded ClickHouse behind ClickHouse's own HTTP interface, see
+``sinks/warehouse_service.py``); in docker-compose it points at a real server. No code
+here knows which one it talks to.
+
+The schema lives in ``sinks/sql/*.sql``: applied in filename order, with
+``{placeholders}`` filled from :func:`ddl_params`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ecoretrofit.config import ConfigError, Settings
+from ecoretrofit.errors import CommandError
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+
+# A placeholder is a bare word in braces. ClickHouse's own query parameters
+# ({name:Type}) and map literals ({'k': v}) never match, so they pass through.
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+# Statements end with a semicolon at the end of a line.
+_STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+
+
+def connect(settings: Settings, **kw):
+    """A clickhouse-connect client for ``settings.clickhouse_url``.
+
+    Keyword arguments go to ``clickhouse_connect.get_client`` and override the
+    defaults (e.g. ``database="default"`` before the database exists, or
+    ``compress=False``).
+    """
+    import clickhouse_connect  # imported here: it is not free, and not every command needs it
+
+    url = urlsplit(settings.clickhouse_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"ECO_CLICKHOUSE_URL={settings.clickhouse_url!r}: expected http://host:port")
+    options = {
+        "host": url.hostname,
+        "port": url.port or (8443 if url.scheme == "https" else 8123),
+        "secure": url.scheme == "https",
+        "username": settings.clickhouse_user,
+        "password": settings.clickhouse_password,
+        "database": settings.clickhouse_database,
+    }
+    options.update(kw)
+    return clickhouse_connect.get_client(**options)
+
+
+def wait_ready(settings: Settings, timeout: float = 60.0) -> None:
+    """Block until the warehouse answers ``GET /ping``; CommandError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    url = settings.clickhouse_url.rstrip("/") + "/ping"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise CommandError(
+                f"the warehouse at {settings.clickhouse_url} did not answer within {timeout:.0f}s "
+                "(is `ecoretrofit warehouse serve` running?)"
+            )
+        time.sleep(0.2)
+
+
+def error_line(exc: BaseException) -> str:
+    """One readable line from a clickhouse-connect error.
+
+    clickhouse-connect wraps the server's text ("Code: 60. DB::Exception: … (UNKNOWN_TABLE)
+    (version …)") in its own prefix and appends the URL; keep only ClickHouse's part.
+    """
+    text = str(exc)
+    start = text.find("Code: ")
+    if start >= 0:
+        text = text[start:]
+    text = re.sub(r"\s*\(for url [^)]*\)\s*$", "", text)
+    text = re.sub(r"\s*\(version [^()]*(?:\([^()]*\))?\)\s*$", "", text)
+    return " ".join(text.split())
+
+
+# ----------------------------------------------------------------------- DDL
+def ddl_params(settings: Settings) -> dict[str, str]:
+    """Values for the ``{placeholders}`` in ``sinks/sql/*.sql``."""
+    return {
+        "database": settings.clickhouse_database,
+        # how ClickHouse itself reaches Kafka and the registry (service names in docker-compose)
+        "kafka_broker": settings.clickhouse_kafka_bootstrap,
+        "registry_url": settings.clickhouse_schema_registry_url,
+        "topic_telemetry": settings.topic_telemetry,
+        "topic_anomalies": settings.topic_anomalies,
+        "topic_alerts": settings.topic_alerts,
+        "consumer_group_prefix": "eco-warehouse",
+    }
+
+
+def render_ddl(settings: Settings, directory: Path | str | None = None) -> list[str]:
+    """Every statement of ``directory/*.sql`` (default ``sinks/sql``) in filename order,
+    placeholders filled, comments removed."""
+    return [sql for _, sql in _labelled_statements(settings, directory)]
+
+
+def apply_ddl(client, settings: Settings, directory: Path | str | None = None) -> int:
+    """Run :func:`render_ddl` on ``client``; returns the number of statements.
+
+    Statements are expected to be idempotent (``IF NOT EXISTS``): this runs at every
+    start of the warehouse. A failing statement raises CommandError naming its file.
+    """
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    statements = _labelled_statements(settings, directory)
+    for label, sql in statements:
+        try:
+            # use_database=False: the first statement usually creates the database
+            client.command(sql, use_database=False)
+        except ClickHouseError as exc:
+            raise CommandError(f"DDL {label} failed: {error_line(exc)}") from None
+    return len(statements)
+
+
+def _labelled_statements(settings: Settings, directory: Path | str | None) -> list[tuple[str, str]]:
+    folder = Path(directory) if directory is not None else SQL_DIR
+    params = ddl_params(settings)
+    out = []
+    for path in sorted(folder.glob("*.sql")):
+        text = _strip_comments(path.read_text())
+
+        def fill(m: re.Match, path=path) -> str:
+            if m.group(1) not in params:
+                raise CommandError(f"{path.name}: unknown placeholder {m.group(0)} (known: {', '.join(params)})")
+            return params[m.group(1)]
+
+        text = _PLACEHOLDER.sub(fill, text)
+        statements = [s.strip() for s in _STATEMENT_END.split(text) if s.strip()]
+        out += [(f"{path.name}#{n}", sql) for n, sql in enumerate(statements, start=1)]
+    return out
+
+
+def _strip_comments(text: str) -> str:
+    """Drop ``--`` comments, except inside quoted strings and identifiers."""
+    out, quote, i = [], "", 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            out.append(c)
+            if c == "\\" and i + 1 < len(text):  # ClickHouse escapes with backslashes
+                out.append(text[i + 1])
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'`\"":
+            quote = c
+            out.append(c)
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
