@@ -92,6 +92,9 @@ class Settings:
     zscore_warmup: int = 30
     processor_app_id: str = "eco-processor"
     processor_workers: int = 1
+    # Where a processor group with no committed offsets starts: "earliest" scores the
+    # whole topic, "latest" only what arrives from now on (benchmarks, new deployments).
+    processor_offset_reset: str = "earliest"
     checkpoint_interval_s: float = 5.0
 
     # observability

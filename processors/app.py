@@ -46,7 +46,7 @@ def faust_settings(settings: Settings) -> dict:
         broker_request_timeout=30.0,
         broker_max_poll_interval=300.0,
         broker_commit_interval=1.0,
-        consumer_auto_offset_reset="earliest",
+        consumer_auto_offset_reset=settings.processor_offset_reset,
         producer_linger=0.01,
         producer_max_batch_size=262144,
         web_enabled=False,

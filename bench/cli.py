@@ -1,0 +1,95 @@
+"""``ecoretrofit bench``: measure, beside baselines taken in the same run, and print.
+
+Figures, not assertions: the machine is shared and noisy, so each figure comes with
+its baseline and the ratio between the two is what to compare across machines.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from ecoretrofit.config import Settings
+
+SECTIONS = ("produce", "process", "latency", "live", "detectors")
+DEFAULT = ("produce", "process", "latency", "detectors")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help=f"comma-separated sections of {', '.join(SECTIONS)} (default: {', '.join(DEFAULT)})")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--readings", type=int, default=200_000, help="produce: readings per round")
+    parser.add_argument("--live-homes", type=int, default=10_000, help="live: homes (readings/s)")
+    parser.add_argument("--live-workers", type=int, default=2, help="live: Faust workers")
+    parser.add_argument("--live-duration", type=float, default=60.0, help="live: seconds of load")
+
+
+def run(args, settings: Settings) -> int:
+    from bench import pipeline
+    from infra.stack import LocalStack
+
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
+    results: dict[str, object] = {}
+    needs_stack = set(sections) - {"detectors"}
+    stack = LocalStack(settings, log=lambda line: print(line, file=sys.stderr))
+    started = stack.up() if needs_stack else []
+    try:
+        for name in sections:
+            print(f"bench {name} …", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            if name == "produce":
+                results[name] = pipeline.bench_produce(settings, readings=args.readings)
+            elif name == "process":
+                results[name] = pipeline.bench_process(settings)
+            elif name == "latency":
+                results[name] = pipeline.bench_latency(settings)
+            elif name == "live":
+                results[name] = pipeline.bench_live(settings, args.live_homes, args.live_workers, args.live_duration)
+            elif name == "detectors":
+                from processors.detectors.costs import measure_detector_costs
+
+                results[name] = measure_detector_costs()
+            print(f"  done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+    finally:
+        if started:
+            stack.down(only=started)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        print_report(results)
+    return 0
+
+
+def print_report(results: dict) -> None:
+    print("\n=========== EcoRetrofit benchmark (this machine, this run) ===========")
+    if "produce" in results:
+        r = results["produce"]
+        print(f"produce   simulator+Avro+produce {r['ours_readings_per_s']:>10,.0f} readings/s")
+        print(f"          bare confluent-kafka   {r['baseline_msgs_per_s']:>10,.0f} msgs/s (pre-serialised)")
+        print(f"          ratio                  {r['ratio']:>10.0%}   (target >= 70%)")
+    if "process" in results:
+        r = results["process"]
+        print(f"process   Faust worker           {r['faust_readings_per_s_per_worker']:>10,.0f} readings/s per worker")
+        print(f"          bare consumer + maths  {r['baseline_readings_per_s']:>10,.0f} readings/s")
+        print(f"          ratio                  {r['ratio']:>10.0%}")
+    if "latency" in results:
+        r = results["latency"]
+        print(f"latency   produce->anomaly       p50 {r['anomaly_p50_s'] * 1000:>7.0f} ms  p99 {r['anomaly_p99_s'] * 1000:>7.0f} ms"
+              f"  ({r['anomaly_events']} events, {r['homes']} homes live; target p99 < 1 s)")
+        print(f"          produce->ClickHouse    p50 {r['clickhouse_p50_s'] * 1000:>7.0f} ms  p99 {r['clickhouse_p99_s'] * 1000:>7.0f} ms"
+              f"  ({r['clickhouse_rows']:,} rows)")
+    if "live" in results:
+        r = results["live"]
+        print(f"live      {r['homes']:,} homes, {r['workers']} workers: produced {r['produced_per_s']:,.0f}/s, "
+              f"lag {'GROWING' if r['lag_growing'] else 'flat'}, drained {r['drain_after_load_s']:.0f}s after load")
+        for t, produced, processed, lag in r["lag_samples"]:
+            print(f"          t={t:>5.0f}s produced {produced:>9,.0f} processed {processed:>9,.0f} lag {lag:>8,.0f}")
+    if "detectors" in results:
+        print("detectors (events/s on one core, score_one + learn_one):")
+        for name, rate in sorted(results["detectors"].items(), key=lambda kv: -kv[1]):
+            print(f"          {name:<12} {rate:>12,.0f}")
