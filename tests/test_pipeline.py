@@ -48,7 +48,7 @@ def stored_counts(settings, region: str) -> tuple[int, int]:
     """(rows, distinct readings) stored for a region."""
     client = connect(settings)
     rows, distinct = client.query(
-        f"SELECT count(), uniqExact(home_id, seq) FROM {settings.clickhouse_database}.telemetry "
+        f"SELECT count(), uniqExact(home_id, ts) FROM {settings.clickhouse_database}.telemetry "
         f"WHERE region = %(r)s", parameters={"r": region}
     ).result_rows[0]
     return int(rows), int(distinct)
@@ -197,6 +197,6 @@ def test_broker_restart_loses_nothing(stack, stack_settings):
         except Exception:
             continue
         if r["region"] == region:
-            seen.add((r["home_id"], r["seq"]))
+            seen.add((r["home_id"], r["ts"]))
     c.close()
     assert len(seen) == produced
