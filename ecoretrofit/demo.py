@@ -105,6 +105,7 @@ def _simulate(settings: Settings, homes: int, duration: float, faults_per_kind: 
     plan = FaultPlan.random(
         home_ids, start_ms + warmup_ms, max(5_000, int(duration * 1000) - warmup_ms - 5_000),
         seed=settings.seed, kinds=DEMO_FAULT_KINDS, faults_per_kind=faults_per_kind,
+        warmup_ms=0, tail_ms=2_000,  # the window above already leaves the warm-up out
     )
     sim = CitySimulator(homes, settings.regions, settings.seed, start_ms, faults=plan)
     producer = TelemetryProducer(settings)
@@ -160,7 +161,7 @@ def _collect(settings: Settings, run: DemoRun, plan, stats, timeout_s: float = 9
 
 def _detected(fault, anomalies, grace_ms: int = 30_000) -> bool:
     for home_id, metric, ts, _sev, _det in anomalies:
-        if home_id == fault.home_id and (fault.metric is None or metric == fault.metric) \
+        if home_id == fault.home_id and metric in fault.metrics \
                 and fault.start_ms <= ts <= fault.end_ms + grace_ms:
             return True
     return False

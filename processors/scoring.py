@@ -16,6 +16,12 @@ Pure code: the Faust agent, the evaluation commands and the benchmarks all use i
 >>> again = model.update({**base, "ts": 62_000, "power_w": 5000.0})   # same episode: held back
 >>> again
 []
+>>> model.update({**base, "ts": 63_000, "indoor_temp_c": 21.3})   # below the sensor's noise floor
+[]
+>>> model.update({**base, "ts": 63_000 + 3_600_000})   # an hour later: models start afresh
+[]
+>>> model.resets, model.detectors["power_w"].evidence().count
+(1, 1)
 """
 
 from __future__ import annotations
@@ -41,6 +47,22 @@ SCORED_METRICS = (
 )
 
 
+# The smallest deviation from the window mean that can count as an anomaly, per
+# metric, in the metric's unit: about the sensor's resolution and noise floor. A
+# smooth signal can have a window deviation so small that a change nobody would act
+# on scores like a fault; the floor keeps such readings quiet whatever the detector.
+MIN_DEVIATION = {
+    "indoor_temp_c": 0.5,
+    "power_w": 150.0,
+    "voltage_v": 4.0,
+    "vibration_mm_s": 0.3,
+    "water_flow_lpm": 1.0,
+    "water_temp_c": 1.0,
+    "uv_intensity_mw_cm2": 1.0,
+    "pump_pressure_bar": 0.2,
+}
+
+
 @dataclass(frozen=True)
 class ScoringConfig:
     detector: str = "zscore"
@@ -53,6 +75,9 @@ class ScoringConfig:
     # An episode: anomalies on one home and metric closer together than this are one
     # event (the first, and any escalation to critical), not one per reading.
     cooldown_ms: int = 60_000
+    # A model that has not seen its home for this long describes another time (or,
+    # after a re-deployment, another home): start learning again.
+    stale_after_ms: int = 15 * 60_000
 
     @property
     def threshold(self) -> float:
@@ -80,12 +105,18 @@ class HomeModel:
         self.detectors: dict = {}
         self._last_alarm_ms: dict[str, int] = {}
         self._last_severity: dict[str, str] = {}
+        self.last_ts: int | None = None
+        self.resets = 0
 
     def update(self, reading: dict, detected_at_ms: int | None = None) -> list[dict]:
         """Score then learn every metric of ``reading``; returns anomaly events."""
         cfg = self.config
         events = []
         ts = reading["ts"]
+        if self.last_ts is not None and abs(ts - self.last_ts) > cfg.stale_after_ms:
+            self.detectors.clear()
+            self.resets += 1
+        self.last_ts = ts
         for metric in SCORED_METRICS:
             x = reading.get(metric)
             if x is None or not math.isfinite(x):
@@ -94,7 +125,7 @@ class HomeModel:
             if det is None:
                 det = self.detectors[metric] = make(cfg.detector, **cfg.detector_params)
             score = det.score_one(x)
-            if score >= cfg.threshold:
+            if score >= cfg.threshold and abs(x - det.evidence().mean) >= MIN_DEVIATION.get(metric, 0.0):
                 severity = "critical" if score >= cfg.critical else "warning"
                 if self._new_episode(metric, ts, severity):
                     events.append(_event(reading, metric, x, score, det, severity, detected_at_ms))
