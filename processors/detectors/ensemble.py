@@ -1,0 +1,138 @@
+"""Combining calibrated detectors, and reporting each incident once.
+
+Every member reports a calibrated score ``s = 1 - p`` (``p`` the estimated chance of a
+value at least that unusual in normal operation). ``Ensemble`` combines them:
+
+- ``"geometric"`` (default): the weighted geometric mean of the p-values,
+  ``p = prod_i p_i ** w_i`` (weights summing to 1). A value has to look unusual to
+  more than one member, or extremely unusual to one, to score high; one member's
+  quirk (a local spike in a busy series, a novel but harmless shape) is damped by the
+  others. It is a conservative combination when the members are independent and
+  exact when they agree; on NAB it beat Bonferroni clearly (63.7 vs 56-59 standard).
+- ``"bonferroni"``: weighted Bonferroni, ``p = min(1, min_i p_i / w_i)`` with
+  the weights summing to 1 (equal weights: ``n * min_i p_i``): the most surprised
+  member decides, corrected for having asked several, so the combined score keeps the
+  meaning ``P(score > s) <= 1 - s``;
+- ``"max"``: ``max_i s_i`` (no correction: more alarms as members are added);
+- ``"mean"``: the weighted mean of the scores.
+
+``refractory`` (events, default 50): an incident keeps a detector surprised for a
+while, and a page per event is noise. A combined score that does not exceed the
+largest combined score of the previous ``refractory`` events is reported as 0: the
+incident was already reported, unless it is getting worse. This is what turns "rows
+above threshold" into "incidents" (on NAB it is worth several points, mostly fewer
+false positives); set it to 0 for the raw combined score.
+
+>>> e = Ensemble(members=(("zscore", {"window": 50, "warmup": 10}),
+...                       ("ewzscore", {"halflife": 20, "warmup": 10})), refractory=0)
+>>> for i in range(200):
+...     e.learn_one(5.0 + (i % 4) * 0.1)
+>>> e.score_one(5.1) < 0.5, e.score_one(9.0) > 0.999
+(True, True)
+>>> Ensemble().score_one(1.0)     # every member still warming up
+0.0
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Mapping, Sequence
+
+from processors.detectors.base import Detector, Evidence, make, register
+
+#: The default members and weights: extremes against the long-run history carry most
+#: of the weight; a robust rolling window adds spikes that are extreme only locally,
+#: and the shape novelty of the last few values adds anomalies made of ordinary values.
+DEFAULT_MEMBERS: tuple[tuple[str, Mapping[str, object]], ...] = (
+    ("extreme", {}),
+    ("robust", {}),
+    ("knn", {}),
+)
+DEFAULT_WEIGHTS: tuple[float, ...] = (0.6, 0.2, 0.2)
+
+
+@register("ensemble")
+class Ensemble:
+    """Several detectors on the same series, their calibrated scores combined.
+
+    Cost and state: the sum of the members' plus ``refractory`` floats (about 30 µs
+    per event with the default members, most of it ``knn``; ``score_one`` memoises the combined score for
+    the ``learn_one`` that follows).
+    """
+
+    name = "ensemble"
+
+    def __init__(self, members: Sequence[tuple[str, Mapping[str, object]]] | Sequence[str] = DEFAULT_MEMBERS,
+                 combine: str = "geometric", weights: Sequence[float] | None = None,
+                 refractory: int = 50):
+        if combine not in ("geometric", "bonferroni", "max", "mean"):
+            raise ValueError("combine must be 'geometric', 'bonferroni', 'max' or 'mean'")
+        specs = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in members]
+        if not specs:
+            raise ValueError("an ensemble needs at least one member")
+        if any(name == "ensemble" for name, _ in specs):
+            raise ValueError("an ensemble cannot contain an ensemble")
+        self.members: list[Detector] = [make(name, **params) for name, params in specs]
+        self.combine = combine
+        if weights is None and members is DEFAULT_MEMBERS:
+            weights = DEFAULT_WEIGHTS
+        w = [1.0] * len(specs) if weights is None else [float(x) for x in weights]
+        if len(w) != len(specs) or sum(w) <= 0:
+            raise ValueError("weights must be one positive number per member")
+        if any(x < 0 for x in w):
+            raise ValueError("weights must not be negative")
+        total = sum(w)
+        self.weights = [x / total for x in w]
+        self.refractory = max(0, int(refractory))
+        self._recent: deque[float] = deque(maxlen=max(1, self.refractory))
+        self._memo: tuple[float, float] | None = None
+
+    def member_scores(self, x: float) -> list[float]:
+        return [m.score_one(x) for m in self.members]
+
+    def combined_score(self, x: float) -> float:
+        """The combined score before the refractory rule."""
+        if self._memo is not None and self._memo[0] == x:
+            return self._memo[1]
+        scores = self.member_scores(x)
+        if self.combine == "max":
+            s = max(scores)
+        elif self.combine == "mean":
+            s = sum(w * s for w, s in zip(self.weights, scores))
+        elif self.combine == "geometric":
+            logp = 0.0
+            for sc, w in zip(scores, self.weights):
+                if w > 0.0:
+                    p = 1.0 - sc
+                    if p <= 0.0:
+                        logp = -math.inf
+                        break
+                    logp += w * math.log(p)
+            s = 1.0 - math.exp(logp)
+        else:
+            p = min((1.0 - s) / w if w > 0 else 1.0 for s, w in zip(scores, self.weights))
+            s = 1.0 - min(1.0, p)
+        self._memo = (x, s)
+        return s
+
+    def score_one(self, x: float) -> float:
+        s = self.combined_score(x)
+        if self.refractory and self._recent and s <= max(self._recent):
+            return 0.0
+        return s
+
+    def learn_one(self, x: float) -> None:
+        if self.refractory:
+            self._recent.append(self.combined_score(x))
+        self._memo = None
+        for m in self.members:
+            m.learn_one(x)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_memo"] = None
+        return state
+
+    def evidence(self) -> Evidence:
+        return self.members[0].evidence()
