@@ -1,0 +1,333 @@
+"""``ecoretrofit topics [--format text|markdown] [--output FILE]``: the contract of
+every topic, for the teams that consume them.
+
+Per topic: name, key (what and how it is encoded), value (format, registry subject and
+the Avro schema's fields with their types and docs), partitions, retention/compaction,
+ordering and delivery guarantees, and the schema compatibility mode.
+
+Nothing here restates a schema or a partition count: fields come from
+``schemas/*.avsc`` and partitions from ``infra.stack.topic_specs``, so the output
+cannot drift from what the code produces. ``docs/topics.md`` is this command's
+Markdown output with default settings (``tests/test_topics.py`` fails when it is stale):
+
+    ecoretrofit topics --format markdown --output docs/topics.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import schemas
+from ecoretrofit.config import Settings
+
+COMPATIBILITY = "BACKWARD"
+
+WIRE_FORMAT = (
+    "Avro binary in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, "
+    "then the Avro body; the id resolves at the schema registry (GET /schemas/ids/{id})"
+)
+COMPATIBILITY_TEXT = (
+    f"{COMPATIBILITY} on the subject: a new version must read data written with the previous one. "
+    "Project rule on top (schemas/__init__.py): only add fields, each optional with a default; never "
+    "remove, rename or retype one, so consumers still on an older schema keep reading new data too."
+)
+HOME_KEY = (
+    "home_id as UTF-8 bytes, no schema (e.g. H000042). Partition = murmur2(key), as Kafka's Java "
+    "client and Faust compute it (confluent-kafka producers: partitioner=murmur2_random)"
+)
+DEFAULT_RETENTION = (
+    "cleanup.policy=delete; no per-topic retention is set, so the broker default applies "
+    "(Apache Kafka: 7 days)"
+)
+
+
+@dataclass
+class Contract:
+    name: str
+    title: str
+    purpose: str
+    producers: str
+    consumers: str
+    key: str
+    value: str
+    partitions: int
+    retention: str
+    ordering: str
+    delivery: str
+    dedup: str
+    compatibility: str
+    schema: str | None = None  # name of an .avsc in schemas/
+    subject: str | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- contracts
+def alert_schema() -> str | None:
+    """The alerts topic's schema, if one is shipped (schemas/*alert*.avsc)."""
+    found = [name for name in schemas.available() if "alert" in name]
+    return found[0] if found else None
+
+
+def contracts(settings: Settings) -> list[Contract]:
+    from infra.stack import topic_specs
+
+    parts = topic_specs(settings)
+    out = [
+        Contract(
+            name=settings.topic_telemetry,
+            title="telemetry readings",
+            purpose="Every sensor reading of every home: the pipeline's input.",
+            producers="`ecoretrofit simulate` (producers/producer.py)",
+            consumers="the stream processor (`ecoretrofit process`), the warehouse (ClickHouse Kafka engine)",
+            key=HOME_KEY,
+            value=WIRE_FORMAT,
+            schema=schemas.TELEMETRY_READING,
+            subject=f"{settings.topic_telemetry}-value",
+            partitions=parts[settings.topic_telemetry],
+            retention=DEFAULT_RETENTION,
+            ordering=(
+                "Per home: all readings of a home share a key, hence a partition, and arrive in the order "
+                "produced (`seq` +1 per reading). No order across homes or partitions."
+            ),
+            delivery=(
+                "At-least-once: acks=all with retries and without idempotence, so a retried batch can "
+                "arrive twice or out of order within its partition."
+            ),
+            dedup="(home_id, seq) identifies a reading; a gap in seq means readings lost at the source.",
+            compatibility=COMPATIBILITY_TEXT,
+        ),
+        Contract(
+            name=settings.topic_anomalies,
+            title="anomaly events",
+            purpose="One event per anomalous reading of one home's metric, emitted by the stream processor.",
+            producers="the stream processor (`ecoretrofit process`, processors/app.py)",
+            consumers="the warehouse (ClickHouse Kafka engine), other teams (see examples/consume_anomalies.py)",
+            key=HOME_KEY,
+            value=WIRE_FORMAT,
+            schema=schemas.ANOMALY_EVENT,
+            subject=f"{settings.topic_anomalies}-value",
+            partitions=parts[settings.topic_anomalies],
+            retention=DEFAULT_RETENTION,
+            ordering="Per home, in detection order (key home_id). No order across homes or partitions.",
+            delivery=(
+                "At-least-once: offsets are committed after processing, so after a crash or a rebalance the "
+                "readings since the last commit are scored again and their anomalies emitted again."
+            ),
+            dedup="`event_id` (home_id/metric/reading ts/detector) is stable across re-processing: deduplicate on it.",
+            compatibility=COMPATIBILITY_TEXT,
+        ),
+    ]
+    alert = alert_schema()
+    if alert is not None:
+        out.append(Contract(
+            name=settings.topic_alerts,
+            title="alerts",
+            purpose="Alerts raised from anomaly events.",
+            producers="the stream processor",
+            consumers="other teams",
+            key=HOME_KEY,
+            value=WIRE_FORMAT,
+            schema=alert,
+            subject=f"{settings.topic_alerts}-value",
+            partitions=parts[settings.topic_alerts],
+            retention=DEFAULT_RETENTION,
+            ordering="Per key, in the order raised.",
+            delivery="At-least-once.",
+            dedup="Deduplicate on the event's id field.",
+            compatibility=COMPATIBILITY_TEXT,
+        ))
+    out += [
+        Contract(
+            name=settings.topic_deadletter,
+            title="dead letters",
+            purpose="Messages the processor could not decode, kept byte for byte for inspection and replay.",
+            producers="the stream processor (processors/app.py `dead_letter`)",
+            consumers="operators; alert EcoDeadLettersGrowing counts them (eco_dead_letters_total)",
+            key="the original message's key bytes, unchanged (null if it had none)",
+            value="the original message's value bytes, unchanged (not necessarily Avro: that is why it is here)",
+            partitions=parts[settings.topic_deadletter],
+            retention=DEFAULT_RETENTION,
+            ordering="One partition: in the order the processor met them.",
+            delivery="At-least-once (a re-processed bad message is dead-lettered again).",
+            dedup="(source_topic, source_partition, source_offset) headers identify the original message.",
+            compatibility="None: raw bytes, no schema.",
+            headers=[
+                ("source_topic", "topic the message came from (UTF-8)"),
+                ("source_partition", "its partition, decimal UTF-8"),
+                ("source_offset", "its offset, decimal UTF-8"),
+                ("reason", "short label: truncated, bad_magic, unknown_schema, corrupt"),
+                ("error", "the decoder's full message (UTF-8)"),
+            ],
+        ),
+        Contract(
+            name=settings.topic_schemas,
+            title="schema registry log",
+            purpose="The schema registry's own storage: every registration and config change, replayed at start.",
+            producers="the schema registry only: never produce to it",
+            consumers="the schema registry only: read schemas through its REST API",
+            key="internal to the registry",
+            value="internal to the registry (JSON records)",
+            partitions=parts[settings.topic_schemas],
+            retention=(
+                "must never expire: Confluent's registry creates it with cleanup.policy=compact; "
+                "`ecoretrofit registry` replays it whole at start"
+            ),
+            ordering="One partition: the registry's log is totally ordered.",
+            delivery="Written by one registry leader; each record is applied idempotently.",
+            dedup="Not needed: replaying a record twice yields the same state.",
+            compatibility="Not applicable.",
+        ),
+    ]
+    return out
+
+
+# ------------------------------------------------------------ Avro rendering
+def type_name(node: object) -> str:
+    """A short, Markdown-safe rendering of an Avro type."""
+    if isinstance(node, str):
+        return node
+    if isinstance(node, list):
+        kinds = [type_name(t) for t in node]
+        if "null" in kinds and len(kinds) == 2:
+            return f"{[k for k in kinds if k != 'null'][0]} or null"
+        return " or ".join(kinds)
+    if isinstance(node, dict):
+        kind = node.get("type")
+        logical = node.get("logicalType")
+        if logical:
+            return f"{type_name(kind)} ({logical})"
+        if kind == "array":
+            return f"array of {type_name(node['items'])}"
+        if kind == "map":
+            return f"map of {type_name(node['values'])}"
+        if kind == "enum":
+            return f"enum {node['name']} ({', '.join(node['symbols'])})"
+        if kind == "fixed":
+            return f"fixed {node['name']} ({node['size']} bytes)"
+        if kind in ("record", "error"):
+            return f"record {node['name']}"
+        return type_name(kind)
+    return str(node)
+
+
+def schema_fields(name: str) -> list[tuple[str, str, str, str]]:
+    """(field, type, required/default, doc) of a shipped schema, in schema order."""
+    rows = []
+    for f in schemas.schema_dict(name)["fields"]:
+        if "default" in f:
+            presence = f"optional, default {json.dumps(f['default'])}"
+        else:
+            presence = "required"
+        rows.append((f["name"], type_name(f["type"]), presence, f.get("doc", "")))
+    return rows
+
+
+def schema_title(name: str) -> tuple[str, str]:
+    d = schemas.schema_dict(name)
+    full = f"{d['namespace']}.{d['name']}" if d.get("namespace") else d["name"]
+    return full, d.get("doc", "")
+
+
+# ---------------------------------------------------------------- renderers
+def render_text(settings: Settings) -> str:
+    lines = []
+    for c in contracts(settings):
+        lines.append(f"{c.name}: {c.title}")
+        lines.append(f"  {c.purpose}")
+        rows = [
+            ("produced by", c.producers), ("consumed by", c.consumers), ("key", c.key), ("value", c.value),
+        ]
+        if c.subject:
+            rows.append(("subject", f"{c.subject} (TopicNameStrategy)"))
+        rows += [
+            ("partitions", str(c.partitions)), ("retention", c.retention), ("ordering", c.ordering),
+            ("delivery", c.delivery), ("dedup", c.dedup), ("compatibility", c.compatibility),
+        ]
+        for label, text in rows:
+            lines.append(f"  {label + ':':<15}{text}")
+        for header, text in c.headers:
+            lines.append(f"  {'header:':<15}{header}: {text}")
+        if c.schema:
+            full, doc = schema_title(c.schema)
+            lines.append(f"  {'schema:':<15}{full} (schemas/{c.schema}.avsc)")
+            if doc:
+                lines.append(f"  {'':<15}{doc}")
+            fields = schema_fields(c.schema)
+            width = max(len(f[0]) for f in fields)
+            twidth = max(len(f[1]) for f in fields)
+            for fname, ftype, presence, fdoc in fields:
+                lines.append(f"    {fname:<{width}}  {ftype:<{twidth}}  {presence}. {fdoc}".rstrip())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(settings: Settings) -> str:
+    items = contracts(settings)
+    out = [
+        "# Topic contracts",
+        "",
+        "<!-- Generated by `ecoretrofit topics --format markdown --output docs/topics.md` "
+        "(default settings) from schemas/*.avsc and infra.stack.topic_specs. Do not edit by hand: "
+        "tests/test_topics.py fails when this file is stale. -->",
+        "",
+        "Every topic the platform owns, with what a consumer may rely on. Avro values use the "
+        f"Confluent wire format and are registered under `<topic>-value` (TopicNameStrategy) with "
+        f"compatibility {COMPATIBILITY}. A minimal consumer: `examples/consume_anomalies.py`.",
+        "",
+        "| Topic | Key | Value | Partitions | Compatibility |",
+        "|---|---|---|---|---|",
+    ]
+    for c in items:
+        key = "home_id (UTF-8)" if c.key == HOME_KEY else c.key.split(",")[0].split("(")[0].strip()
+        value = f"Avro `{schema_title(c.schema)[0].rsplit('.', 1)[-1]}`" if c.schema else "raw bytes" if c.headers else "internal"
+        compat = COMPATIBILITY if c.schema else "n/a"
+        out.append(f"| `{c.name}` | {_md(key)} | {value} | {c.partitions} | {compat} |")
+    for c in items:
+        out += ["", f"## `{c.name}`: {c.title}", "", c.purpose, ""]
+        rows = [
+            ("Produced by", c.producers), ("Consumed by", c.consumers), ("Key", c.key), ("Value", c.value),
+        ]
+        if c.subject:
+            rows.append(("Registry subject", f"`{c.subject}`"))
+        rows += [
+            ("Partitions", str(c.partitions)), ("Retention", c.retention), ("Ordering", c.ordering),
+            ("Delivery", c.delivery), ("Deduplication", c.dedup), ("Compatibility", c.compatibility),
+        ]
+        out += [f"- **{label}:** {text}" for label, text in rows]
+        if c.headers:
+            out += ["", "| Header | Content |", "|---|---|"]
+            out += [f"| `{h}` | {_md(t)} |" for h, t in c.headers]
+        if c.schema:
+            full, doc = schema_title(c.schema)
+            out += ["", f"### Value schema `{full}`", "", f"From `schemas/{c.schema}.avsc`. {doc}".rstrip(), ""]
+            out += ["| Field | Type | Presence | Description |", "|---|---|---|---|"]
+            out += [f"| `{n}` | {_md(t)} | {_md(p)} | {_md(d)} |" for n, t, p, d in schema_fields(c.schema)]
+    return "\n".join(out) + "\n"
+
+
+RENDERERS = {"text": render_text, "markdown": render_markdown}
+
+
+# ---------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=sorted(RENDERERS), default="text", help="output format (default text)")
+    parser.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    text = RENDERERS[args.format](settings)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
