@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "topics": ("ecoretrofit.topics", "print the contract of every topic"),
     "eval": ("evaluation.cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.cli", "measure throughput and latency against baselines"),
+    "init": ("infra.ddl_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),
     "registry": ("registry.cli", "run the Confluent-compatible schema registry"),
     "warehouse": ("sinks.warehouse_cli", "run the embedded-ClickHouse warehouse service"),
 }

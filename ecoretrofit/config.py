@@ -201,7 +201,8 @@ class Settings:
             "linger.ms": 20,
             "batch.num.messages": 10000,
             "compression.type": "lz4",
-            "enable.idempotence": False,
+            # no duplicates or reordering from retries within a partition
+            "enable.idempotence": True,
             "acks": "all",
         }
 

@@ -94,8 +94,9 @@ def contracts(settings: Settings) -> list[Contract]:
                 "produced (`seq` +1 per reading). No order across homes or partitions."
             ),
             delivery=(
-                "At-least-once: acks=all with retries and without idempotence, so a retried batch can "
-                "arrive twice or out of order within its partition."
+                "Idempotent producer with acks=all: a broker retry neither duplicates nor reorders "
+                "readings within a partition. A producer restart may re-send readings it had not seen "
+                "acknowledged, so consumers treat the topic as at-least-once."
             ),
             dedup="(home_id, seq) identifies a reading; a gap in seq means readings lost at the source.",
             compatibility=COMPATIBILITY_TEXT,

@@ -137,6 +137,14 @@ def topic_specs(settings: Settings) -> dict[str, int]:
     }
 
 
+def topic_config(settings: Settings, topic: str) -> dict[str, str]:
+    """The registry's log must never expire: compacted, infinite retention (as
+    Confluent's registry creates it). Everything else takes the broker defaults."""
+    if topic == settings.topic_schemas:
+        return {"cleanup.policy": "compact", "retention.ms": "-1"}
+    return {}
+
+
 def ensure_topics(settings: Settings, specs: dict[str, int] | None = None) -> list[str]:
     """Create missing topics explicitly (Tansu would auto-create with 4 partitions)."""
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -144,7 +152,8 @@ def ensure_topics(settings: Settings, specs: dict[str, int] | None = None) -> li
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     specs = topic_specs(settings) if specs is None else specs
     existing = set(admin.list_topics(timeout=10).topics)
-    missing = [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in specs.items() if t not in existing]
+    missing = [NewTopic(t, num_partitions=n, replication_factor=1, config=topic_config(settings, t))
+               for t, n in specs.items() if t not in existing]
     for topic, fut in admin.create_topics(missing, operation_timeout=10).items() if missing else []:
         try:
             fut.result(timeout=15)
