@@ -133,7 +133,7 @@ def _run_nab(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_as_json(data, files, results), indent=2))
     else:
-        print(_format(data, files, results, show_files=args.files))
+        print(_format(data, files, results, show_files=args.files, jobs=max(1, args.jobs)))
     return 0
 
 
@@ -161,7 +161,7 @@ def _as_json(data: Path, files, results: dict) -> dict:
     return out
 
 
-def _format(data: Path, files, results: dict, show_files: bool = False) -> str:
+def _format(data: Path, files, results: dict, show_files: bool = False, jobs: int = 1) -> str:
     from evaluation.nab import PUBLISHED_SCOREBOARD
 
     n_windows = sum(len(f.windows) for f in files)
@@ -187,15 +187,16 @@ def _format(data: Path, files, results: dict, show_files: bool = False) -> str:
         lines.append(f"{mark}{label:<{w - 2}}" + "".join(f"{v:9.1f}" for v in vals) + f"   {source}")
     lines.append("")
 
-    lines.append("Per detector and profile (this corpus):")
+    lines.append("Per detector and profile (this corpus; 'windows' = windows with a detection, "
+                 "FP/TP rows = rows at or above the threshold outside/inside windows):")
     lines.append(f"{'detector':<{w}}{'profile':<10}{'score':>7}{'threshold':>12}{'raw':>9}"
-                 f"{'windows':>9}{'FP rows':>9}{'TP rows':>9}  time")
+                 f"{'windows':>9}{'FP rows':>9}{'TP rows':>9}  wall time")
     for label, r in sorted(results.items(), key=lambda kv: -kv[1]["profiles"]["standard"].normalized):
         for prof, pr in r["profiles"].items():
             hit, total = pr.windows_detected(files, r["scores"])
             c = pr.counts
             thr = "never" if pr.threshold == float("inf") else f"{pr.threshold:.6f}"
-            t = "" if r["seconds"] is None else f"{r['seconds']:.1f}s ({n_events / r['seconds']:,.0f} ev/s)"
+            t = "" if r["seconds"] is None else f"{r['seconds']:.1f}s on {jobs} process{'es' if jobs > 1 else ''}"
             lines.append(f"{label:<{w}}{_SHORT.get(prof, prof):<10}{pr.normalized:7.1f}{thr:>12}"
                          f"{pr.raw:9.2f}{f'{hit}/{total}':>9}{c['fp']:9d}{c['tp']:9d}  "
                          + (t if prof == "standard" else ""))

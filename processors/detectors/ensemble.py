@@ -7,8 +7,10 @@ value at least that unusual in normal operation). ``Ensemble`` combines them:
   ``p = prod_i p_i ** w_i`` (weights summing to 1). A value has to look unusual to
   more than one member, or extremely unusual to one, to score high; one member's
   quirk (a local spike in a busy series, a novel but harmless shape) is damped by the
-  others. It is a conservative combination when the members are independent and
-  exact when they agree; on NAB it beat Bonferroni clearly (63.7 vs 56-59 standard).
+  others. For independent members it is conservative in the tail
+  (``P(p <= t) <= t`` for small ``t``), for identical ones exact; under arbitrary
+  dependence it can overstate surprise by at most a factor ``e`` (Vovk & Wang, 2020).
+  On NAB, with the default members, it beat Bonferroni clearly (65.1 vs 56.4 standard).
 - ``"bonferroni"``: weighted Bonferroni, ``p = min(1, min_i p_i / w_i)`` with
   the weights summing to 1 (equal weights: ``n * min_i p_i``): the most surprised
   member decides, corrected for having asked several, so the combined score keeps the
@@ -20,8 +22,13 @@ value at least that unusual in normal operation). ``Ensemble`` combines them:
 while, and a page per event is noise. A combined score that does not exceed the
 largest combined score of the previous ``refractory`` events is reported as 0: the
 incident was already reported, unless it is getting worse. This is what turns "rows
-above threshold" into "incidents" (on NAB it is worth several points, mostly fewer
-false positives); set it to 0 for the raw combined score.
+above threshold" into "incidents" (on NAB, default members: 51.6 without it, 65.1
+with it, standard profile; the gain is fewer false positives); set it to 0 for the
+raw combined score.
+
+NAB (34-file subset, standard / low FP / low FN): 65.1 / 51.2 / 71.7 with the
+defaults; the score moves by less than 5 points when any member's main parameter is
+halved or doubled.
 
 >>> e = Ensemble(members=(("zscore", {"window": 50, "warmup": 10}),
 ...                       ("ewzscore", {"halflife": 20, "warmup": 10})), refractory=0)
@@ -56,9 +63,10 @@ DEFAULT_WEIGHTS: tuple[float, ...] = (0.6, 0.2, 0.2)
 class Ensemble:
     """Several detectors on the same series, their calibrated scores combined.
 
-    Cost and state: the sum of the members' plus ``refractory`` floats (about 30 µs
-    per event with the default members, most of it ``knn``; ``score_one`` memoises the combined score for
-    the ``learn_one`` that follows).
+    Cost and state: the sum of the members' plus ``refractory`` floats: about 70 µs
+    per event (some 14,000 events/s on one core) and 55 KB pickled with the default
+    members, most of both ``knn``'s. ``score_one`` memoises the combined score for
+    the ``learn_one`` that follows.
     """
 
     name = "ensemble"

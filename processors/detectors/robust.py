@@ -12,9 +12,9 @@ last ``window`` values, each turned into a calibrated score by its own
   level that single values are too noisy to show. Off by default: on NAB it added
   more false alarms (autocorrelated series) than detections (42.2 -> 31.8 standard).
 
-The score is the larger of the two calibrated scores, corrected for taking the best
-of two (``p = 2 * min(p_point, p_level)``), so its meaning stays ``P(score > s) = 1 - s``
-in normal operation.
+With the level statistic on, the score is the larger of the two calibrated scores,
+corrected for taking the best of two (``p = 2 * min(p_point, p_level)``), so its
+meaning stays ``P(score > s) = 1 - s`` in normal operation.
 
 >>> d = RobustZ(window=200, warmup=50)
 >>> for i in range(400):
@@ -85,10 +85,11 @@ IQR_TO_SIGMA = 1.0 / 1.349  # IQR of a normal distribution is 1.349 sigma
 
 @register("robust")
 class RobustZ:
-    """Robust z of each value against the rolling median/IQR, plus a short-window
-    level statistic; both calibrated. Score 0 until ``warmup`` values were learnt.
+    """Robust z of each value against the rolling median/IQR (plus, with
+    ``short > 1``, a short-window level statistic), calibrated. Score 0 until
+    ``warmup`` values were learnt.
 
-    Cost: about 5 µs per event (two calibrators, one rolling sorted window);
+    Cost: about 5 µs per event (calibrators and one rolling sorted window);
     state: ``window`` values plus ``calib_size`` raw values per calibrator.
     """
 
