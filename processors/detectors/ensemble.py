@@ -143,4 +143,9 @@ class Ensemble:
         return state
 
     def evidence(self) -> Evidence:
+        """The location/scale view of normal from the first member that has one
+        (robust median and sigma, or a z-score's mean and std), else the first member's."""
+        for m in self.members:
+            if getattr(m, "name", "") in ("robust", "zscore", "ewzscore"):
+                return m.evidence()
         return self.members[0].evidence()

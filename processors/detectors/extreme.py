@@ -135,6 +135,8 @@ class ExtremeValue:
         return 1.0 - self.p_value(x)
 
     def evidence(self) -> Evidence:
+        """Mid-range and half-range of the remembered extremes (the range normal
+        values have covered within the horizon), and how many events that is."""
         if not self._n:
             return Evidence(0.0, 0.0, 0)
         hi, lo = self._top.vals[-1], -self._bot.vals[-1]
