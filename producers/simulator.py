@@ -1,0 +1,590 @@
+"""The simulated city: pure, deterministic, vectorised over homes. No Kafka, no I/O.
+
+Each home is a small physical model, stepped once per tick for every home at once
+with numpy:
+
+- **outdoor temperature** per region: annual mean, seasonal cycle (coldest around
+  20 January), daily cycle (coldest before dawn, warmest mid-afternoon), a slow
+  weather anomaly (AR(1), ~1.5 days) and a fast one (~20 min); each home adds a
+  micro-climate offset and sensor noise. Local time is taken to be UTC.
+- **indoor temperature**: a one-node thermal model ``C dT/dt = UA (T_out - T_in) +
+  internal gains + solar + Q_hvac`` with home-specific envelope loss ``UA`` (size x
+  insulation) and time constant ``C / UA`` of 4-10 h. The HVAC is a heat pump with
+  feed-forward plus proportional control toward a thermostat setpoint (with a night
+  set-back in most homes), saturating at its capacity.
+- **power** = base load + occupancy load (weekday / weekend profile with morning and
+  evening peaks, shifted per home, AR(1) multiplicative noise) + HVAC electricity
+  (heat / COP) + the water pump, plus meter noise. **energy_kwh** integrates the true
+  power (monotonic, starts at a per-home meter reading).
+- **voltage** ~230 V: feeder variation per region, the city's load cycle, a per-home
+  offset and the home's own load drop.
+- **vibration** (mm/s): a structural baseline, plus the circulation pump for homes
+  with a water system (lognormal noise).
+- **water system** (about ``water_fraction`` of homes, fixed per home): a hot-water
+  recirculation loop with UV steriliser: flow = recirculation + demand (shower peaks),
+  outlet temperature dips with demand, UV intensity and pump pressure fall with flow.
+  Homes without one report ``None`` (``NaN`` in ``tick_columns``).
+
+Per-home parameters come from a counter-based hash of ``(seed, home index)``, so home
+``H000042`` is the same home in a city of 100 or of 100,000. Noise comes from one
+``numpy`` generator seeded with ``seed``: the same arguments give the same readings.
+The random draws never depend on the fault plan, so a run with faults equals the run
+without them everywhere the faults do not reach.
+
+``seq`` counts reading *slots*: it advances by one per tick for every home, also when a
+meter dropout suppresses the reading, so a jump in ``seq`` reveals lost readings.
+
+>>> sim = CitySimulator(homes=3, regions=("north", "south"), seed=1, start_ms=1_700_000_000_000)
+>>> rows = sim.tick()
+>>> [r["home_id"] for r in rows], [r["seq"] for r in rows], rows[0]["ts"]
+(['H000000', 'H000001', 'H000002'], [0, 0, 0], 1700000000000)
+>>> sorted(rows[0]) == sorted(FIELDS)
+True
+>>> [r["seq"] for r in sim.tick()], sim.now_ms
+([1, 1, 1], 1700000002000)
+>>> cols = sim.tick_columns()
+>>> cols["power_w"].shape, bool(cols["emitted"].all())
+((3,), True)
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+import zlib
+from typing import Sequence
+
+import numpy as np
+
+from producers.faults import FaultPlan, FaultRecord
+
+#: The TelemetryReading fields, in schema order.
+FIELDS = (
+    "home_id",
+    "region",
+    "ts",
+    "seq",
+    "indoor_temp_c",
+    "outdoor_temp_c",
+    "power_w",
+    "energy_kwh",
+    "voltage_v",
+    "vibration_mm_s",
+    "water_flow_lpm",
+    "water_temp_c",
+    "uv_intensity_mw_cm2",
+    "pump_pressure_bar",
+)
+FLOAT_FIELDS = FIELDS[4:]
+WATER_FIELDS = FIELDS[10:]
+
+DAY_MS = 86_400_000
+
+
+def home_id(index: int) -> str:
+    """``H`` + the zero-padded home index: ``home_id(42) == 'H000042'``."""
+    return f"H{index:06d}"
+
+
+# --------------------------------------------------------------- hashing
+_U64 = np.uint64
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    x = x + _U64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return x ^ (x >> _U64(31))
+
+
+def _uniforms(seed: int, index: np.ndarray, stream: int) -> np.ndarray:
+    """U[0, 1) per index, a pure function of (seed, index, stream)."""
+    key = _splitmix64(np.array([(seed * 1_000_003 + stream) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+    h = _splitmix64(index.astype(np.uint64) ^ key)
+    return (h >> _U64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+# --------------------------------------------------------------- daily profiles
+_HOURS = np.arange(1440) / 60.0
+
+
+def _bump(mu: float, sd: float) -> np.ndarray:
+    d = (_HOURS - mu + 12.0) % 24.0 - 12.0
+    return np.exp(-0.5 * (d / sd) ** 2)
+
+
+def _smoothstep(a: float, b: float) -> np.ndarray:
+    x = np.clip((_HOURS - a) / (b - a), 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+#: Occupancy (fraction of a home's peak appliance load) per minute of the day.
+OCC_WEEKDAY = 0.10 + 0.55 * _bump(7.2, 0.8) + 0.15 * _bump(12.8, 1.0) + 0.95 * _bump(19.3, 1.7)
+OCC_WEEKEND = 0.12 + 0.45 * _bump(9.6, 1.3) + 0.35 * _bump(13.5, 2.2) + 0.90 * _bump(19.0, 1.9)
+#: Hot-water demand (fraction of peak) per minute: shower peaks.
+WATER_WEEKDAY = 0.02 + 0.90 * _bump(7.0, 0.6) + 0.15 * _bump(13.0, 2.0) + 0.55 * _bump(20.5, 1.2)
+WATER_WEEKEND = 0.02 + 0.80 * _bump(9.3, 1.0) + 0.25 * _bump(13.5, 2.5) + 0.55 * _bump(20.5, 1.3)
+#: Thermostat night set-back (0 by day, 1 at night, one-hour ramps).
+SETBACK = np.where(_HOURS >= 12, _smoothstep(22.5, 23.5), 1.0 - _smoothstep(5.5, 6.5))
+
+# AR(1) processes: name -> (stationary sd, time constant s)
+_AR = {
+    "weather_slow": (3.0, 36 * 3600.0),
+    "weather_fast": (0.5, 20 * 60.0),
+    "feeder": (1.5, 40 * 60.0),
+    "occ": (0.30, 15 * 60.0),
+    "indoor": (0.10, 15 * 60.0),
+    "demand": (0.50, 4 * 60.0),
+    "wtemp": (0.40, 20 * 60.0),
+    "press": (0.02, 10 * 60.0),
+}
+
+
+class _Group:
+    """Faults of one (kind, metric), as arrays the tick loop can apply at once."""
+
+    __slots__ = ("kind", "metric", "records", "idx", "start", "end", "mag", "held", "act")
+
+    def __init__(self, kind: str, metric: str, records: list[FaultRecord], index: dict[str, int]):
+        self.kind, self.metric, self.records = kind, metric, records
+        self.idx = np.array([index[r.home_id] for r in records], dtype=np.int64)
+        self.start = np.array([r.start_ms for r in records], dtype=np.int64)
+        self.end = np.array([r.end_ms for r in records], dtype=np.int64)
+        self.mag = np.array([r.magnitude for r in records], dtype=np.float64)
+        self.held = np.full(len(records), np.nan)
+        self.act = np.empty(0, dtype=np.int64)
+
+    def frac(self, a: np.ndarray, ts: int) -> np.ndarray:
+        """Elapsed fraction of each active fault's window."""
+        return (ts - self.start[a]) / (self.end[a] - self.start[a])
+
+
+class CitySimulator:
+    """``homes`` homes over ``regions``; one reading per home per tick.
+
+    ``tick()`` returns dicts matching the TelemetryReading schema; ``tick_columns()``
+    returns the same tick as numpy columns (``NaN`` for null water fields) plus an
+    ``emitted`` mask (False where a meter dropout suppressed the reading), for bulk
+    paths. Each call advances time by ``step_ms``, or jumps to ``ts_ms`` when given
+    (live mode: wall-clock time); the physics uses the actual elapsed time, which
+    should stay below ~10 minutes per tick for the thermal model to be accurate.
+    """
+
+    def __init__(
+        self,
+        homes: int,
+        regions: Sequence[str],
+        seed: int,
+        start_ms: int,
+        step_ms: int = 1000,
+        water_fraction: float = 0.35,
+        faults: FaultPlan | None = None,
+    ):
+        if homes < 1:
+            raise ValueError("homes must be at least 1")
+        if homes > 1_000_000:
+            raise ValueError("at most 1,000,000 homes (six-digit home ids)")
+        regions = tuple(regions)
+        if not regions:
+            raise ValueError("at least one region")
+        if step_ms <= 0:
+            raise ValueError("step_ms must be positive")
+        if not 0.0 <= water_fraction <= 1.0:
+            raise ValueError("water_fraction must be in [0, 1]")
+        self.n = n = int(homes)
+        self.regions = regions
+        self.seed = int(seed)
+        self.step_ms = int(step_ms)
+        self.water_fraction = float(water_fraction)
+        self.now_ms = int(start_ms)  # timestamp of the next tick
+        self.ticks = 0
+        self._last_ts: int | None = None
+
+        idx = np.arange(n, dtype=np.uint64)
+
+        def u(stream: int) -> np.ndarray:
+            return _uniforms(self.seed, idx, stream)
+
+        # ---- identity
+        self.home_ids: list[str] = [home_id(i) for i in range(n)]
+        self.home_index: dict[str, int] = {h: i for i, h in enumerate(self.home_ids)}
+        self.region_idx = np.minimum((u(0) * len(regions)).astype(np.int64), len(regions) - 1)
+        self.has_water = u(1) < water_fraction
+        self.water_idx = np.flatnonzero(self.has_water)
+        self.home_regions: list[str] = [regions[i] for i in self.region_idx.tolist()]
+        self.water_homes: frozenset[str] = frozenset(self.home_ids[i] for i in self.water_idx.tolist())
+        self._hid_arr = np.array(self.home_ids, dtype=object)
+        self._reg_arr = np.array(self.home_regions, dtype=object)
+        self._hid_arr.flags.writeable = False
+        self._reg_arr.flags.writeable = False
+
+        # ---- building and occupants
+        self.size = 0.6 + 0.9 * u(2)  # relative floor area (~60-150 m2)
+        self.insulation = 0.6 + 1.0 * u(3)  # 0.6 retrofitted .. 1.6 leaky
+        self.ua = 150.0 * self.size * self.insulation  # W/K
+        tau_s = (4.0 + 6.0 * u(4)) * 3600.0
+        self.heat_cap = self.ua * tau_s  # J/K
+        self.gain = 3.0 * self.ua  # proportional controller, W/K
+        self.setpoint = 19.5 + 2.5 * u(5)
+        self.setback = np.where(u(7) < 0.6, 1.0 + 2.0 * u(6), 0.0)
+        self.shift_min = np.round((u(8) * 2.0 - 1.0) * 60.0).astype(np.int64)
+        self.base_load = (90.0 + 160.0 * u(9)) * self.size
+        self.occ_load = (700.0 + 1500.0 * u(10)) * self.size
+        self.cop = 2.6 + 1.2 * u(11)
+        self.q_heat_max = self.ua * 36.0  # sized for -12 C outside, with margin
+        self.q_cool_max = self.ua * 16.0
+        self.micro = 1.4 * u(12) - 0.7
+        self.v_offset = 4.0 * u(13) - 2.0
+        self.vib_base = 0.15 + 0.45 * u(14)
+        self.pump_vib = np.where(self.has_water, 0.8 + 1.2 * u(15), 0.0)
+        # water system (used on water_idx only)
+        w = self.water_idx
+        self.recirc = (1.5 + 2.0 * u(16))[w]
+        self.demand_peak = (6.0 + 8.0 * u(17))[w]
+        self.hot_sp = (55.0 + 5.0 * u(18))[w]
+        self.uv0 = (30.0 + 15.0 * u(19))[w]
+        self.p0 = (2.6 + 0.8 * u(20))[w]
+        self.pump_w = np.where(self.has_water, 60.0 + 80.0 * u(21), 0.0)
+
+        # ---- regions: climate from the region's name, so it does not depend on order
+        ridx = np.array([zlib.crc32(r.encode()) for r in regions], dtype=np.uint64)
+
+        def ru(stream: int) -> np.ndarray:
+            return _uniforms(self.seed, ridx, 1000 + stream)
+
+        self.clim_mean = 7.0 + 6.0 * ru(0)
+        self.clim_season = 7.0 + 4.0 * ru(1)
+        self.clim_daily = 3.0 + 3.0 * ru(2)
+
+        # ---- dynamic state
+        self._rng = np.random.default_rng(self.seed)
+        init = np.random.default_rng([self.seed, 1])
+        r, nw = len(regions), len(w)
+        self._weather_slow = init.standard_normal(r) * _AR["weather_slow"][0]
+        self._weather_fast = init.standard_normal(r) * _AR["weather_fast"][0]
+        self._feeder = init.standard_normal(r) * _AR["feeder"][0]
+        self._occ = init.standard_normal(n) * _AR["occ"][0]
+        self._indoor_dist = init.standard_normal(n) * _AR["indoor"][0]
+        self._demand = init.standard_normal(nw) * _AR["demand"][0]
+        self._wtemp = init.standard_normal(nw) * _AR["wtemp"][0]
+        self._press = init.standard_normal(nw) * _AR["press"][0]
+        self._indoor = self.setpoint - self.setback * 0.5 + init.standard_normal(n) * 0.3
+        self._energy = 2000.0 + 40000.0 * u(22)
+        self._seq = np.zeros(n, dtype=np.int64)
+        self._ar_cache: dict[float, dict[str, tuple[float, float]]] = {}
+        # one draw per tick, carved into views
+        self._nz = 9 * n + 7 * nw + 3 * r
+
+        # ---- faults
+        self._groups: list[_Group] = []
+        self._bounds = np.empty(0, dtype=np.int64)
+        self._seg = (1, 0)  # [lo, hi) on which the active set is known; empty at first
+        self.faults: FaultPlan | None = None
+        if faults is not None:
+            self.set_faults(faults)
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_settings(cls, settings, start_ms: int | None = None, **kw) -> "CitySimulator":
+        """A simulator of ``settings.homes`` homes in ``settings.regions``, seeded with
+        ``settings.seed``; ``start_ms`` defaults to now, rounded down to ``step_ms``."""
+        step = int(kw.get("step_ms", 1000))
+        if start_ms is None:
+            start_ms = int(time.time() * 1000) // step * step
+        return cls(settings.homes, settings.regions, settings.seed, start_ms, **kw)
+
+    def set_faults(self, plan: FaultPlan | None) -> None:
+        """Apply ``plan`` from now on (it may cover the past: those faults are over)."""
+        self.faults = plan
+        self._groups = []
+        if plan is None or len(plan) == 0:
+            self._bounds = np.empty(0, dtype=np.int64)
+            self._seg = (1, 0)
+            return
+        by: dict[tuple[str, str], list[FaultRecord]] = {}
+        for rec in plan.ground_truth():
+            if rec.home_id not in self.home_index:
+                raise ValueError(f"fault on unknown home {rec.home_id!r} (city has {self.n} homes)")
+            by.setdefault((rec.kind, rec.metric), []).append(rec)
+        self._groups = [_Group(k, m, recs, self.home_index) for (k, m), recs in sorted(by.items())]
+        self._bounds = np.unique(np.concatenate([np.concatenate([g.start, g.end]) for g in self._groups]))
+        self._seg = (1, 0)
+
+    # ------------------------------------------------------------ ticking
+    def tick_columns(self, ts_ms: int | None = None) -> dict[str, np.ndarray]:
+        """One tick as columns: every schema field (water fields ``NaN`` where null),
+        plus ``emitted`` (bool). ``home_id`` and ``region`` are shared read-only object
+        arrays; the other arrays are fresh each tick."""
+        ts = self.now_ms if ts_ms is None else int(ts_ms)
+        if self._last_ts is None:
+            dt_ms = self.step_ms
+        else:
+            dt_ms = ts - self._last_ts
+            if dt_ms < 0:
+                raise ValueError(f"time went backwards: {ts} after {self._last_ts}")
+        cols = self._compute(ts, dt_ms / 1000.0)
+        self._last_ts = ts
+        self.now_ms = ts + self.step_ms
+        self.ticks += 1
+        return cols
+
+    def tick(self, ts_ms: int | None = None) -> list[dict]:
+        """One tick as TelemetryReading dicts (Python floats, ``None`` for absent water
+        fields, ``ts`` in int milliseconds), in home order, without dropped readings."""
+        c = self.tick_columns(ts_ms)
+        ts = self._last_ts
+        em = c["emitted"]
+        if em.all():
+            sel = None
+            hids, regs = self.home_ids, self.home_regions
+            water = self.has_water
+        else:
+            sel = np.flatnonzero(em)
+            hids, regs = self._hid_arr[sel].tolist(), self._reg_arr[sel].tolist()
+            water = self.has_water[sel]
+
+        def col(name: str) -> list:
+            a = c[name]
+            return (a if sel is None else a[sel]).tolist()
+
+        def wcol(name: str) -> list:
+            a = c[name]
+            if sel is not None:
+                a = a[sel]
+            return np.where(water, a, None).tolist()
+
+        # Building many dicts triggers collections that find nothing (floats and
+        # strings only): pause the cyclic GC meanwhile, ~20% faster.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return self._rows(ts, hids, regs, col, wcol)
+        finally:
+            if paused:
+                gc.enable()
+
+    @staticmethod
+    def _rows(ts, hids, regs, col, wcol) -> list[dict]:
+        return [
+            {
+                "home_id": h,
+                "region": r,
+                "ts": ts,
+                "seq": s,
+                "indoor_temp_c": ti,
+                "outdoor_temp_c": to,
+                "power_w": p,
+                "energy_kwh": e,
+                "voltage_v": v,
+                "vibration_mm_s": vb,
+                "water_flow_lpm": wf,
+                "water_temp_c": wt,
+                "uv_intensity_mw_cm2": uv,
+                "pump_pressure_bar": pp,
+            }
+            for h, r, s, ti, to, p, e, v, vb, wf, wt, uv, pp in zip(
+                hids,
+                regs,
+                col("seq"),
+                col("indoor_temp_c"),
+                col("outdoor_temp_c"),
+                col("power_w"),
+                col("energy_kwh"),
+                col("voltage_v"),
+                col("vibration_mm_s"),
+                wcol("water_flow_lpm"),
+                wcol("water_temp_c"),
+                wcol("uv_intensity_mw_cm2"),
+                wcol("pump_pressure_bar"),
+            )
+        ]
+
+    def ticks_columns(self, count: int):
+        """Generator of ``count`` consecutive ``tick_columns()``."""
+        for _ in range(count):
+            yield self.tick_columns()
+
+    # ------------------------------------------------------------ internals
+    def _ar(self, dt: float) -> dict[str, tuple[float, float]]:
+        c = self._ar_cache.get(dt)
+        if c is None:
+            c = {}
+            for name, (sd, tau) in _AR.items():
+                phi = math.exp(-dt / tau)
+                c[name] = (phi, sd * math.sqrt(max(0.0, 1.0 - phi * phi)))
+            if len(self._ar_cache) > 64:
+                self._ar_cache.clear()
+            self._ar_cache[dt] = c
+        return c
+
+    def _active(self, ts: int) -> list[_Group]:
+        if not self._groups:
+            return []
+        lo, hi = self._seg
+        if not lo <= ts < hi:
+            k = int(np.searchsorted(self._bounds, ts, side="right"))
+            lo = int(self._bounds[k - 1]) if k > 0 else -(2**62)
+            hi = int(self._bounds[k]) if k < len(self._bounds) else 2**62
+            self._seg = (lo, hi)
+            for g in self._groups:
+                g.act = np.flatnonzero((g.start <= ts) & (ts < g.end))
+        return [g for g in self._groups if len(g.act)]
+
+    def _compute(self, ts: int, dt: float) -> dict[str, np.ndarray]:
+        n, w = self.n, self.water_idx
+        nw, r = len(w), len(self.regions)
+        ar = self._ar(dt)
+        z = self._rng.standard_normal(self._nz)
+        zi = iter(range(0, 9 * n, n))
+
+        def zn() -> np.ndarray:
+            i = next(zi)
+            return z[i : i + n]
+
+        o = 9 * n
+        zw = [z[o + k * nw : o + (k + 1) * nw] for k in range(7)]
+        o += 7 * nw
+        zr = [z[o + k * r : o + (k + 1) * r] for k in range(3)]
+
+        tm = time.gmtime(ts // 1000)
+        ms_of_day = ts % DAY_MS
+        hour = ms_of_day / 3_600_000.0
+        minute = ms_of_day // 60_000
+        doy = tm.tm_yday - 1 + ms_of_day / DAY_MS
+        weekend = tm.tm_wday >= 5
+        mins = (minute + self.shift_min) % 1440
+
+        active = self._active(ts)
+        ua = self.ua
+        hvac_cap = None
+        for g in active:
+            a = g.act
+            if g.kind == "insulation_degradation":
+                ua = ua.copy() if ua is self.ua else ua
+                ua[g.idx[a]] *= 1.0 + g.mag[a] * g.frac(a, ts)
+            elif g.kind == "hvac_failure":
+                hvac_cap = np.ones(n) if hvac_cap is None else hvac_cap
+                hvac_cap[g.idx[a]] = np.clip(1.0 - g.mag[a], 0.0, 1.0)
+
+        # ---- weather (per region, then per home)
+        season = -math.cos(2 * math.pi * (doy - 20.0) / 365.25)
+        daily = -math.cos(2 * math.pi * (hour - 4.5) / 24.0)
+        phi, sd = ar["weather_slow"]
+        self._weather_slow = phi * self._weather_slow + sd * zr[0]
+        phi, sd = ar["weather_fast"]
+        self._weather_fast = phi * self._weather_fast + sd * zr[1]
+        phi, sd = ar["feeder"]
+        self._feeder = phi * self._feeder + sd * zr[2]
+        t_region = (
+            self.clim_mean + self.clim_season * season + self.clim_daily * daily + self._weather_slow + self._weather_fast
+        )
+        t_out = t_region[self.region_idx] + self.micro
+        half_day = 6.0 + 2.0 * season
+        sun = max(0.0, math.cos(0.5 * math.pi * (hour - 12.5) / half_day)) if abs(hour - 12.5) < half_day else 0.0
+        solar = (350.0 * (0.65 + 0.35 * season) * sun) * self.size
+
+        # ---- occupants
+        occ_prof = (OCC_WEEKEND if weekend else OCC_WEEKDAY)[mins]
+        phi, sd = ar["occ"]
+        self._occ = phi * self._occ + sd * zn()
+        occ = self.occ_load * occ_prof * np.exp(self._occ)
+        q_int = 0.7 * (self.base_load + occ)
+
+        # ---- thermal model and HVAC
+        sp = self.setpoint - self.setback * SETBACK[mins]
+        t_in = self._indoor
+        q = ua * (sp - t_out) - q_int - solar + self.gain * (sp - t_in)
+        np.clip(q, -self.q_cool_max, self.q_heat_max, out=q)
+        if hvac_cap is not None:
+            q *= hvac_cap
+        self._indoor = t_in + (dt / self.heat_cap) * (ua * (t_out - t_in) + q_int + solar + q)
+        hvac_w = np.where(q > 0, q / self.cop, -q / (1.15 * self.cop)) + 0.02 * np.abs(q)
+
+        # ---- water system
+        flow_w = None
+        if nw:
+            wprof = (WATER_WEEKEND if weekend else WATER_WEEKDAY)[mins[w]]
+            phi, sd = ar["demand"]
+            self._demand = phi * self._demand + sd * zw[0]
+            demand = self.demand_peak * wprof * np.exp(self._demand)
+            flow_w = self.recirc + demand + 0.05 * zw[1]
+            phi, sd = ar["wtemp"]
+            self._wtemp = phi * self._wtemp + sd * zw[2]
+            wtemp_w = self.hot_sp - 0.22 * demand + self._wtemp + 0.05 * zw[4]
+            uv_w = self.uv0 * (1.0 - 0.006 * flow_w) + 0.25 * zw[3]
+            phi, sd = ar["press"]
+            self._press = phi * self._press + sd * zw[5]
+            press_w = self.p0 - 0.003 * flow_w * flow_w + self._press + 0.015 * zw[6]
+
+        # ---- power and energy
+        p_true = self.base_load + occ + hvac_w
+        if nw:
+            p_true[w] += self.pump_w[w] + 6.0 * flow_w
+        p_true = np.abs(p_true + (8.0 + 0.015 * p_true) * zn())
+        self._energy = self._energy + p_true * (dt / 3_600_000.0)
+
+        # ---- voltage, vibration
+        city_load = float((OCC_WEEKEND if weekend else OCC_WEEKDAY)[minute])
+        volt = 231.0 + self._feeder[self.region_idx] + self.v_offset - 3.0 * city_load - 0.00045 * p_true + 0.3 * zn()
+        pump_part = self.pump_vib.copy()
+        if nw:
+            pump_part[w] *= 1.0 + 0.015 * flow_w
+        vib = (self.vib_base + pump_part) * np.exp(0.06 * zn())
+
+        # ---- sensors
+        phi, sd = ar["indoor"]
+        self._indoor_dist = phi * self._indoor_dist + sd * zn()
+        cols: dict[str, np.ndarray] = {
+            "home_id": self._hid_arr,
+            "region": self._reg_arr,
+            "ts": np.full(n, ts, dtype=np.int64),
+            "seq": self._seq.copy(),
+            "indoor_temp_c": self._indoor + self._indoor_dist + 0.02 * zn(),
+            "outdoor_temp_c": t_out + 0.08 * zn(),
+            "power_w": p_true,
+            "energy_kwh": self._energy.copy(),
+            "voltage_v": volt,
+            "vibration_mm_s": vib,
+        }
+        for name in WATER_FIELDS:
+            cols[name] = np.full(n, np.nan)
+        if nw:
+            cols["water_flow_lpm"][w] = flow_w
+            cols["water_temp_c"][w] = wtemp_w
+            cols["uv_intensity_mw_cm2"][w] = uv_w
+            cols["pump_pressure_bar"][w] = press_w
+        self._seq += 1
+        emitted = np.ones(n, dtype=bool)
+
+        # ---- sensor faults (physical ones were applied above)
+        stuck: list[_Group] = []
+        for g in active:
+            a = g.act
+            i = g.idx[a]
+            k = g.kind
+            if k == "voltage_sag":
+                cols["voltage_v"][i] *= 1.0 - g.mag[a]
+            elif k == "voltage_surge":
+                cols["voltage_v"][i] *= 1.0 + g.mag[a]
+            elif k == "pump_bearing_wear":
+                f = g.frac(a, ts)
+                cols["vibration_mm_s"][i] *= 1.0 + g.mag[a] * f**1.5
+                phase = 2 * math.pi * (ts - g.start[a]) / 37_000.0
+                cols["pump_pressure_bar"][i] += 0.12 * (g.mag[a] / 3.0) * f * np.sin(phase)
+            elif k == "spike":
+                cols[g.metric][i] += g.mag[a]
+            elif k == "meter_dropout":
+                emitted[i] = False
+            elif k == "stuck_sensor":
+                stuck.append(g)
+        for g in stuck:  # last: a stuck sensor repeats whatever it showed first
+            a = g.act
+            i = g.idx[a]
+            held = g.held[a]
+            fresh = np.isnan(held)
+            held[fresh] = cols[g.metric][i[fresh]]
+            g.held[a] = held
+            cols[g.metric][i] = held
+        cols["emitted"] = emitted
+        return cols
