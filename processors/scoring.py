@@ -22,6 +22,9 @@ Pure code: the Faust agent, the evaluation commands and the benchmarks all use i
 []
 >>> model.resets, model.detectors["power_w"].evidence().count
 (1, 1)
+>>> gap = model.update({**base, "ts": 3_700_000, "seq": 10}) + model.update({**base, "ts": 3_710_000, "seq": 20})
+>>> [(e["metric"], e["detector"], e["value"]) for e in gap]
+[('seq', 'gap', 9.0)]
 """
 
 from __future__ import annotations
@@ -75,6 +78,9 @@ class ScoringConfig:
     # An episode: anomalies on one home and metric closer together than this are one
     # event (the first, and any escalation to critical), not one per reading.
     cooldown_ms: int = 60_000
+    # Detectors run beside the main one on every metric, each catching what value
+    # detectors cannot: "stuck" flags a noisy sensor repeating one value.
+    extra_detectors: tuple[str, ...] = ("stuck",)
     # A model that has not seen its home for this long describes another time (or,
     # after a re-deployment, another home): start learning again.
     stale_after_ms: int = 15 * 60_000
@@ -91,10 +97,21 @@ class ScoringConfig:
     def from_settings(cls, settings) -> "ScoringConfig":
         return cls(
             detector=settings.detector,
-            detector_params={"window": settings.zscore_window, "warmup": settings.zscore_warmup},
+            detector_params=detector_params(settings),
             threshold_z=settings.zscore_threshold,
             critical_z=2 * settings.zscore_threshold,
         )
+
+
+def detector_params(settings) -> dict:
+    """The window settings mean the same thing to both z-score variants: a window of
+    N readings, or an exponential weighting whose half-life is N/2 readings (about
+    the same memory). Other detectors keep their own, measured defaults."""
+    if settings.detector == "zscore":
+        return {"window": settings.zscore_window, "warmup": settings.zscore_warmup}
+    if settings.detector == "ewzscore":
+        return {"halflife": settings.zscore_window / 2, "warmup": settings.zscore_warmup}
+    return {}
 
 
 class HomeModel:
@@ -103,6 +120,8 @@ class HomeModel:
     def __init__(self, config: ScoringConfig):
         self.config = config
         self.detectors: dict = {}
+        self.extras: dict = {}
+        self.last_seq: int | None = None
         self._last_alarm_ms: dict[str, int] = {}
         self._last_severity: dict[str, str] = {}
         self.last_ts: int | None = None
@@ -115,8 +134,11 @@ class HomeModel:
         ts = reading["ts"]
         if self.last_ts is not None and abs(ts - self.last_ts) > cfg.stale_after_ms:
             self.detectors.clear()
+            self.extras.clear()
+            self.last_seq = None
             self.resets += 1
         self.last_ts = ts
+        events += self._check_seq(reading, detected_at_ms)
         for metric in SCORED_METRICS:
             x = reading.get(metric)
             if x is None or not math.isfinite(x):
@@ -130,7 +152,33 @@ class HomeModel:
                 if self._new_episode(metric, ts, severity):
                     events.append(_event(reading, metric, x, score, det, severity, detected_at_ms))
             det.learn_one(x)
+            for name in cfg.extra_detectors:
+                extra = self.extras.get((metric, name))
+                if extra is None:
+                    extra = self.extras[(metric, name)] = make(name)
+                score = extra.score_one(x)
+                if score >= cfg.threshold and self._new_episode(f"{metric}/{name}", ts, "warning"):
+                    events.append(_event(reading, metric, x, score, extra, "warning", detected_at_ms))
+                extra.learn_one(x)
         return events
+
+    def _check_seq(self, reading: dict, detected_at_ms: int | None) -> list[dict]:
+        """Meter dropout: a jump in the per-home sequence number proves readings were
+        lost at the source (there is no value to score)."""
+        seq = reading.get("seq")
+        last, self.last_seq = self.last_seq, seq if seq is not None else self.last_seq
+        if seq is None or last is None or seq <= last + 1:
+            return []
+        missing = seq - last - 1
+        return [{
+            "event_id": f"{reading['home_id']}/seq/{reading['ts']}/gap",
+            "home_id": reading["home_id"], "region": reading["region"], "metric": "seq",
+            "ts": reading["ts"],
+            "detected_at": detected_at_ms if detected_at_ms is not None else reading["ts"],
+            "value": float(missing), "score": 1.0, "detector": "gap",
+            "window_mean": 1.0, "window_std": 0.0, "window_count": 0, "zscore": None,
+            "severity": "critical" if missing >= 60 else "warning",
+        }]
 
     def _new_episode(self, metric: str, ts: int, severity: str) -> bool:
         last = self._last_alarm_ms.get(metric)

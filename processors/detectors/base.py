@@ -60,16 +60,4 @@ def available() -> list[str]:
 
 def _load_all() -> None:
     # Importing the modules registers their detectors.
-    from processors.detectors import ensemble, extreme, hst, knn, robust, zscore  # noqa: F401
-
-    # Detectors that live beside these but are maintained elsewhere register themselves
-    # when present.
-    import importlib
-    import importlib.util
-
-    for mod in _OPTIONAL_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
-
-
-_OPTIONAL_MODULES = ("processors.detectors.stuck",)
+    from processors.detectors import ensemble, extreme, hst, knn, robust, stuck, zscore  # noqa: F401
