@@ -21,7 +21,7 @@ from ecoretrofit import metrics
 from ecoretrofit.config import Settings
 from ecoretrofit.errors import CommandError
 
-DEMO_FAULT_KINDS = ("spike", "voltage_sag", "voltage_surge", "stuck_sensor", "hvac_failure")
+DEMO_FAULT_KINDS = ("spike", "voltage_sag", "voltage_surge", "stuck_sensor", "meter_dropout", "hvac_failure")
 
 
 def add_arguments(parser) -> None:

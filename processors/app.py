@@ -121,8 +121,9 @@ class Processor:
     def model_for(self, home_id: str) -> HomeModel:
         model = self.cache.get(home_id)
         if model is None:
-            blob = self.models.get(home_id)
-            model = HomeModel.from_bytes(blob) if blob else HomeModel(self.config)
+            model, problem = HomeModel.restore(self.models.get(home_id), self.config)
+            if problem:
+                log.warning("home %s starts afresh: %s", home_id, problem)
             self.cache[home_id] = model
         return model
 
@@ -139,7 +140,13 @@ class Processor:
                 await self.dead_letter(event, exc)
                 continue
             home_id = reading["home_id"]
-            found += self.model_for(home_id).update(reading, detected_at_ms=now_ms)
+            try:
+                found += self.model_for(home_id).update(reading, detected_at_ms=now_ms)
+            except Exception as exc:  # one bad reading must not stop the city
+                log.exception("scoring failed for %s", home_id)
+                await self.dead_letter(event, DecodeError(f"scoring failed: {exc!r}", "processing_error"))
+                self.cache.pop(home_id, None)
+                continue
             self.dirty.add(home_id)
             processed[reading["region"]] += 1
             last_ts = reading["ts"]

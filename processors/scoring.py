@@ -117,7 +117,12 @@ def detector_params(settings) -> dict:
 class HomeModel:
     """The models of one home: a detector per metric plus episode bookkeeping."""
 
+    # Bump when the pickled layout changes: older checkpoints are then dropped (the
+    # home re-learns in a warm-up) instead of crashing the worker after an upgrade.
+    VERSION = 2
+
     def __init__(self, config: ScoringConfig):
+        self.version = self.VERSION
         self.config = config
         self.detectors: dict = {}
         self.extras: dict = {}
@@ -147,11 +152,20 @@ class HomeModel:
             if det is None:
                 det = self.detectors[metric] = make(cfg.detector, **cfg.detector_params)
             score = det.score_one(x)
-            if score >= cfg.threshold and abs(x - det.evidence().mean) >= MIN_DEVIATION.get(metric, 0.0):
-                severity = "critical" if score >= cfg.critical else "warning"
-                if self._new_episode(metric, ts, severity):
-                    events.append(_event(reading, metric, x, score, det, severity, detected_at_ms))
-            det.learn_one(x)
+            learn = x
+            if score >= cfg.threshold:
+                ev = det.evidence()
+                if abs(x - ev.mean) >= MIN_DEVIATION.get(metric, 0.0):
+                    severity = "critical" if score >= cfg.critical else "warning"
+                    if self._new_episode(metric, ts, severity):
+                        events.append(_event(reading, metric, x, score, det, severity, detected_at_ms))
+                # Learn an anomalous value only up to the threshold band: learning it
+                # whole inflates the deviation so much that the next fault on this
+                # home goes unseen for minutes. A lasting level shift still moves the
+                # model, one clipped step at a time.
+                band = cfg.threshold_z * ev.std
+                learn = min(max(x, ev.mean - band), ev.mean + band)
+            det.learn_one(learn)
             for name in cfg.extra_detectors:
                 extra = self.extras.get((metric, name))
                 if extra is None:
@@ -199,6 +213,22 @@ class HomeModel:
         if not isinstance(model, HomeModel):
             raise TypeError(f"checkpoint holds {type(model).__name__}, not HomeModel")
         return model
+
+    @classmethod
+    def restore(cls, data: bytes | None, config: ScoringConfig) -> tuple["HomeModel", str | None]:
+        """The checkpointed model if it is usable with ``config``, else a fresh one
+        and the reason the checkpoint was not used."""
+        if not data:
+            return cls(config), None
+        try:
+            model = cls.from_bytes(data)
+        except Exception as exc:  # unreadable: a class that moved, a corrupt blob
+            return cls(config), f"unreadable checkpoint ({type(exc).__name__}: {exc})"
+        if getattr(model, "version", None) != cls.VERSION:
+            return cls(config), f"checkpoint version {getattr(model, 'version', None)} != {cls.VERSION}"
+        if model.config != config:
+            return cls(config), "checkpoint made with another detector configuration"
+        return model, None
 
 
 def _event(reading: dict, metric: str, value: float, score: float, det, severity: str, detected_at_ms) -> dict:

@@ -82,3 +82,34 @@ def test_checkpoint_round_trip_keeps_scoring_identical(city_events):
     assert restored.update(dict(reading)) == model.update(dict(reading))
     with pytest.raises(TypeError):
         HomeModel.from_bytes(__import__("pickle").dumps({"not": "a model"}))
+
+
+def test_incompatible_checkpoints_start_afresh_instead_of_crashing(city_events):
+    _, models = city_events
+    model = models["H000011"]
+    good, problem = HomeModel.restore(model.to_bytes(), model.config)
+    assert problem is None and good.last_ts == model.last_ts
+    old = HomeModel(model.config)
+    del old.version, old.last_ts  # what a checkpoint of the first release looks like
+    for blob, config, why in [
+        (__import__("pickle").dumps(old), model.config, "version"),
+        (model.to_bytes(), ScoringConfig(detector="zscore"), "configuration"),
+        (b"not a pickle", model.config, "unreadable"),
+    ]:
+        fresh, problem = HomeModel.restore(blob, config)
+        assert why in problem and fresh.last_ts is None and fresh.config == config
+
+
+def test_a_second_fault_right_after_the_first_is_still_seen():
+    """An anomaly is learned only up to the threshold band, so it does not blind the
+    model to the next one (two sags a minute apart, as a flaky feeder gives)."""
+    plan = FaultPlan()
+    plan.inject("H000001", "voltage_sag", START + 120_000, 20_000)
+    plan.inject("H000001", "voltage_sag", START + 200_000, 20_000)
+    sim = CitySimulator(2, ["north"], seed=1, start_ms=START, faults=plan)
+    model = HomeModel(ScoringConfig.from_settings(Settings.from_env({"ECO_DATA_DIR": "/tmp/eco-unit"})))
+    events = []
+    for _ in range(300):
+        events += model.update(next(r for r in sim.tick() if r["home_id"] == "H000001"))
+    sags = sorted(e["ts"] - START for e in events if e["metric"] == "voltage_v")
+    assert [t for t in sags if 120_000 <= t < 140_000] and [t for t in sags if 200_000 <= t < 220_000], sags
