@@ -284,11 +284,11 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
     listener.start()
     time.sleep(8)  # worker joins its group before the load starts
     start_ms = int(time.time() * 1000)
-    home_ids = [f"H{i:06d}" for i in range(homes)]
+    sim = CitySimulator(homes, settings.regions, settings.seed, start_ms)
     warm = int(max(settings.zscore_warmup + 5, duration / 2) * 1000)
-    plan = FaultPlan.random(home_ids, start_ms + warm, int(duration * 1000) - warm - 3000,
-                            seed=settings.seed, kinds=("spike",), faults_per_kind=spikes)
-    sim = CitySimulator(homes, settings.regions, settings.seed, start_ms, faults=plan)
+    sim.set_faults(FaultPlan.random(sim.home_ids, start_ms + warm, int(duration * 1000) - warm - 3000,
+                                    seed=start_ms, kinds=("spike",), faults_per_kind=spikes,
+                                    warmup_ms=0, tail_ms=1000))
     try:
         asyncio.run(run_live(sim, TelemetryProducer(settings), duration))
         end_ms = int(time.time() * 1000)

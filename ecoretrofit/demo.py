@@ -99,15 +99,17 @@ def _simulate(settings: Settings, homes: int, duration: float, faults_per_kind: 
 
     metrics.serve(metrics.port_for(settings, "demo"), settings.bind_host)
     start_ms = int(time.time() * 1000)
-    home_ids = [f"H{i:06d}" for i in range(homes)]
     # Faults start after the detectors' warm-up and end before the run does.
     warmup_ms = int(max(settings.zscore_warmup + 10, duration * 0.45) * 1000)
+    sim = CitySimulator(homes, settings.regions, settings.seed, start_ms)
     plan = FaultPlan.random(
-        home_ids, start_ms + warmup_ms, max(5_000, int(duration * 1000) - warmup_ms - 5_000),
-        seed=settings.seed, kinds=DEMO_FAULT_KINDS, faults_per_kind=faults_per_kind,
+        sim.home_ids, start_ms + warmup_ms, max(5_000, int(duration * 1000) - warmup_ms - 5_000),
+        # a new draw of homes each run: back-to-back demos do not fault the same homes
+        seed=settings.seed + start_ms // 1000, kinds=DEMO_FAULT_KINDS, faults_per_kind=faults_per_kind,
         warmup_ms=0, tail_ms=2_000,  # the window above already leaves the warm-up out
+        water_homes=sim.water_homes,  # water faults only where there is a water system
     )
-    sim = CitySimulator(homes, settings.regions, settings.seed, start_ms, faults=plan)
+    sim.set_faults(plan)
     producer = TelemetryProducer(settings)
     t0 = time.monotonic()
 

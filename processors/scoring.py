@@ -119,7 +119,7 @@ class HomeModel:
 
     # Bump when the pickled layout changes: older checkpoints are then dropped (the
     # home re-learns in a warm-up) instead of crashing the worker after an upgrade.
-    VERSION = 2
+    VERSION = 3  # 3: anomalies learned clipped to the threshold band
 
     def __init__(self, config: ScoringConfig):
         self.version = self.VERSION

@@ -49,12 +49,12 @@ def run(args, settings: Settings) -> int:
         ticks = None
         start_ms = int(time.time() * 1000)
         span_ms = int((args.duration or 3600) * 1000)
-    home_ids = [f"H{i:06d}" for i in range(homes)]
+    sim = CitySimulator(homes, settings.regions, seed, start_ms, step_ms=step_ms)
     plan = None
     if args.faults:
-        plan = FaultPlan.random(home_ids, start_ms + min(span_ms // 3, 120_000), span_ms // 2,
-                                seed=seed, faults_per_kind=args.faults)
-    sim = CitySimulator(homes, settings.regions, seed, start_ms, step_ms=step_ms, faults=plan)
+        plan = FaultPlan.random(sim.home_ids, start_ms, span_ms, seed=seed, faults_per_kind=args.faults,
+                                water_homes=sim.water_homes, step_ms=step_ms)
+        sim.set_faults(plan)
     metrics.serve(metrics.port_for(settings, "simulate"), settings.bind_host)
     producer = TelemetryProducer(settings)
     t0 = time.monotonic()
