@@ -51,7 +51,7 @@ def run(args, settings: Settings) -> int:
             elif name == "live":
                 results[name] = pipeline.bench_live(settings, args.live_homes, args.live_workers, args.live_duration)
             elif name == "detectors":
-                from processors.detectors.costs import measure_detector_costs
+                from processors.detectors.bench import measure_detector_costs
 
                 results[name] = measure_detector_costs()
             print(f"  done in {time.monotonic() - t0:.0f}s", file=sys.stderr)

@@ -13,7 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 # --- simulator / producer ---------------------------------------------------
 READINGS_PRODUCED = Counter(
-    "eco_readings_produced_total", "Readings acknowledged by the broker", ["region"]
+    "eco_readings_produced_total", "Readings handed to the Kafka client (failures: eco_produce_errors_total)", ["region"]
 )
 PRODUCE_ERRORS = Counter(
     "eco_produce_errors_total", "Readings the broker failed to acknowledge", ["reason"]

@@ -5,8 +5,9 @@ Two drivers share one ``TelemetryProducer``:
   time (1 Hz by default), while a second task serves delivery callbacks;
 - ``run_backfill``: simulated time, as fast as the machine allows, with a progress bar.
 
-Every reading is counted when produced and again when the broker acknowledges it
-(delivery callback), so the summary says exactly how many made it.
+Readings are encoded a whole tick at a time from the simulator's columns
+(``ecoretrofit.avro_columns``); every reading is counted when produced, and the
+summary says exactly how many the broker acknowledged.
 """
 
 from __future__ import annotations
@@ -14,20 +15,22 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Protocol
 
+import numpy as np
 from confluent_kafka import KafkaError, Producer
 
 import schemas
 from ecoretrofit import metrics
 from ecoretrofit.config import Settings
+from ecoretrofit.avro_columns import ColumnarEncoder
 from ecoretrofit.serde import AvroEncoder, encoder_for
 
 
 class ReadingSource(Protocol):
-    """What the drivers need of a simulator."""
+    """What the drivers need of a simulator: a tick of readings as columns."""
 
-    def tick(self, ts_ms: int | None = None) -> list[dict]: ...
+    def tick_columns(self, ts_ms: int | None = None) -> dict: ...
 
 
 @dataclass
@@ -43,53 +46,84 @@ class DeliveryStats:
 
 
 class TelemetryProducer:
+    """Readings to the telemetry topic.
+
+    Delivery reports come for failures only (``delivery.report.only.error``): a Python
+    callback per acknowledged message would cost as much as encoding it. What was
+    acknowledged is then exact arithmetic: sent - failed - still queued in the client,
+    and after ``flush()`` nothing is queued.
+    """
+
     def __init__(self, settings: Settings, encoder: AvroEncoder | None = None, **overrides: object):
         self.settings = settings
         self.topic = settings.topic_telemetry
         self.encoder = encoder or encoder_for(settings, self.topic, schemas.TELEMETRY_READING)
-        self._producer = Producer({**settings.producer_config(), **overrides})
-        self.stats = DeliveryStats()
-        # One bound callback per region, made once: a per-message closure would cost
-        # more than the rest of the delivery report.
-        self._callbacks: dict[str, Callable] = {}
+        self.columnar = ColumnarEncoder(schemas.schema_text(schemas.TELEMETRY_READING), self.encoder.schema_id)
+        self._producer = Producer({
+            **settings.producer_config(),
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_error,
+            **overrides,
+        })
+        self._sent = 0
+        self._failed = 0
+        self._errors: dict[str, int] = {}
+        self._keys: dict[str, bytes] = {}
 
-    def _callback_for(self, region: str) -> Callable:
-        cb = self._callbacks.get(region)
-        if cb is None:
-            acked = metrics.READINGS_PRODUCED.labels(region=region)
-            stats = self.stats
+    def _on_error(self, err: KafkaError | None, msg) -> None:
+        if err is None:  # only when a caller overrides delivery.report.only.error
+            return
+        self._failed += 1
+        name = err.name()
+        self._errors[name] = self._errors.get(name, 0) + 1
+        metrics.PRODUCE_ERRORS.labels(reason=name).inc()
 
-            def on_delivery(err: KafkaError | None, msg, _acked=acked) -> None:
-                if err is None:
-                    stats.acked += 1
-                    _acked.inc()
-                else:
-                    stats.failed += 1
-                    name = err.name()
-                    stats.errors[name] = stats.errors.get(name, 0) + 1
-                    metrics.PRODUCE_ERRORS.labels(reason=name).inc()
-
-            cb = self._callbacks[region] = on_delivery
-        return cb
+    @property
+    def stats(self) -> DeliveryStats:
+        queued = len(self._producer)
+        return DeliveryStats(self._sent, self._sent - self._failed - queued, self._failed, dict(self._errors))
 
     def send(self, reading: dict) -> None:
-        value = self.encoder.encode(reading)
-        self.send_raw(reading["home_id"].encode(), value, reading["region"])
+        self._produce(reading["home_id"].encode(), self.encoder.encode(reading))
+        metrics.READINGS_PRODUCED.labels(region=reading["region"]).inc()
 
-    def send_raw(self, key: bytes, value: bytes, region: str = "unknown") -> None:
-        cb = self._callback_for(region)
+    def send_columns(self, columns: dict) -> int:
+        """A tick of the simulator as columns (``emitted`` marks the rows to send)."""
+        emitted = columns["emitted"]
+        rows = None if emitted.all() else np.flatnonzero(emitted)
+        values = self.columnar.encode(columns, rows)
+        home_ids = columns["home_id"] if rows is None else columns["home_id"][rows]
+        regions = columns["region"] if rows is None else columns["region"][rows]
+        keys = self._keys
+        produce = self._producer.produce
+        topic = self.topic
+        for home_id, value in zip(home_ids, values):
+            key = keys.get(home_id)
+            if key is None:
+                key = keys[home_id] = home_id.encode()
+            try:
+                produce(topic, value, key)
+            except BufferError:  # local queue full: serve the client until there is room
+                self._producer.poll(0.05)
+                self._produce(key, value, counted=False)
+        self._sent += len(values)
+        for region, n in zip(*np.unique(regions, return_counts=True)):
+            metrics.READINGS_PRODUCED.labels(region=region).inc(int(n))
+        self._producer.poll(0)
+        return len(values)
+
+    def _produce(self, key: bytes, value: bytes, counted: bool = True) -> None:
         while True:
             try:
-                self._producer.produce(self.topic, value=value, key=key, on_delivery=cb)
+                self._producer.produce(self.topic, value, key)
                 break
-            except BufferError:  # local queue full: serve callbacks until there is room
+            except BufferError:
                 self._producer.poll(0.05)
-        self.stats.sent += 1
+        if counted:
+            self._sent += 1
 
-    def send_many(self, readings: Iterable[dict]) -> None:
-        for r in readings:
-            self.send(r)
-        self._producer.poll(0)
+    def send_raw(self, key: bytes, value: bytes) -> None:
+        self._produce(key, value)
 
     def poll(self, timeout: float = 0.0) -> None:
         self._producer.poll(timeout)
@@ -123,12 +157,11 @@ async def run_live(
     try:
         while not stop.is_set() and (duration_s is None or time.time() - started < duration_s):
             ts_ms = int(next_tick * 1000)
-            readings = source.tick(ts_ms)
-            producer.send_many(readings)
+            n = producer.send_columns(source.tick_columns(ts_ms))
             metrics.LAST_EVENT_TS.labels(component="simulator").set(time.time())
             ticks += 1
             if on_tick:
-                on_tick(ticks, len(readings))
+                on_tick(ticks, n)
             next_tick += step_s
             delay = next_tick - time.time()
             if delay > 0:
@@ -164,9 +197,7 @@ def run_backfill(
     ts = start_ms
     try:
         for _ in range(ticks):
-            readings = source.tick(ts)
-            producer.send_many(readings)
-            bar.update(len(readings))
+            bar.update(producer.send_columns(source.tick_columns(ts)))
             ts += step_ms
     finally:
         bar.close()
