@@ -52,6 +52,11 @@ def faust_settings(settings: Settings) -> dict:
         web_enabled=False,
         datadir=str(settings.data_dir.resolve() / "faust"),
         topic_partitions=settings.telemetry_partitions,
+        # bigger fetches and stream buffers: Faust's cost is per event, so keep the
+        # consumer from starving the agent between polls
+        broker_max_poll_records=5000,
+        stream_buffer_maxsize=20000,
+        stream_wait_empty=False,
         topic_allow_declare=True,
     )
 
