@@ -40,6 +40,11 @@ SETTINGS
 -- set of whole parts (cheap to drop, to TTL, to scan); ordered for the per-home
 -- time-series queries every dashboard makes. _partition/_offset keep the Kafka
 -- position of each row: duplicates after a replay are visible and countable.
+--
+-- Raw rows are kept 7 days; the roll-ups of 015_rollups.sql (fed by views on this
+-- table, which do not inherit its TTL) keep the aggregates for years.
+-- ttl_only_drop_parts: a part never spans two days, so an expired day is dropped as
+-- whole parts instead of being rewritten row by row (a row lives 7 to 8 days).
 CREATE TABLE IF NOT EXISTS {database}.telemetry
 (
     home_id             LowCardinality(String),
@@ -62,7 +67,16 @@ CREATE TABLE IF NOT EXISTS {database}.telemetry
 )
 ENGINE = MergeTree
 PARTITION BY (toDate(ts), region)
-ORDER BY (region, home_id, ts);
+ORDER BY (region, home_id, ts)
+TTL toDateTime(ts) + INTERVAL 7 DAY
+SETTINGS ttl_only_drop_parts = 1;
+
+-- The same TTL and setting for a table created before they were part of the DDL.
+-- Idempotent and free when nothing changes: ClickHouse compares the new TTL with the
+-- table's and only schedules a MATERIALIZE TTL mutation (once) when they differ.
+ALTER TABLE {database}.telemetry MODIFY TTL toDateTime(ts) + INTERVAL 7 DAY;
+
+ALTER TABLE {database}.telemetry MODIFY SETTING ttl_only_drop_parts = 1;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_mv TO {database}.telemetry AS
 SELECT
