@@ -117,6 +117,13 @@ class Processor:
         async def refresh_alert_gauge() -> None:
             self.update_alert_gauge()
 
+        @app.timer(interval=max(0.5, self.settings.checkpoint_interval_s / 2))
+        async def checkpoint_when_idle() -> None:
+            # Batches checkpoint as they go; this covers a worker that went quiet with
+            # models it has not written yet (the next owner would otherwise miss them).
+            if self.dirty and time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
+                self.checkpoint()
+
     # --------------------------------------------------------------- the work
     def _codecs(self) -> None:
         if self.decoder is None:
