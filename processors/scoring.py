@@ -35,19 +35,7 @@ from dataclasses import dataclass, field
 
 from processors.detectors import make
 from processors.detectors.zscore import z_to_score
-
-# TelemetryReading fields that are scored. energy_kwh is a cumulative meter: its
-# derivative is power_w, which is scored instead.
-SCORED_METRICS = (
-    "indoor_temp_c",
-    "power_w",
-    "voltage_v",
-    "vibration_mm_s",
-    "water_flow_lpm",
-    "water_temp_c",
-    "uv_intensity_mw_cm2",
-    "pump_pressure_bar",
-)
+from schemas import SCORED_METRICS
 
 
 # The smallest deviation from the window mean that can count as an anomaly, per

@@ -57,22 +57,14 @@ import random
 from dataclasses import dataclass
 from typing import Collection, Iterator, Mapping, Sequence
 
+from schemas import SCORED_METRICS, WATER_METRICS
+
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 
-#: Metrics that carry values a detector can score (same as the stream processor's).
+#: Metrics that carry values a detector can score (the stream processor's list).
 #: ``energy_kwh`` is a cumulative counter: its derivative, ``power_w``, is scored.
-VALUE_METRICS = (
-    "indoor_temp_c",
-    "power_w",
-    "voltage_v",
-    "vibration_mm_s",
-    "water_flow_lpm",
-    "water_temp_c",
-    "uv_intensity_mw_cm2",
-    "pump_pressure_bar",
-)
-WATER_METRICS = ("water_flow_lpm", "water_temp_c", "uv_intensity_mw_cm2", "pump_pressure_bar")
+VALUE_METRICS = SCORED_METRICS
 #: Metrics a stuck sensor may affect (``outdoor_temp_c`` and ``energy_kwh`` too).
 STUCK_METRICS = VALUE_METRICS + ("outdoor_temp_c", "energy_kwh")
 SPIKE_METRICS = ("power_w", "voltage_v", "indoor_temp_c")

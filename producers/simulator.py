@@ -57,25 +57,11 @@ from typing import Sequence
 
 import numpy as np
 
+import schemas
 from producers.faults import FaultPlan, FaultRecord
 
 #: The TelemetryReading fields, in schema order.
-FIELDS = (
-    "home_id",
-    "region",
-    "ts",
-    "seq",
-    "indoor_temp_c",
-    "outdoor_temp_c",
-    "power_w",
-    "energy_kwh",
-    "voltage_v",
-    "vibration_mm_s",
-    "water_flow_lpm",
-    "water_temp_c",
-    "uv_intensity_mw_cm2",
-    "pump_pressure_bar",
-)
+FIELDS = tuple(schemas.field_names(schemas.TELEMETRY_READING))
 FLOAT_FIELDS = FIELDS[4:]
 WATER_FIELDS = FIELDS[10:]
 

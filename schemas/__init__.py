@@ -21,6 +21,22 @@ def schema_text(name: str) -> str:
     return resources.files(__name__).joinpath(f"{name}.avsc").read_text()
 
 
+# TelemetryReading fields that detectors score, in schema order. energy_kwh is a
+# cumulative meter (its derivative, power_w, is scored); the last four are the
+# optional water-system fields.
+SCORED_METRICS = (
+    "indoor_temp_c",
+    "power_w",
+    "voltage_v",
+    "vibration_mm_s",
+    "water_flow_lpm",
+    "water_temp_c",
+    "uv_intensity_mw_cm2",
+    "pump_pressure_bar",
+)
+WATER_METRICS = SCORED_METRICS[4:]
+
+
 def schema_dict(name: str) -> dict:
     return json.loads(schema_text(name))
 
