@@ -41,6 +41,10 @@ PORT_OFFSETS = {
 }
 
 
+# How long a consumer's fetch may wait at the broker for data (see kafka_client_config).
+FETCH_MAX_WAIT_MS = 100
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
@@ -193,6 +197,9 @@ class Settings:
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 1000,
             "max.poll.interval.ms": 300000,
+            # Tansu holds a fetch for much of this wait even when data is there
+            # (measured: 385 ms median at 1500 ms, 15 ms at 100 ms).
+            "fetch.wait.max.ms": FETCH_MAX_WAIT_MS,
         }
 
     def producer_config(self) -> dict[str, object]:
