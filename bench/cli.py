@@ -12,7 +12,7 @@ import time
 
 from ecoretrofit.config import Settings
 
-SECTIONS = ("produce", "process", "latency", "live", "detectors")
+SECTIONS = ("produce", "process", "latency", "live", "detectors", "ingest", "queries")
 DEFAULT = ("produce", "process", "latency", "detectors")
 
 
@@ -24,6 +24,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--live-homes", type=int, default=10_000, help="live: homes (readings/s)")
     parser.add_argument("--live-workers", type=int, default=2, help="live: Faust workers")
     parser.add_argument("--live-duration", type=float, default=60.0, help="live: seconds of load")
+    parser.add_argument("--ingest-readings", type=int, default=300_000,
+                        help="ingest: readings stored by each path (Kafka engine, sink, bulk insert)")
+    parser.add_argument("--query-rows", type=int, default=10_000_000,
+                        help="queries: readings bulk-inserted before the queries are timed")
 
 
 def run(args, settings: Settings) -> int:
@@ -54,6 +58,14 @@ def run(args, settings: Settings) -> int:
                 from processors.detectors.bench import measure_detector_costs
 
                 results[name] = measure_detector_costs()
+            elif name == "ingest":
+                from bench import warehouse
+
+                results[name] = warehouse.bench_ingest(settings, readings=args.ingest_readings)
+            elif name == "queries":
+                from bench import warehouse
+
+                results[name] = warehouse.bench_queries(settings, rows=args.query_rows)
             print(f"  done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
     finally:
         if started:
@@ -86,9 +98,19 @@ def print_report(results: dict) -> None:
     if "live" in results:
         r = results["live"]
         print(f"live      {r['homes']:,} homes, {r['workers']} workers: produced {r['produced_per_s']:,.0f}/s, "
-              f"lag {'GROWING' if r['lag_growing'] else 'flat'}, drained {r['drain_after_load_s']:.0f}s after load")
+              f"processed {r['processed_per_s']:,.0f}/s, lag {'GROWING' if r['lag_growing'] else 'flat'}, "
+              + (f"caught up {r['drain_after_load_s']:.0f}s after the load" if r["caught_up"]
+                 else "not caught up 60 s after the load"))
         for t, produced, processed, lag in r["lag_samples"]:
             print(f"          t={t:>5.0f}s produced {produced:>9,.0f} processed {processed:>9,.0f} lag {lag:>8,.0f}")
+    if "ingest" in results:
+        from bench import warehouse
+
+        warehouse.print_ingest(results["ingest"])
+    if "queries" in results:
+        from bench import warehouse
+
+        warehouse.print_queries(results["queries"])
     if "detectors" in results:
         print("detectors (events/s on one core, score_one + learn_one):")
         for name, rate in sorted(results["detectors"].items(), key=lambda kv: -kv[1]):

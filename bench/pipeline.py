@@ -223,15 +223,16 @@ def bench_live(settings: Settings, homes: int = 10_000, workers: int = 2, durati
     sim = _spawn(settings, ["simulate", "--homes", str(homes), "--duration", str(duration), "--quiet"],
                  {"ECO_TOPIC_TELEMETRY": topic, "ECO_METRICS_PORT": str(sim_port)}, "bench-live-sim.log")
     samples = []
+    produced = processed = 0.0
     try:
         t0 = time.monotonic()
         while sim.poll() is None and time.monotonic() - t0 < duration + 60:
             time.sleep(5)
-            produced = scrape(sim_port, "eco_readings_produced_total")
+            # the simulator's /metrics goes away when it exits: keep the last reading
+            produced = max(produced, scrape(sim_port, "eco_readings_produced_total"))
             processed = sum(scrape(p, "eco_readings_processed_total") for p in ports)
             samples.append((round(time.monotonic() - t0, 1), produced, processed, produced - processed))
         # drain: how long after the load stops until the workers have caught up
-        produced = scrape(sim_port, "eco_readings_produced_total") or samples[-1][1]
         t_end = time.monotonic()
         while time.monotonic() - t_end < 60:
             processed = sum(scrape(p, "eco_readings_processed_total") for p in ports)
@@ -243,11 +244,14 @@ def bench_live(settings: Settings, homes: int = 10_000, workers: int = 2, durati
         _stop(sim)
         for p in procs:
             _stop(p)
-    lags = [s[3] for s in samples if s[1] > 0]
+    loaded = [x for x in samples if 0 < x[0] <= duration]
+    lags = [x[3] for x in loaded]
     third = max(1, len(lags) // 3)
     growing = bool(lags) and median(lags[-third:]) > 2 * max(median(lags[:third]), homes)
-    rate = samples[-1][1] / samples[-1][0] if samples and samples[-1][0] else 0.0
+    rate = loaded[-1][1] / loaded[-1][0] if loaded else 0.0
+    done_rate = (loaded[-1][2] - loaded[0][2]) / (loaded[-1][0] - loaded[0][0]) if len(loaded) > 1 else 0.0
     return {"homes": homes, "workers": workers, "duration_s": duration, "produced_per_s": rate,
+            "processed_per_s": done_rate, "caught_up": processed >= produced,
             "lag_samples": samples, "lag_growing": growing, "drain_after_load_s": drain_s,
             "processed_total": processed, "produced_total": produced}
 

@@ -1,0 +1,416 @@
+"""Warehouse benchmarks: ingestion paths side by side, and query latency at 10M+ rows.
+
+- ``bench_ingest``: M readings stored three ways in one run (details in its
+  docstring): the Kafka engine (``telemetry_queue`` -> view -> ``telemetry``) and the
+  batching sink (``ecoretrofit sink``) consuming the same live production side by
+  side; the sink again alone from a backlog (its own ceiling); and direct bulk inserts
+  of the same readings (``insert_arrow`` of ``CitySimulator.tick_columns``, 100k rows
+  per insert: no Kafka, no Avro), the practical ceiling of the warehouse. Kafka paths
+  are timed from their first rows stored to their last by polling ``count()`` every
+  0.1 s (group joins are reported apart).
+
+  The Kafka engine is measured through the pipeline's own queue table rather than a
+  throw-away copy: on the embedded warehouse (chdb 26.1) dropping a materialized view
+  attached to a consuming Kafka table wedged the whole engine (every later query
+  waited forever), so the benchmark never creates or drops Kafka tables. Its
+  readings use a region of their own, deleted from every table afterwards.
+
+- ``bench_queries``: fills a table with N (default 10M) backdated readings by direct
+  bulk insert (insert_arrow from tick_columns; producing 10M readings through Kafka
+  takes minutes here, and the stored rows are the same), then times every named query
+  of sinks/queries/ (declared defaults, ``until`` set to the end of the data) and a few
+  fixed dashboard queries, each after one warm-up run; ``SELECT 1`` (the HTTP round
+  trip) and a full scan of one column are the baselines.
+
+Tables the benchmark fills live in a database of their own, ``eco_bench`` by default,
+built from sinks/sql without the Kafka-engine tables (so the roll-up views of 015 fire
+on the bulk inserts as they do in production) and dropped at the end. The data sits in
+the last day, inside the 7-day TTL of ``telemetry``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import schemas
+from ecoretrofit.config import Settings
+from infra.stack import ensure_topics
+
+BENCH_DB = "eco_bench"
+READING_FIELDS = tuple(schemas.field_names(schemas.TELEMETRY_READING))
+NULLABLE = {"water_flow_lpm", "water_temp_c", "uv_intensity_mw_cm2", "pump_pressure_bar"}
+
+
+# ------------------------------------------------------------------ set-up
+def bench_settings(settings: Settings, database: str = BENCH_DB) -> Settings:
+    return settings.replace(clickhouse_database=database)
+
+
+def create_bench_database(settings: Settings, database: str = BENCH_DB):
+    """``database`` with every table and view of sinks/sql except the Kafka-engine
+    queues and the views reading them. Returns a client bound to it."""
+    from sinks import warehouse
+
+    bs = bench_settings(settings, database)
+    admin = warehouse.connect(settings, database="default")
+    admin.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+    for sql in warehouse.render_ddl(bs):
+        if re.search(r"ENGINE\s*=\s*Kafka", sql) or re.search(r"\bFROM\s+\S+_queue\b", sql):
+            continue
+        admin.command(sql)
+    return warehouse.connect(bs)
+
+
+def drop_bench_database(settings: Settings, database: str = BENCH_DB) -> None:
+    from sinks import warehouse
+
+    warehouse.connect(settings, database="default").command(f"DROP DATABASE IF EXISTS {database} SYNC")
+
+
+def arrow_batch(columns: list[dict], offset: int = 0):
+    """A pyarrow table of the TelemetryReading fields (+ kafka_partition/offset) from
+    ``tick_columns`` dicts; readings the simulator dropped are left out."""
+    import numpy as np
+    import pyarrow as pa
+
+    def cat(name):
+        return np.concatenate([c[name] for c in columns])
+
+    keep = cat("emitted")
+    arrays, names = [], []
+    for name in READING_FIELDS:
+        col = cat(name)[keep]
+        if name == "ts":
+            arr = pa.array(col.astype("int64"), pa.int64()).cast(pa.timestamp("ms", tz="UTC"))
+        elif name in ("home_id", "region"):
+            arr = pa.array(col.tolist(), pa.string())
+        elif name in NULLABLE:
+            arr = pa.array(col, pa.float64(), from_pandas=True)  # NaN -> null
+        else:
+            arr = pa.array(col)
+        arrays.append(arr)
+        names.append(name)
+    n = len(arrays[0])
+    arrays += [pa.array(np.zeros(n, dtype="uint32")), pa.array(np.arange(offset, offset + n, dtype="uint64"))]
+    names += ["kafka_partition", "kafka_offset"]
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def bulk_insert(client, table: str, homes: int, ticks: int, regions, seed: int, start_ms: int, step_ms: int,
+                ticks_per_insert: int | None = None) -> dict:
+    """Insert ``homes x ticks`` simulated readings with insert_arrow, ~100k rows per
+    insert. Returns rows, seconds spent inserting, and seconds in total."""
+    from producers.simulator import CitySimulator
+
+    sim = CitySimulator(homes, regions, seed, start_ms, step_ms=step_ms)
+    per = ticks_per_insert or max(1, 100_000 // homes)
+    rows = inserting = 0.0
+    t0 = time.perf_counter()
+    done = 0
+    while done < ticks:
+        n = min(per, ticks - done)
+        table_ = arrow_batch([sim.tick_columns() for _ in range(n)], offset=int(rows))
+        t1 = time.perf_counter()
+        client.insert_arrow(table, table_)
+        inserting += time.perf_counter() - t1
+        rows += table_.num_rows
+        done += n
+    return {"rows": int(rows), "insert_s": inserting, "total_s": time.perf_counter() - t0}
+
+
+def _count(client, table: str) -> int:
+    return int(client.command(f"SELECT count() FROM {table}"))
+
+
+# ----------------------------------------------------------------- ingest
+def _spawn_sink(settings: Settings, log_path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ecoretrofit.cli", "sink", "--topic", "telemetry", *args],
+                            env={**os.environ, **settings.env()}, stdout=open(log_path, "ab"),
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _wait_assigned(proc: subprocess.Popen, log_path, timeout: float = 60.0) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if " assigned " in open(log_path, errors="replace").read():
+            return time.monotonic() - t0
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"the sink did not get its partitions (see {log_path})")
+
+
+def _watch_many(client, targets: dict[str, str], expected: int, t_origin: float, t_produced, timeout: float) -> dict:
+    """Poll ``SELECT count() …`` of several targets every 0.1 s until each holds
+    ``expected`` rows. Per target: when its first rows and all rows were stored
+    (seconds after ``t_origin``), ``rows_per_s`` = expected / that time, and how long
+    after the producer finished it was complete."""
+    first: dict[str, float] = {}
+    out: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout
+    while len(out) < len(targets) and time.monotonic() < deadline:
+        for name, sql in targets.items():
+            if name in out:
+                continue
+            n = int(client.command(sql))
+            now = time.monotonic()
+            if n and name not in first:
+                first[name] = now
+            if n >= expected:
+                done = t_produced() if callable(t_produced) else t_produced
+                out[name] = {"rows": n, "first_rows_s": first[name] - t_origin, "all_rows_s": now - t_origin,
+                             "rows_per_s": n / (now - t_origin),
+                             "after_producer_s": (now - done) if done else float("nan")}
+        time.sleep(0.1)
+    missing = set(targets) - set(out)
+    if missing:
+        raise RuntimeError(f"{', '.join(sorted(missing))}: fewer than {expected:,} rows after {timeout:.0f}s")
+    return out
+
+
+def _delete_region(client, database: str, region: str) -> None:
+    """Remove a benchmark region from every MergeTree table of ``database`` that has a
+    region column (raw tables, sink tables, roll-ups)."""
+    tables = [r[0] for r in client.query(
+        "SELECT t.name FROM system.tables AS t INNER JOIN system.columns AS c "
+        "ON c.database = t.database AND c.table = t.name "
+        "WHERE t.database = {db:String} AND c.name = 'region' AND t.engine LIKE '%MergeTree'",
+        parameters={"db": database}).result_rows]
+    for t in tables:
+        # asynchronous: a mutation waited for (mutations_sync) once hung the embedded warehouse
+        client.command(f"ALTER TABLE {database}.{t} DELETE WHERE region = '{region}'")
+
+
+def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000, database: str = BENCH_DB,
+                 keep: bool = False) -> dict:
+    """Rows/s through the Kafka engine, the batching sink and a bulk insert, one run.
+
+    1. live: the sink (a group of its own, starting at the end of the topic) joins the
+       real telemetry topic; then ``readings`` readings of a benchmark region are
+       produced to it as fast as the producer goes. The Kafka engine (``telemetry``)
+       and the sink (``telemetry_sink``) consume them side by side; each figure is
+       readings / (time from the first produce call to the last row stored). A path
+       that completes within a second or two of the producer kept up: its figure is
+       then set by the producer, a lower bound of what it can do.
+    2. backlog: the same readings on a topic of their own, already produced, drained by
+       a fresh sink into ``<database>.telemetry_sink``: the sink's own ceiling.
+    3. bulk: the same readings with insert_arrow, 100k rows per insert.
+
+    The benchmark region is deleted from the pipeline's tables afterwards.
+    """
+    import tempfile
+
+    from producers.producer import TelemetryProducer, run_backfill
+    from producers.simulator import CitySimulator
+    from sinks.warehouse import connect
+
+    ticks = max(1, readings // homes)
+    expected = homes * ticks
+    start_ms = int(time.time() * 1000) - ticks * 1000
+    region = f"bench-{uuid.uuid4().hex[:6]}"
+    db = settings.clickhouse_database
+    client = connect(settings)
+    logs = settings.data_dir / "logs"
+    log_dir = logs if logs.is_dir() else Path(tempfile.mkdtemp(prefix="eco-bench-"))
+    out: dict[str, object] = {"readings": expected, "homes": homes, "region": region}
+    group = f"eco-bench-sink-{uuid.uuid4().hex[:6]}"
+    try:
+        # 1. live, side by side
+        log1 = log_dir / f"bench-{group}.log"
+        sink = _spawn_sink(settings, log1, "--group", group, "--offset-reset", "latest")
+        try:
+            out["sink_join_s"] = _wait_assigned(sink, log1)
+            time.sleep(1)
+            producer = TelemetryProducer(settings)
+            sim = CitySimulator(homes, [region], settings.seed, start_ms)
+            t_start = time.monotonic()
+            finished: dict[str, float] = {}
+            import threading
+
+            def produce():
+                run_backfill(sim, producer, start_ms, ticks, progress=False)
+                finished["t"] = time.monotonic()
+
+            thread = threading.Thread(target=produce, daemon=True)
+            thread.start()
+            where = f"WHERE region = '{region}'"
+            live = _watch_many(client, {
+                "kafka_engine": f"SELECT count() FROM {db}.telemetry {where}",
+                "sink": f"SELECT count() FROM {db}.telemetry_sink {where}",
+            }, expected, t_start, lambda: finished.get("t"), 300)
+            thread.join()
+            if producer.stats.failed:
+                raise RuntimeError(f"{producer.stats.failed} readings were not acknowledged")
+            out["produce_readings_per_s"] = producer.stats.acked / (finished["t"] - t_start)
+            out["live"] = live
+            out["live_stored"] = {
+                "kafka_engine": client.query(f"SELECT count(), uniqExact(home_id, ts) FROM {db}.telemetry {where}").result_rows[0],
+                "sink": client.query(f"SELECT count(), uniqExact(home_id, ts) FROM {db}.telemetry_sink {where}").result_rows[0],
+            }
+        finally:
+            sink.terminate()
+            sink.wait(60)
+
+        # 2. the sink alone, from a backlog
+        topic = f"eco.bench.ingest.{uuid.uuid4().hex[:6]}"
+        ensure_topics(settings, {topic: settings.telemetry_partitions})
+        bclient = create_bench_database(settings, database)
+        bs = bench_settings(settings, database).replace(topic_telemetry=topic)
+        run_backfill(CitySimulator(homes, [region], settings.seed, start_ms), TelemetryProducer(bs),
+                     start_ms, ticks, progress=False)
+        log2 = log_dir / f"bench-{group}-backlog.log"
+        t_spawn = time.monotonic()
+        sink = _spawn_sink(bs, log2, "--group", group + "-backlog", "--exit-when-idle", "2")
+        try:
+            _wait_assigned(sink, log2)
+            t_start = time.monotonic()  # timed from the assignment: start-up and join apart
+            out["backlog"] = _watch_many(bclient, {"sink": f"SELECT count() FROM {database}.telemetry_sink"},
+                                         expected, t_start, t_start, 300)["sink"]
+            out["backlog"]["start_and_join_s"] = t_start - t_spawn
+        finally:
+            if sink.poll() is None:
+                sink.terminate()
+            sink.wait(60)
+
+        # 3. bulk insert of the same readings (same simulator, same seed)
+        bclient.command(f"CREATE TABLE {database}.ingest_bulk AS {database}.telemetry_sink")
+        r = bulk_insert(bclient, f"{database}.ingest_bulk", homes, ticks, [region], settings.seed, start_ms, 1000)
+        out["bulk"] = {"rows": r["rows"], "rows_per_s": r["rows"] / r["insert_s"],
+                       "rows_per_s_incl_generation": r["rows"] / r["total_s"]}
+    finally:
+        if not keep:
+            _delete_region(client, db, region)
+            client.command(f"ALTER TABLE {db}.sink_batches DELETE WHERE sink LIKE '{group}%'")
+            drop_bench_database(settings, database)
+    return out
+
+
+# ---------------------------------------------------------------- queries
+DASHBOARD_QUERIES = {
+    "count_by_region": "SELECT region, count() FROM {t} GROUP BY region ORDER BY region",
+    "hourly_avg_power_by_region_1d": (
+        "SELECT region, toStartOfHour(ts) AS hour, avg(power_w) FROM {t} "
+        "WHERE ts >= {day_start} AND ts < {day_start} + INTERVAL 1 DAY GROUP BY region, hour ORDER BY region, hour"),
+    "top10_homes_by_energy": (
+        "SELECT home_id, max(energy_kwh) - min(energy_kwh) AS kwh FROM {t} "
+        "GROUP BY home_id ORDER BY kwh DESC LIMIT 10"),
+    "one_home_last_hour": (
+        "SELECT ts, power_w, indoor_temp_c FROM {t} WHERE region = {region} AND home_id = {home} "
+        "AND ts >= {end} - INTERVAL 1 HOUR ORDER BY ts"),
+}
+BASELINE_QUERIES = {
+    "select_1 (round trip)": "SELECT 1",
+    "full_scan_power_w": "SELECT sum(power_w) FROM {t}",
+}
+
+
+def _time_query(client, sql: str, params: dict | None = None, runs: int = 3) -> dict:
+    client.query(sql, parameters=params or None)  # warm-up: caches, marks
+    times = []
+    rows = 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        rows = len(client.query(sql, parameters=params or None).result_rows)
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "rows": rows}
+
+
+def named_queries(settings: Settings, until: str) -> dict[str, tuple[str, dict]]:
+    """Every sinks/queries/*.sql with its declared defaults, ``until`` (if declared)
+    set to the end of the benchmark data."""
+    from sinks import query_cli
+
+    out = {}
+    for path in sorted(query_cli.QUERIES_DIR.glob("*.sql")):
+        name = path.stem
+        try:
+            load = getattr(query_cli, "load_named", None)
+            if load is not None:
+                q = load(name)
+                params = q.bind({"until": until} if any(p.name == "until" for p in q.params) else {})
+                out[name] = (q.sql(settings), params)
+            else:
+                out[name] = (query_cli.resolve_sql(name, settings), {})
+        except Exception as exc:  # a query being written right now may not parse yet
+            out[name] = (None, {"error": str(exc)})
+    return out
+
+
+def bench_queries(settings: Settings, rows: int = 10_000_000, homes: int = 2000, database: str = BENCH_DB,
+                  keep: bool = False, runs: int = 3) -> dict:
+    """Latency of the named and dashboard queries over ``rows`` readings of the last day."""
+    import datetime as dt
+
+    ticks = max(1, rows // homes)
+    step_ms = max(1, 86_400_000 // ticks)  # one day of data
+    end_ms = (int(time.time() * 1000) // 3_600_000) * 3_600_000  # the last full hour
+    start_ms = end_ms - ticks * step_ms
+    client = create_bench_database(settings, database)
+    bs = bench_settings(settings, database)
+    table = f"{database}.telemetry"
+    out: dict[str, object] = {"homes": homes}
+    try:
+        fill = bulk_insert(client, table, homes, ticks, settings.regions, settings.seed, start_ms, step_ms)
+        out["rows"] = _count(client, table)
+        out["fill_rows_per_s"] = fill["rows"] / fill["insert_s"]
+        out["fill_s"] = fill["total_s"]
+        client.command(f"OPTIMIZE TABLE {table} FINAL")  # as a table looks after background merges
+        fmt = lambda ms: dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        until = fmt(end_ms)
+        subs = {"t": table, "day_start": f"toDateTime64('{fmt(start_ms)}', 3, 'UTC')",
+                "end": f"toDateTime64('{until}', 3, 'UTC')", "region": f"'{settings.regions[0]}'",
+                "home": "'H000042'"}
+        results: dict[str, dict] = {}
+        for name, sql in BASELINE_QUERIES.items():
+            results[f"baseline:{name}"] = _time_query(client, sql.format(**subs), runs=runs)
+        for name, sql in DASHBOARD_QUERIES.items():
+            results[f"dashboard:{name}"] = _time_query(client, sql.format(**subs), runs=runs)
+        for name, (sql, params) in named_queries(bs, until).items():
+            if sql is None:
+                results[f"named:{name}"] = {"error": params["error"]}
+                continue
+            try:
+                results[f"named:{name}"] = _time_query(client, sql, params, runs=runs)
+            except Exception as exc:
+                from sinks.warehouse import error_line
+
+                results[f"named:{name}"] = {"error": error_line(exc)[:200]}
+        out["queries"] = results
+        out["data_from"], out["data_until"] = fmt(start_ms), until
+    finally:
+        if not keep:
+            drop_bench_database(settings, database)
+    return out
+
+
+# ---------------------------------------------------------------- report
+def print_ingest(r: dict) -> None:
+    k, s, b, bl = r["live"]["kafka_engine"], r["live"]["sink"], r["bulk"], r["backlog"]
+    print(f"ingest    {r['readings']:,} readings ({r['homes']:,} homes) stored three ways; producer "
+          f"{r['produce_readings_per_s']:,.0f} readings/s")
+    for label, x in (("Kafka engine -> MV (live)", k), ("batching sink     (live)", s)):
+        print(f"          {label}  {x['rows_per_s']:>10,.0f} rows/s  all stored {x['after_producer_s']:.1f}s "
+              f"after the producer finished")
+    print(f"          batching sink  (backlog)  {bl['rows_per_s']:>10,.0f} rows/s  (from its assignment; "
+          f"start-up and join {bl['start_and_join_s']:.1f}s)")
+    print(f"          bulk insert_arrow         {b['rows_per_s']:>10,.0f} rows/s  (ceiling; "
+          f"{b['rows_per_s_incl_generation']:,.0f}/s incl. simulating them)")
+    print(f"          stored (rows, distinct)   {r['live_stored']}")
+
+
+def print_queries(r: dict) -> None:
+    print(f"queries   {r['rows']:,} rows ({r['homes']:,} homes, {r['data_from']} .. {r['data_until']} UTC), "
+          f"filled by bulk insert at {r['fill_rows_per_s']:,.0f} rows/s incl. roll-up views")
+    for name, q in r["queries"].items():
+        if "error" in q:
+            print(f"          {name:<44} ERROR {q['error']}")
+        else:
+            print(f"          {name:<44} {q['median_s'] * 1000:>8.1f} ms median  "
+                  f"({q['min_s'] * 1000:.1f} min, {q['rows']:,} rows)")
