@@ -119,7 +119,10 @@ def _simulate(settings: Settings, homes: int, duration: float, faults_per_kind: 
             print(f"    t={time.monotonic() - t0:5.1f}s  produced {s.sent:>8,}  acknowledged {s.acked:>8,}", flush=True)
 
     run = DemoRun(run_id=str(start_ms), start_ms=start_ms)
-    stats = asyncio.run(run_live(sim, producer, duration, on_tick=on_tick))
+    try:
+        stats = asyncio.run(run_live(sim, producer, duration, on_tick=on_tick))
+    finally:
+        producer.close()
     run.end_ms = int(time.time() * 1000)
     if stats.failed:
         print(f"    {stats.failed} readings were not acknowledged: {stats.errors}")

@@ -80,7 +80,7 @@ class TelemetryProducer:
 
     @property
     def stats(self) -> DeliveryStats:
-        queued = len(self._producer)
+        queued = len(self._producer) if self._producer is not None else 0
         return DeliveryStats(self._sent, self._sent - self._failed - queued, self._failed, dict(self._errors))
 
     def send(self, reading: dict) -> None:
@@ -131,6 +131,22 @@ class TelemetryProducer:
     def flush(self, timeout: float = 60.0) -> int:
         """Wait for every in-flight reading; returns how many are still unacknowledged."""
         return self._producer.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Give in-flight readings ``timeout`` to be acknowledged, then drop the rest
+        (counted as failed): the client must not outlive the broker it talks to.
+        Returns how many were dropped."""
+        if self._producer is None:
+            return 0
+        left = self._producer.flush(timeout)
+        if left:
+            self._producer.purge()
+            self._producer.flush(0)
+            self._failed += left
+        # Drop the handle now: whatever still references this object (a traceback
+        # after Ctrl-C) must not keep a client reconnecting to a stopped broker.
+        self._producer = None
+        return left
 
 
 async def run_live(
