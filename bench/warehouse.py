@@ -175,6 +175,33 @@ def _watch_many(client, targets: dict[str, str], expected: int, t_origin: float,
     return out
 
 
+def _start_where_the_engine_is(settings: Settings, group: str) -> dict[int, int]:
+    """Commit, for ``group``, the offsets the Kafka engine's group has committed on the
+    telemetry topic, so the sink starts exactly where the engine is. (Not
+    ``auto.offset.reset=latest``: Tansu's high watermarks are wrong, and "latest"
+    lands at the start of the last producer batch, up to 100k+ messages back.)"""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from sinks.warehouse import ddl_params
+
+    topic = settings.topic_telemetry
+    engine_group = f"{ddl_params(settings)['consumer_group_prefix']}-telemetry"
+    tps = [TopicPartition(topic, p) for p in range(settings.telemetry_partitions)]
+    base = {**settings.kafka_client_config(), "enable.auto.commit": False}
+    c = Consumer({**base, "group.id": engine_group})
+    try:
+        committed = [tp for tp in c.committed(tps, timeout=10) if tp.offset >= 0]
+    finally:
+        c.close()
+    c = Consumer({**base, "group.id": group})
+    try:
+        if committed:
+            c.commit(offsets=committed, asynchronous=False)
+    finally:
+        c.close()
+    return {tp.partition: tp.offset for tp in committed}
+
+
 def _delete_region(client, database: str, region: str) -> None:
     """Remove a benchmark region from every MergeTree table of ``database`` that has a
     region column (raw tables, sink tables, roll-ups)."""
@@ -192,18 +219,22 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
                  keep: bool = False) -> dict:
     """Rows/s through the Kafka engine, the batching sink and a bulk insert, one run.
 
-    1. live: the sink (a group of its own, starting at the end of the topic) joins the
-       real telemetry topic; then ``readings`` readings of a benchmark region are
-       produced to it as fast as the producer goes. The Kafka engine (``telemetry``)
-       and the sink (``telemetry_sink``) consume them side by side; each figure is
-       readings / (time from the first produce call to the last row stored). A path
+    1. live: the sink (a group of its own, starting at the offsets the Kafka engine
+       has committed) joins the real telemetry topic; then ``readings`` readings of a
+       benchmark region are produced to it as fast as the producer goes. The Kafka
+       engine (``telemetry``) and the sink (``telemetry_sink``) consume them side by
+       side; each figure is readings / (time from the first produce call to the last
+       row stored). A path
        that completes within a second or two of the producer kept up: its figure is
        then set by the producer, a lower bound of what it can do.
     2. backlog: the same readings on a topic of their own, already produced, drained by
        a fresh sink into ``<database>.telemetry_sink``: the sink's own ceiling.
     3. bulk: the same readings with insert_arrow, 100k rows per insert.
 
-    The benchmark region is deleted from the pipeline's tables afterwards.
+    The benchmark region is deleted from the pipeline's tables afterwards. Its
+    readings stay in the telemetry topic (Kafka cannot delete them): a group that later
+    starts from the earliest offset (a new sink group, a rebuilt warehouse) stores
+    them again, under their ``bench-*`` region.
     """
     import tempfile
 
@@ -224,7 +255,8 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
     try:
         # 1. live, side by side
         log1 = log_dir / f"bench-{group}.log"
-        sink = _spawn_sink(settings, log1, "--group", group, "--offset-reset", "latest")
+        _start_where_the_engine_is(settings, group)
+        sink = _spawn_sink(settings, log1, "--group", group)
         try:
             out["sink_join_s"] = _wait_assigned(sink, log1)
             time.sleep(1)
