@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "process": ("processors.cli", "run the Faust stream processor (anomaly detection)"),
     "query": ("sinks.query_cli", "run SQL or a named query against the warehouse"),
     "sink": ("sinks.sink_cli", "batching ClickHouse sink with exactly-once delivery"),
+    "lake": ("sinks.lake_cli", "the telemetry data lake on S3: import days into ClickHouse, stats"),
     "topics": ("ecoretrofit.topics", "print the contract of every topic"),
     "eval": ("evaluation.cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.cli", "measure throughput and latency against baselines"),

@@ -215,7 +215,9 @@ class LocalStack:
                     "-master.telemetry=false",
                     f"-volume.port={weed_ports['weed_volume']}",
                     f"-volume.port.grpc={weed_ports['weed_volume_grpc']}",
-                    "-volume.max=8",
+                    # volumes are not preallocated; SeaweedFS gives each bucket 7, and the
+                    # broker log, the lake and its own metadata all need theirs
+                    "-volume.max=64",
                     "-filer", f"-filer.port={weed_ports['weed_filer']}",
                     f"-filer.port.grpc={weed_ports['weed_filer_grpc']}",
                     "-s3", f"-s3.port={weed_ports['s3']}", f"-s3.port.grpc={weed_ports['weed_s3_grpc']}",

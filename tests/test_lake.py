@@ -130,7 +130,7 @@ def lake_run(stack_settings):
 
     reason = seaweed_has_room(stack_settings)
     if reason:
-        pytest.skip(reason)
+        pytest.fail(reason)
     topic, group = unique("eco.test.lake"), unique("eco-lake-test")
     prefix = f"{unique('test')}/telemetry"
     regions = [unique("lake-n"), unique("lake-s")]
