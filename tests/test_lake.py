@@ -17,12 +17,12 @@ import re
 import signal
 import time
 import urllib.request
-import uuid
 
 import pytest
 
 from sinks.lake import LakeWriter, S3Ledger, day_of, group_rows
 from sinks.sink import Batch
+from helpers import unique
 
 DAY_MS = 86_400_000
 
@@ -89,8 +89,6 @@ def test_s3_ledger_finds_uncommitted_ranges_and_forgets_committed_ones():
 
 
 # ============================================================== real stack
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def seaweed_has_room(settings) -> str | None:

@@ -5,10 +5,9 @@ ids, so tests sharing the session's stack never count each other's rows."""
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -18,21 +17,11 @@ from ecoretrofit.serde import decoder_for, encoder_for
 from producers.producer import TelemetryProducer, run_backfill
 from producers.simulator import CitySimulator
 from sinks.warehouse import connect
+from helpers import unique, wait_for
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value {last!r})")
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def produce_region(settings, region: str, homes: int, ticks: int, start_ms: int | None = None) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-import uuid
 
 import numpy as np
 
@@ -15,19 +14,13 @@ from conftest import spawn, stop
 from infra.stack import ensure_topics
 from producers.producer import TelemetryProducer
 from producers.simulator import CitySimulator
-from test_pipeline import unique, wait_for
+from helpers import free_port, unique, wait_for
 
 import schemas
 from confluent_kafka import Consumer
 from ecoretrofit.serde import decoder_for
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _produce_ticks(settings, region: str, homes: int, ticks: int, start_ms: int, spike_power: float = 0.0) -> int:
@@ -50,7 +43,7 @@ def test_restarted_worker_resumes_with_its_checkpointed_models(stack_settings):
     region = unique("resume")
     s = stack_settings.replace(
         topic_telemetry=f"eco.test.{region}", topic_anomalies=f"eco.test.{region}.anomalies",
-        processor_app_id=f"eco-test-{region}", checkpoint_interval_s=1.0, metrics_port=_free_port() - 1,
+        processor_app_id=f"eco-test-{region}", checkpoint_interval_s=1.0, metrics_port=free_port() - 1,
     )
     ensure_topics(s, {s.topic_telemetry: 8, s.topic_anomalies: 4})
     start = int(time.time() * 1000) - 200_000

@@ -25,6 +25,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from registry.server import RegistryServer
 from registry.store import KafkaLog, MemoryLog, StoreError
+from helpers import free_port
 
 TOPIC = "eco.telemetry.v1"
 SUBJECT = f"{TOPIC}-value"
@@ -297,10 +298,6 @@ def test_kafka_log_survives_a_registry_restart(stack_settings):
 # ------------------------------------------------------------------------------ CLI
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(tmp_path, *args: str) -> subprocess.Popen:
@@ -312,7 +309,7 @@ def _cli(tmp_path, *args: str) -> subprocess.Popen:
 
 
 def test_cli_serves_until_sigterm_and_exits_0(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = _cli(tmp_path, "--port", str(port))
     try:
         ready = proc.stdout.readline()  # one line once it accepts requests

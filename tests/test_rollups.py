@@ -20,6 +20,7 @@ from collections import defaultdict
 import pytest
 
 from sinks import warehouse
+from helpers import unique
 
 UTC = dt.timezone.utc
 COLUMNS = [
@@ -30,8 +31,6 @@ COLUMNS = [
 ROLLUPS = ("energy_hourly_by_home", "energy_hourly_by_region", "energy_daily_by_home", "energy_daily_by_region")
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def readings(region: str, homes: list[str], start: dt.datetime, count: int, step_s: int, seed: int) -> list[dict]:

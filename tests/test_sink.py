@@ -15,13 +15,13 @@ import random
 import signal
 import threading
 import time
-import uuid
 from collections import deque
 
 import pytest
 
 from ecoretrofit.serde import DecodeError
 from sinks.sink import Batch, Batcher, Sink, TransientError, normalise_ranges
+from helpers import unique, wait_for
 
 
 # =================================================================== Batcher
@@ -493,19 +493,8 @@ def test_decoders_map_records_to_table_rows():
 
 
 # ============================================================ real stack
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.3, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value {last!r})")
 
 
 def produce_readings(settings, region, homes, ticks, start_ms, sim=None):

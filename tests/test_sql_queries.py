@@ -17,7 +17,6 @@ import os
 import random
 import subprocess
 import sys
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 
 from processors.detectors.zscore import RollingZScore
 from sinks import query_cli, warehouse
+from helpers import unique
 
 REPO = Path(__file__).resolve().parent.parent
 UTC = dt.timezone.utc
@@ -36,8 +36,6 @@ COLUMNS = [
 FMT = "%Y-%m-%d %H:%M:%S"
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def row(region, home, ts, seq, **values) -> dict:

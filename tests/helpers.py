@@ -1,0 +1,30 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.3, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy (and return it)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value {last!r})")
+
+
+def unique(prefix: str) -> str:
+    """A name no other test (or earlier run on the same stack) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
