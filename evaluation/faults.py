@@ -565,6 +565,11 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.add_argument(
+        "--through-kafka", action="store_true",
+        help="measure end to end: produce to a fresh topic, score with one Faust worker, read its anomalies "
+        "(starts the local stack if needed; ignores --start/--detectors/--threshold/--param)",
+    )
 
 
 def parse_thresholds(text: str, detectors: Sequence[str]) -> dict[str, float]:
@@ -610,6 +615,10 @@ def parse_params(items: Sequence[str]) -> dict[str, dict[str, object]]:
 def run(args, settings) -> int:
     from ecoretrofit.errors import CommandError
 
+    if getattr(args, "through_kafka", False):
+        from evaluation.faults_kafka import run_cli
+
+        return run_cli(args, settings)
     seed = settings.seed if args.seed is None else args.seed
     step_ms = int(round(args.step_s * 1000))
     if step_ms <= 0 or args.homes < 1 or args.hours <= 0:
