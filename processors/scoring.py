@@ -125,13 +125,13 @@ class HomeModel:
         cfg = self.config
         events = []
         ts = reading["ts"]
+        # Gaps first: a dropout long enough to make the models stale is still a dropout.
+        events += self._check_seq(reading, detected_at_ms)
         if self.last_ts is not None and abs(ts - self.last_ts) > cfg.stale_after_ms:
             self.detectors.clear()
             self.extras.clear()
-            self.last_seq = None
             self.resets += 1
         self.last_ts = ts
-        events += self._check_seq(reading, detected_at_ms)
         for metric in SCORED_METRICS:
             x = reading.get(metric)
             if x is None or not math.isfinite(x):

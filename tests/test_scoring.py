@@ -113,3 +113,16 @@ def test_a_second_fault_right_after_the_first_is_still_seen():
         events += model.update(next(r for r in sim.tick() if r["home_id"] == "H000001"))
     sags = sorted(e["ts"] - START for e in events if e["metric"] == "voltage_v")
     assert [t for t in sags if 120_000 <= t < 140_000] and [t for t in sags if 200_000 <= t < 220_000], sags
+
+
+def test_a_dropout_longer_than_the_staleness_window_is_still_reported():
+    model = HomeModel(ScoringConfig.from_settings(Settings.from_env({"ECO_DATA_DIR": "/tmp/eco-unit"})))
+    base = {"home_id": "H1", "region": "north", "indoor_temp_c": 21.0, "power_w": 400.0,
+            "voltage_v": 230.0, "vibration_mm_s": 0.5}
+    for i in range(10):
+        assert model.update({**base, "ts": i * 1000, "seq": i}) == []
+    # 20 minutes of silence (1,200 readings lost), longer than the 15-minute staleness reset
+    events = model.update({**base, "ts": 1_210_000, "seq": 1_210})
+    assert [(e["metric"], e["detector"], e["value"], e["severity"]) for e in events] == \
+        [("seq", "gap", 1200.0, "critical")]
+    assert model.resets == 1
