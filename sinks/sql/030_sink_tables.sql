@@ -32,26 +32,8 @@ TTL toDateTime(written_at) + INTERVAL 30 DAY;
 
 -- Raw readings stored by the sink: columns, partitioning, order and 7-day TTL of
 -- `telemetry` (010), so the two paths hold comparable data.
-CREATE TABLE IF NOT EXISTS {database}.telemetry_sink
-(
-    home_id             LowCardinality(String),
-    region              LowCardinality(String),
-    ts                  DateTime64(3, 'UTC'),
-    seq                 Int64,
-    indoor_temp_c       Float64,
-    outdoor_temp_c      Float64,
-    power_w             Float64,
-    energy_kwh          Float64,
-    voltage_v           Float64,
-    vibration_mm_s      Float64,
-    water_flow_lpm      Nullable(Float64),
-    water_temp_c        Nullable(Float64),
-    uv_intensity_mw_cm2 Nullable(Float64),
-    pump_pressure_bar   Nullable(Float64),
-    kafka_partition     UInt32,
-    kafka_offset        UInt64,
-    ingested_at         DateTime64(3, 'UTC') DEFAULT now64(3)
-)
+-- (AS telemetry: the same columns, declared once in 010; engine and settings its own)
+CREATE TABLE IF NOT EXISTS {database}.telemetry_sink AS {database}.telemetry
 ENGINE = MergeTree
 PARTITION BY (toDate(ts), region)
 ORDER BY (region, home_id, ts)
@@ -61,26 +43,7 @@ SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1;
 -- Readings imported from the data lake (`ecoretrofit lake import`): a replay target
 -- of its own, so an import never mixes with what the Kafka paths stored. No TTL: an
 -- import of old days is the point of it; `lake import` replaces whole days.
-CREATE TABLE IF NOT EXISTS {database}.telemetry_lake
-(
-    home_id             LowCardinality(String),
-    region              LowCardinality(String),
-    ts                  DateTime64(3, 'UTC'),
-    seq                 Int64,
-    indoor_temp_c       Float64,
-    outdoor_temp_c      Float64,
-    power_w             Float64,
-    energy_kwh          Float64,
-    voltage_v           Float64,
-    vibration_mm_s      Float64,
-    water_flow_lpm      Nullable(Float64),
-    water_temp_c        Nullable(Float64),
-    uv_intensity_mw_cm2 Nullable(Float64),
-    pump_pressure_bar   Nullable(Float64),
-    kafka_partition     UInt32,
-    kafka_offset        UInt64,
-    ingested_at         DateTime64(3, 'UTC') DEFAULT now64(3)
-)
+CREATE TABLE IF NOT EXISTS {database}.telemetry_lake AS {database}.telemetry
 ENGINE = MergeTree
 PARTITION BY (toDate(ts), region)
 ORDER BY (region, home_id, ts);
