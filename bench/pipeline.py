@@ -56,7 +56,7 @@ def _bare_produce(settings: Settings, topic: str, payloads: list[tuple[bytes, by
     return len(payloads) / elapsed
 
 
-def bench_produce(settings: Settings, readings: int = 200_000, homes: int = 1000, rounds: int = 2) -> Report:
+def bench_produce(settings: Settings, readings: int = 200_000, homes: int = 1000, rounds: int = 4) -> Report:
     from producers.producer import TelemetryProducer, run_backfill
     from producers.simulator import CitySimulator
 

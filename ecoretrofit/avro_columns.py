@@ -91,6 +91,7 @@ class ColumnarEncoder:
             self.fields.append((f["name"], t, nullable))
         self._caches = {name: _Cache(_string if t == "string" else zigzag_varint)
                         for name, t, _ in self.fields if t in ("string", "long", "int")}
+        self._run_caches: dict[tuple[str, ...], _Cache] = {}
 
     def encode(self, columns: Mapping[str, Sequence], rows: np.ndarray | None = None) -> list[bytes]:
         """One Confluent-framed Avro message per row (``rows``: indices to keep)."""
@@ -106,23 +107,48 @@ class ColumnarEncoder:
                 parts.append(self._double_block([columns[f[0]] for f in fields[i:j]], rows))
                 i = j
                 continue
+            if t in ("string", "long", "int") and not nullable:
+                # A run of plain strings and longs is encoded as one piece per distinct
+                # combination: (home_id, region) repeats per home, (ts, seq) per tick,
+                # so most rows are a single dictionary hit for the whole run.
+                j = i
+                while j < len(fields) and fields[j][1] in ("string", "long", "int") and not fields[j][2]:
+                    j += 1
+                parts.append(self._cached_run([f[0] for f in fields[i:j]], columns, rows))
+                i = j
+                continue
+            if t == "double":  # nullable doubles, NaN meaning null: fuse the run
+                j = i
+                while j < len(fields) and fields[j][1] == "double" and fields[j][2]:
+                    j += 1
+                parts.append(self._nullable_double_run([columns[f[0]] for f in fields[i:j]], rows))
+                i = j
+                continue
             col = _select(columns[name], rows)
-            if t == "double":  # nullable double, NaN meaning null
-                parts.append(self._nullable_doubles(col))
-            elif t == "boolean":
+            if t == "boolean":
                 parts.append([b"\x01" if v else b"\x00" for v in col] if not nullable else
                              [b"\x00" if v is None else (b"\x02\x01" if v else b"\x02\x00") for v in col])
             else:
                 cache = self._caches[name]
                 values = col.tolist() if isinstance(col, np.ndarray) else list(col)
-                if nullable:
-                    parts.append([b"\x00" if v is None else b"\x02" + cache[v] for v in values])
-                else:
-                    parts.append([cache[v] for v in values])
+                parts.append([b"\x00" if v is None else b"\x02" + cache[v] for v in values])
             i += 1
         header = self.header
         join = b"".join
         return [join((header, *row)) for row in zip(*parts)]
+
+    def _cached_run(self, names: list[str], columns: Mapping[str, Sequence], rows) -> list[bytes]:
+        cols = [_select(columns[n], rows) for n in names]
+        cols = [c.tolist() if isinstance(c, np.ndarray) else list(c) for c in cols]
+        if len(cols) == 1:
+            cache = self._caches[names[0]]
+            return [cache[v] for v in cols[0]]
+        run_cache = self._run_caches.get(tuple(names))
+        if run_cache is None:
+            single = [self._caches[n] for n in names]
+            run_cache = self._run_caches[tuple(names)] = _Cache(
+                lambda key: b"".join(c[v] for c, v in zip(single, key)))
+        return [run_cache[key] for key in zip(*cols)]
 
     @staticmethod
     def _double_block(cols: list, rows) -> list[bytes]:
@@ -132,11 +158,29 @@ class ColumnarEncoder:
         return [buf[k:k + width] for k in range(0, len(buf), width)]
 
     @staticmethod
-    def _nullable_doubles(col) -> list[bytes]:
-        a = np.asarray(col, dtype="<f8")
-        present = ~np.isnan(a)
-        buf = a.tobytes()
-        return [b"\x02" + buf[8 * k:8 * k + 8] if p else b"\x00" for k, p in enumerate(present.tolist())]
+    def _nullable_double_run(cols: list, rows) -> list[bytes]:
+        """Per row: union branch 1 (``\\x02``) and 8 bytes per present value, branch 0
+        (``\\x00``) per null. Rows with all values present (a home with a water system)
+        or all null (one without) are one slice or one constant."""
+        a = np.column_stack([_select(np.asarray(c, dtype="<f8"), rows) for c in cols]).astype("<f8")
+        n, k = a.shape
+        null = np.isnan(a)
+        framed = np.empty((n, k, 9), dtype=np.uint8)
+        framed[:, :, 0] = 2
+        framed[:, :, 1:] = a.view(np.uint8).reshape(n, k, 8)
+        buf = framed.tobytes()
+        width = 9 * k
+        all_null = b"\x00" * k
+        out = []
+        for r, (none, some) in enumerate(zip(null.all(axis=1).tolist(), null.any(axis=1).tolist())):
+            if not some:
+                out.append(buf[r * width:(r + 1) * width])
+            elif none:
+                out.append(all_null)
+            else:  # mixed: field by field
+                out.append(b"".join(b"\x00" if null[r, f] else buf[r * width + 9 * f:r * width + 9 * f + 9]
+                                    for f in range(k)))
+        return out
 
 
 def _select(col, rows):

@@ -68,7 +68,7 @@ class TelemetryProducer:
         self._sent = 0
         self._failed = 0
         self._errors: dict[str, int] = {}
-        self._keys: dict[str, bytes] = {}
+        self._keys_for: tuple | None = None  # (home-id array, its keys, region counts)
 
     def _on_error(self, err: KafkaError | None, msg) -> None:
         if err is None:  # only when a caller overrides delivery.report.only.error
@@ -92,25 +92,35 @@ class TelemetryProducer:
         emitted = columns["emitted"]
         rows = None if emitted.all() else np.flatnonzero(emitted)
         values = self.columnar.encode(columns, rows)
-        home_ids = columns["home_id"] if rows is None else columns["home_id"][rows]
-        regions = columns["region"] if rows is None else columns["region"][rows]
-        keys = self._keys
+        keys, region_counts = self._keys_and_regions(columns, rows)
         produce = self._producer.produce
         topic = self.topic
-        for home_id, value in zip(home_ids, values):
-            key = keys.get(home_id)
-            if key is None:
-                key = keys[home_id] = home_id.encode()
+        for key, value in zip(keys, values):
             try:
                 produce(topic, value, key)
             except BufferError:  # local queue full: serve the client until there is room
                 self._producer.poll(0.05)
                 self._produce(key, value, counted=False)
         self._sent += len(values)
-        for region, n in zip(*np.unique(regions, return_counts=True)):
-            metrics.READINGS_PRODUCED.labels(region=region).inc(int(n))
+        for region, n in region_counts:
+            metrics.READINGS_PRODUCED.labels(region=region).inc(n)
         self._producer.poll(0)
         return len(values)
+
+    def _keys_and_regions(self, columns: dict, rows) -> tuple[list[bytes], list[tuple[str, int]]]:
+        """Message keys and per-region counts of a tick. The simulator hands back the
+        same home-id array every tick in which every home reports, so both are
+        computed once for it rather than per tick."""
+        home_ids, regions = columns["home_id"], columns["region"]
+        if rows is None and self._keys_for is not None and self._keys_for[0] is home_ids:
+            return self._keys_for[1], self._keys_for[2]
+        if rows is not None:
+            home_ids, regions = home_ids[rows], regions[rows]
+        keys = [h.encode() for h in home_ids.tolist()]
+        counts = [(str(r), int(n)) for r, n in zip(*np.unique(regions, return_counts=True))]
+        if rows is None:
+            self._keys_for = (columns["home_id"], keys, counts)
+        return keys, counts
 
     def _produce(self, key: bytes, value: bytes, counted: bool = True) -> None:
         while True:

@@ -55,3 +55,14 @@ def test_producer_counts_failures_when_the_broker_is_unreachable():
     stats = producer.stats
     assert (stats.sent, stats.acked, stats.failed, stats.in_flight) == (sent, 0, 20, 0)
     assert stats.errors == {"_MSG_TIMED_OUT": 20}
+
+
+def test_mixed_nulls_in_a_run_of_nullable_doubles():
+    schema = {"type": "record", "name": "R", "fields": [
+        {"name": f, "type": ["null", "double"], "default": None} for f in ("a", "b", "c")]}
+    cols = {"a": np.array([1.0, np.nan, np.nan, 4.0]), "b": np.array([2.0, np.nan, 5.0, np.nan]),
+            "c": np.array([3.0, np.nan, 6.0, -0.5])}
+    reference = AvroEncoder(schema, 1)
+    expected = [reference.encode({k: (None if np.isnan(v[i]) else float(v[i])) for k, v in cols.items()})
+                for i in range(4)]
+    assert ColumnarEncoder(schema, 1).encode(cols) == expected
