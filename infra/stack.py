@@ -174,6 +174,7 @@ def register_schemas(settings: Settings) -> dict[str, int]:
     for topic, name in (
         (settings.topic_telemetry, schemas.TELEMETRY_READING),
         (settings.topic_anomalies, schemas.ANOMALY_EVENT),
+        (settings.topic_alerts, schemas.ALERT_EVENT),
     ):
         ids[f"{topic}-value"] = client.register_schema(f"{topic}-value", Schema(schemas.schema_text(name), "AVRO"))
     return ids

@@ -25,12 +25,13 @@ import schemas
 from ecoretrofit import metrics
 from ecoretrofit.config import FETCH_MAX_WAIT_MS, Settings
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
+from processors.alerts import AlertBook
 from processors.scoring import HomeModel, ScoringConfig
 
 log = logging.getLogger(__name__)
 
-# How long a home stays "in alert" for the eco_homes_in_alert gauge after its last
-# anomaly on a metric.
+# How long a home stays in alert on a metric after its last anomaly there: the
+# eco_homes_in_alert gauge, and when the alerts topic gets the "resolved" event.
 ALERT_HOLD_S = 120.0
 
 
@@ -123,6 +124,10 @@ class Processor:
             settings.topic_anomalies, key_serializer="raw", value_serializer="raw",
             partitions=settings.anomalies_partitions,
         )
+        self.alerts = self.app.topic(
+            settings.topic_alerts, key_serializer="raw", value_serializer="raw",
+            partitions=settings.alerts_partitions,
+        )
         self.deadletters = self.app.topic(
             settings.topic_deadletter, key_serializer="raw", value_serializer="raw",
             partitions=1,
@@ -137,12 +142,13 @@ class Processor:
         )
         self.cache: dict[str, HomeModel] = {}
         self.dirty: set[str] = set()
-        self.alerts: dict[tuple[str, str], tuple[float, str, str]] = {}
+        self.alert_book = AlertBook(hold_s=ALERT_HOLD_S)
         self.last_checkpoint = time.monotonic()
         self.batch_size = batch_size
         self.batch_within_s = batch_within_s
         self.decoder = None
         self.encoder = None
+        self.alert_encoder = None
         self._wire()
 
     # ---------------------------------------------------------------- wiring
@@ -161,7 +167,9 @@ class Processor:
                 await self.handle_batch(events)
 
         @app.timer(interval=5.0)
-        async def refresh_alert_gauge() -> None:
+        async def resolve_alerts() -> None:
+            for alert in self.alert_book.expire(time.time()):
+                await self.send_alert(alert)
             self.update_alert_gauge()
 
         @app.timer(interval=max(0.5, self.settings.checkpoint_interval_s / 2))
@@ -176,6 +184,7 @@ class Processor:
         if self.decoder is None:
             self.decoder = decoder_for(self.settings, schemas.TELEMETRY_READING)
             self.encoder = encoder_for(self.settings, self.settings.topic_anomalies, schemas.ANOMALY_EVENT)
+            self.alert_encoder = encoder_for(self.settings, self.settings.topic_alerts, schemas.ALERT_EVENT)
 
     def model_for(self, home_id: str) -> HomeModel:
         model = self.cache.get(home_id)
@@ -212,8 +221,9 @@ class Processor:
         for anomaly in found:
             await self.anomalies.send(key=anomaly["home_id"].encode(), value=self.encoder.encode(anomaly))
             metrics.ANOMALIES.labels(anomaly["region"], anomaly["metric"], anomaly["severity"], anomaly["detector"]).inc()
-            self.alerts[(anomaly["home_id"], anomaly["metric"])] = (
-                time.time() + ALERT_HOLD_S, anomaly["region"], anomaly["severity"])
+            alert = self.alert_book.on_anomaly(anomaly, time.time())
+            if alert is not None:
+                await self.send_alert(alert)
         for region, n in processed.items():
             metrics.READINGS_PROCESSED.labels(region=region).inc(n)
         metrics.BATCH_SIZE.labels(component="processor").observe(len(events))
@@ -249,12 +259,12 @@ class Processor:
             },
         )
 
+    async def send_alert(self, alert: dict) -> None:
+        await self.alerts.send(key=alert["home_id"].encode(), value=self.alert_encoder.encode(alert))
+
     def update_alert_gauge(self) -> None:
-        now = time.time()
-        self.alerts = {k: v for k, v in self.alerts.items() if v[0] > now}
-        counts = Tally((region, metric, sev) for (_, metric), (_, region, sev) in self.alerts.items())
         metrics.HOMES_IN_ALERT.clear()
-        for (region, metric, sev), n in counts.items():
+        for (region, metric, sev), n in self.alert_book.counts().items():
             metrics.HOMES_IN_ALERT.labels(region, metric, sev).set(n)
 
 

@@ -13,6 +13,7 @@ from importlib import resources
 # topic value schema name -> file
 TELEMETRY_READING = "telemetry_reading"
 ANOMALY_EVENT = "anomaly_event"
+ALERT_EVENT = "alert_event"
 
 
 @lru_cache(maxsize=None)

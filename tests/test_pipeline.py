@@ -116,6 +116,25 @@ def test_spike_produces_anomaly_event(stack_settings, processor):
     assert ev["window_count"] >= s.zscore_warmup
     # no false alarm on the 120 normal readings before it
     assert all(e["ts"] == spike_ts for e in found if e["metric"] == "power_w")
+    # and the home is now in alert on power_w: a firing event on the alerts topic
+    alerts_dec = decoder_for(s, schemas.ALERT_EVENT)
+    c = Consumer({**s.kafka_client_config(), "group.id": unique("g"), "auto.offset.reset": "earliest"})
+    c.subscribe([s.topic_alerts])
+
+    def firing():
+        msg = c.poll(1.0)
+        if msg is not None and not msg.error() and msg.key() == home.encode():
+            alert = alerts_dec.decode(msg.value())
+            if alert["metric"] == "power_w":
+                return alert
+        return None
+
+    try:
+        alert = wait_for(firing, 60, interval=0, what="the firing alert")
+    finally:
+        c.close()
+    assert (alert["state"], alert["started_at"], alert["anomalies"]) == ("firing", spike_ts, 1)
+    assert alert["alert_id"] == f"{home}/power_w/{spike_ts}"
 
 
 def test_malformed_messages_go_to_dead_letters(stack_settings):
