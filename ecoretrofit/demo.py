@@ -34,7 +34,6 @@ def add_arguments(parser) -> None:
 
 @dataclass
 class DemoRun:
-    run_id: str
     start_ms: int
     end_ms: int = 0
 
@@ -118,7 +117,7 @@ def _simulate(settings: Settings, homes: int, duration: float, faults_per_kind: 
             s = producer.stats
             print(f"    t={time.monotonic() - t0:5.1f}s  produced {s.sent:>8,}  acknowledged {s.acked:>8,}", flush=True)
 
-    run = DemoRun(run_id=str(start_ms), start_ms=start_ms)
+    run = DemoRun(start_ms=start_ms)
     try:
         stats = asyncio.run(run_live(sim, producer, duration, on_tick=on_tick))
     finally:
@@ -160,7 +159,7 @@ def _collect(settings: Settings, run: DemoRun, plan, stats, timeout_s: float = 9
     return {
         "produced": stats.sent, "acked": stats.acked, "stored": stored, "dead_letters": dead,
         "faults": truth, "detected": detected, "anomalies": len(anomalies),
-        "false_alarms": len(false_alarms), "top": top, "window": where,
+        "false_alarms": len(false_alarms), "top": top,
     }
 
 

@@ -132,9 +132,6 @@ class TelemetryProducer:
         if counted:
             self._sent += 1
 
-    def send_raw(self, key: bytes, value: bytes) -> None:
-        self._produce(key, value)
-
     def poll(self, timeout: float = 0.0) -> None:
         self._producer.poll(timeout)
 
