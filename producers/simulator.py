@@ -24,6 +24,12 @@ with numpy:
   recirculation loop with UV steriliser: flow = recirculation + demand (shower peaks),
   outlet temperature dips with demand, UV intensity and pump pressure fall with flow.
   Homes without one report ``None`` (``NaN`` in ``tick_columns``).
+- **components** (optional, ``maintenance=MaintenanceConfig()``): each home's bill of
+  materials (``maintenance.fleet.Fleet``, ``sim.fleet``) wears out; a worn component
+  changes its home's physics or sensors (a worn pump shakes and loses pressure, a UV
+  lamp dims, a filter clogs, a heat pump's COP falls, insulation leaks), a failed one
+  stops, and technicians reset the wear. Only homes with a worn or failed component are
+  touched, and the fleet draws from its own hash streams, never the noise generator.
 
 Per-home parameters come from a counter-based hash of ``(seed, home index)``, so home
 ``H000042`` is the same home in a city of 100 or of 100,000. Noise comes from one
@@ -58,6 +64,8 @@ from typing import Sequence
 import numpy as np
 
 import schemas
+from ecoretrofit.hashing import uniforms as _uniforms
+from maintenance.fleet import Fleet, MaintenanceConfig
 from producers.faults import FaultPlan, FaultRecord
 
 #: The TelemetryReading fields, in schema order.
@@ -71,24 +79,6 @@ DAY_MS = 86_400_000
 def home_id(index: int) -> str:
     """``H`` + the zero-padded home index: ``home_id(42) == 'H000042'``."""
     return f"H{index:06d}"
-
-
-# --------------------------------------------------------------- hashing
-_U64 = np.uint64
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + _U64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
-
-
-def _uniforms(seed: int, index: np.ndarray, stream: int) -> np.ndarray:
-    """U[0, 1) per index, a pure function of (seed, index, stream)."""
-    key = _splitmix64(np.array([(seed * 1_000_003 + stream) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    h = _splitmix64(index.astype(np.uint64) ^ key)
-    return (h >> _U64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 # --------------------------------------------------------------- daily profiles
@@ -166,6 +156,7 @@ class CitySimulator:
         step_ms: int = 1000,
         water_fraction: float = 0.35,
         faults: FaultPlan | None = None,
+        maintenance: MaintenanceConfig | None = None,
     ):
         if homes < 1:
             raise ValueError("homes must be at least 1")
@@ -261,6 +252,14 @@ class CitySimulator:
         self._ar_cache: dict[float, dict[str, tuple[float, float]]] = {}
         # one draw per tick, carved into views
         self._nz = 9 * n + 7 * nw + 3 * r
+
+        # ---- components (optional): wear and failures of each home's bill of materials
+        self._wpos = np.full(n, -1, dtype=np.int64)
+        self._wpos[w] = np.arange(nw)
+        self.fleet: Fleet | None = None
+        if maintenance is not None:
+            self.fleet = Fleet(self.seed, self.home_ids, self.home_regions, self.has_water, self.now_ms,
+                               maintenance, home_indices=range(n))
 
         # ---- faults
         self._groups: list[_Group] = []
@@ -443,7 +442,23 @@ class CitySimulator:
 
         active = self._active(ts)
         ua = self.ua
+        cop = self.cop
         hvac_cap = None
+        wear: dict = {}
+        if self.fleet is not None:
+            self.fleet.advance(ts)
+            wear = self.fleet.wear(ts)
+            if "envelope" in wear:
+                i, x, failed = wear["envelope"]
+                ua = ua.copy()
+                ua[i] *= np.where(failed, 1.8, 1.0 + 0.6 * x)
+            if "heat_pump" in wear:
+                i, x, failed = wear["heat_pump"]
+                cop = cop.copy()
+                cop[i] *= 1.0 - 0.4 * x
+                if failed.any():
+                    hvac_cap = np.ones(n)
+                    hvac_cap[i[failed]] = 0.0
         for g in active:
             a = g.act
             if g.kind == "insulation_degradation":
@@ -451,7 +466,7 @@ class CitySimulator:
                 ua[g.idx[a]] *= 1.0 + g.mag[a] * g.frac(a, ts)
             elif g.kind == "hvac_failure":
                 hvac_cap = np.ones(n) if hvac_cap is None else hvac_cap
-                hvac_cap[g.idx[a]] = np.clip(1.0 - g.mag[a], 0.0, 1.0)
+                hvac_cap[g.idx[a]] *= np.clip(1.0 - g.mag[a], 0.0, 1.0)
 
         # ---- weather (per region, then per home)
         season = -math.cos(2 * math.pi * (doy - 20.0) / 365.25)
@@ -485,7 +500,7 @@ class CitySimulator:
         if hvac_cap is not None:
             q *= hvac_cap
         self._indoor = t_in + (dt / self.heat_cap) * (ua * (t_out - t_in) + q_int + solar + q)
-        hvac_w = np.where(q > 0, q / self.cop, -q / (1.15 * self.cop)) + 0.02 * np.abs(q)
+        hvac_w = np.where(q > 0, q / cop, -q / (1.15 * cop)) + 0.02 * np.abs(q)
 
         # ---- water system
         flow_w = None
@@ -495,6 +510,13 @@ class CitySimulator:
             self._demand = phi * self._demand + sd * zw[0]
             demand = self.demand_peak * wprof * np.exp(self._demand)
             flow_w = self.recirc + demand + 0.05 * zw[1]
+            if "circulation_pump" in wear:  # a stopped pump: no recirculation
+                i, x, failed = wear["circulation_pump"]
+                p = self._wpos[i[failed]]
+                flow_w[p] = np.maximum(flow_w[p] - self.recirc[p], 0.0)
+            if "water_filter" in wear:  # clogging
+                i, x, failed = wear["water_filter"]
+                flow_w[self._wpos[i]] *= np.where(failed, 0.2, 1.0 - 0.35 * x)
             phi, sd = ar["wtemp"]
             self._wtemp = phi * self._wtemp + sd * zw[2]
             wtemp_w = self.hot_sp - 0.22 * demand + self._wtemp + 0.05 * zw[4]
@@ -502,6 +524,21 @@ class CitySimulator:
             phi, sd = ar["press"]
             self._press = phi * self._press + sd * zw[5]
             press_w = self.p0 - 0.003 * flow_w * flow_w + self._press + 0.015 * zw[6]
+            if "circulation_pump" in wear:  # bearing wear: pressure falls
+                i, x, failed = wear["circulation_pump"]
+                p = self._wpos[i]
+                press_w[p] = np.where(failed, 0.1 * self.p0[p], press_w[p] - 0.6 * x)
+            if "water_filter" in wear:
+                i, x, failed = wear["water_filter"]
+                press_w[self._wpos[i]] += np.where(failed, 0.8, 0.5 * x)
+            if "uv_lamp" in wear:
+                i, x, failed = wear["uv_lamp"]
+                p = self._wpos[i]
+                uv_w[p] = np.where(failed, 0.02 * self.uv0[p], uv_w[p] * (1.0 - 0.55 * x))
+            if "water_heater" in wear:
+                i, x, failed = wear["water_heater"]
+                p = self._wpos[i]
+                wtemp_w[p] = np.where(failed, wtemp_w[p] - 35.0, wtemp_w[p] - 10.0 * x)
 
         # ---- power and energy
         p_true = self.base_load + occ + hvac_w
@@ -517,6 +554,12 @@ class CitySimulator:
         if nw:
             pump_part[w] *= 1.0 + 0.015 * flow_w
         vib = (self.vib_base + pump_part) * np.exp(0.06 * zn())
+        if "circulation_pump" in wear:  # bearing wear shakes; a stopped pump does not
+            i, x, failed = wear["circulation_pump"]
+            vib[i] *= np.where(failed, self.vib_base[i] / (self.vib_base[i] + pump_part[i]), 1.0 + 3.0 * x)
+        if "inverter" in wear:
+            i, x, failed = wear["inverter"]
+            volt[i] = np.where(failed, 0.85 * volt[i], volt[i] - 8.0 * x)
 
         # ---- sensors
         phi, sd = ar["indoor"]
@@ -542,6 +585,8 @@ class CitySimulator:
             cols["pump_pressure_bar"][w] = press_w
         self._seq += 1
         emitted = np.ones(n, dtype=bool)
+        if "meter" in wear:  # a failed meter sends nothing
+            emitted[wear["meter"][0]] = False
 
         # ---- sensor faults (physical ones were applied above)
         stuck: list[_Group] = []
