@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sink": ("sinks.sink_cli", "batching ClickHouse sink with exactly-once delivery"),
     "lake": ("sinks.lake_cli", "the telemetry data lake on S3: import days into ClickHouse, stats"),
     "topics": ("ecoretrofit.topics", "print the contract of every topic"),
+    "maintenance": ("maintenance.cli", "component reliability: MTBF, MTTR, Kaplan-Meier and Weibull fits, next failures"),
     "eval": ("evaluation.cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.cli", "measure throughput and latency against baselines"),
     "init": ("infra.ddl_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),
