@@ -17,7 +17,7 @@ from ecoretrofit.errors import CommandError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "stack": ("infra.stack_cli", "start, stop or inspect the local stack (broker, S3, registry, warehouse)"),
+    "stack": ("infra.localstack.stack_cli", "start, stop or inspect the local stack (broker, S3, registry, warehouse)"),
     "demo": ("ecoretrofit.demo", "run the whole city for a minute and print what happened"),
     "simulate": ("producers.cli", "stream simulated homes to Kafka, live or as a backfill"),
     "process": ("processors.cli", "run the Faust stream processor (anomaly detection)"),
@@ -28,8 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluation.cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.cli", "measure throughput and latency against baselines"),
     "init": ("infra.ddl_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),
-    "registry": ("registry.cli", "run the Confluent-compatible schema registry"),
-    "warehouse": ("sinks.warehouse_cli", "run the embedded-ClickHouse warehouse service"),
+    "registry": ("infra.localstack.registry_cli", "run the Confluent-compatible schema registry"),
+    "warehouse": ("infra.localstack.warehouse_cli", "run the embedded-ClickHouse warehouse service"),
 }
 
 

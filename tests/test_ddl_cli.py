@@ -12,7 +12,7 @@ import sys
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from infra.stack import s3_client, topic_specs
+from infra.localstack.stack import s3_client, topic_specs
 from sinks import warehouse
 
 

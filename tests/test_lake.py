@@ -122,7 +122,7 @@ def lake_run(stack_settings):
     from confluent_kafka import Producer
 
     from conftest import spawn, stop
-    from infra.stack import ensure_topics, s3_client
+    from infra.localstack.stack import ensure_topics, s3_client
     from producers.producer import TelemetryProducer, run_backfill
     from producers.simulator import CitySimulator
 

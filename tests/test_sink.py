@@ -528,7 +528,7 @@ def test_sigkill_between_insert_and_commit_then_restart_stores_exactly_once(stac
     from confluent_kafka import Producer
 
     from conftest import spawn, stop
-    from infra.stack import ensure_topics
+    from infra.localstack.stack import ensure_topics
     from sinks.warehouse import connect
 
     topic, region, group = unique("eco.test.sink"), unique("sink"), unique("eco-sink-test")
