@@ -1,4 +1,4 @@
-"""Prepare a cluster for the pipeline, once: ``python -m infra.ddl_cli`` (the
+"""Prepare a cluster for the pipeline, once: ``python -m infra.init_cli`` (the
 docker-compose ``warehouse-init`` job), or ``ecoretrofit init`` once registered.
 
 Steps, in order, each retried until ``--wait`` seconds have passed (a service that
@@ -120,7 +120,7 @@ def apply_ddl(settings: Settings) -> str:
 # ------------------------------------------------------------------ entry point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.ddl_cli",
+        prog="python -m infra.init_cli",
         description="Create topics, register schemas, create the lake bucket and apply the "
         "ClickHouse DDL, against the endpoints of the ECO_* environment variables.",
     )
