@@ -41,7 +41,8 @@ import re
 from typing import Iterable
 from urllib.parse import quote
 
-from sinks.sink import Batch, TransientError
+from sinks.batching import Batch
+from sinks.sink import TransientError
 
 log = logging.getLogger("eco.lake")
 

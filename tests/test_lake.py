@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 
 from sinks.lake import LakeWriter, S3Ledger, day_of, group_rows
-from sinks.sink import Batch
+from sinks.batching import Batch
 from helpers import unique
 
 DAY_MS = 86_400_000
