@@ -26,7 +26,7 @@ from statistics import median
 import schemas
 from ecoretrofit.config import Settings
 from ecoretrofit.serde import decoder_for, encoder_for
-from infra.stack import ensure_topics
+from infra.localstack.stack import ensure_topics
 
 Report = dict
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import schemas
 from ecoretrofit.config import Settings
-from infra.stack import ensure_topics
+from infra.localstack.stack import ensure_topics
 
 BENCH_DB = "eco_bench"
 READING_FIELDS = tuple(schemas.field_names(schemas.TELEMETRY_READING))

@@ -52,7 +52,7 @@ def evaluate_through_kafka(
     from bench.pipeline import _stop, _topic, _workers, scrape
     from ecoretrofit.serde import decoder_for
     from evaluation.faults import score
-    from infra.stack import LocalStack, ensure_topics
+    from infra.localstack.stack import LocalStack, ensure_topics
     from producers.faults import FaultPlan
     from producers.producer import TelemetryProducer
     from producers.simulator import CitySimulator

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ecoretrofit.config import Settings
-from infra.stack import LocalStack
+from infra.localstack.stack import LocalStack
 
 REPO = Path(__file__).resolve().parent.parent
 

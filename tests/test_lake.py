@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 
 from sinks.lake import LakeWriter, S3Ledger, day_of, group_rows
-from sinks.sink import Batch
+from sinks.batching import Batch
 from helpers import unique
 
 DAY_MS = 86_400_000
@@ -122,7 +122,7 @@ def lake_run(stack_settings):
     from confluent_kafka import Producer
 
     from conftest import spawn, stop
-    from infra.stack import ensure_topics, s3_client
+    from infra.localstack.stack import ensure_topics, s3_client
     from producers.producer import TelemetryProducer, run_backfill
     from producers.simulator import CitySimulator
 

@@ -198,7 +198,7 @@ def test_cli_faults_dispatch(monkeypatch, capsys):
     import sys
     import types
 
-    from evaluation import cli
+    from evaluation import eval_cli as cli
 
     fake = types.ModuleType("evaluation.faults")
     fake.add_arguments = lambda p: p.add_argument("--homes", type=int)

@@ -12,7 +12,7 @@ import pytest
 
 from ecoretrofit.config import Settings
 from ecoretrofit.errors import CommandError
-from infra.stack import Component, LocalStack, _alive
+from infra.localstack.stack import Component, LocalStack, _alive
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import schemas
 from ecoretrofit import topics
 from ecoretrofit.config import Settings
-from infra.stack import topic_specs
+from infra.localstack.stack import topic_specs
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "topics.md"

@@ -413,7 +413,7 @@ def test_request_bodies_of_several_compressed_blocks():
     block); the service must read every frame, not just the first."""
     from clickhouse_connect.driver.compression import get_compressor
 
-    from sinks.warehouse_service import _decompress
+    from infra.localstack.warehouse_service import _decompress
 
     blocks = [b"a" * 1000, b"b" * 2000, b"c" * 10]
     for encoding in ("lz4", "zstd", "gzip"):

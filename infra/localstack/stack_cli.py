@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ecoretrofit.config import Settings
-from infra.stack import LocalStack
+from infra.localstack.stack import LocalStack
 
 
 def add_arguments(parser) -> None:

@@ -1,10 +1,10 @@
-"""Prepare a cluster for the pipeline, once: ``python -m infra.ddl_cli`` (the
+"""Prepare a cluster for the pipeline, once: ``python -m infra.init_cli`` (the
 docker-compose ``warehouse-init`` job), or ``ecoretrofit init`` once registered.
 
 Steps, in order, each retried until ``--wait`` seconds have passed (a service that
 reports healthy may still refuse its first requests):
 
-1. ``topics``:  create every topic of ``infra.stack.topic_specs`` that is missing, with
+1. ``topics``:  create every topic of ``infra.localstack.stack.topic_specs`` that is missing, with
    its partition count (brokers would auto-create them with the wrong one, or not at all);
 2. ``schemas``: register each topic's value schema under ``<topic>-value`` and pin the
    subject's compatibility to BACKWARD (the contract of docs/topics.md);
@@ -78,7 +78,7 @@ def _retry(step: str, action: Callable[[], str], wait_s: float) -> str:
 
 # ------------------------------------------------------------------------ steps
 def create_topics(settings: Settings) -> str:
-    from infra.stack import ensure_topics, topic_specs
+    from infra.localstack.stack import ensure_topics, topic_specs
 
     created = ensure_topics(settings)
     specs = topic_specs(settings)
@@ -88,7 +88,7 @@ def create_topics(settings: Settings) -> str:
 def register_schemas(settings: Settings) -> str:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    from infra.stack import register_schemas as register
+    from infra.localstack.stack import register_schemas as register
 
     ids = register(settings)
     client = SchemaRegistryClient({"url": settings.schema_registry_url})
@@ -98,7 +98,7 @@ def register_schemas(settings: Settings) -> str:
 
 
 def create_lake_bucket(settings: Settings) -> str:
-    from infra.stack import s3_client
+    from infra.localstack.stack import s3_client
 
     s3 = s3_client(settings)
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
@@ -120,7 +120,7 @@ def apply_ddl(settings: Settings) -> str:
 # ------------------------------------------------------------------ entry point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.ddl_cli",
+        prog="python -m infra.init_cli",
         description="Create topics, register schemas, create the lake bucket and apply the "
         "ClickHouse DDL, against the endpoints of the ECO_* environment variables.",
     )

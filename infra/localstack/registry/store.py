@@ -6,7 +6,7 @@ Two implementations of one small interface (:class:`SchemaLog`):
 * :class:`KafkaLog` keeps them in a one-partition Kafka topic (``_schemas`` by default),
   as Confluent's registry does, so the registry survives restarts with the broker.
 
-Records are JSON objects (see ``registry.core``); both logs store them as JSON bytes so
+Records are JSON objects (see ``infra.localstack.registry.core``); both logs store them as JSON bytes so
 a record that cannot round-trip through JSON fails in tests too, not only on Kafka.
 """
 

@@ -39,7 +39,7 @@ class DemoRun:
 
 
 def run(args, settings: Settings) -> int:
-    from infra.stack import LocalStack
+    from infra.localstack.stack import LocalStack
 
     homes = args.homes or settings.homes
     stack = LocalStack(settings, with_prometheus=args.prometheus)

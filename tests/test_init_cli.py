@@ -1,4 +1,4 @@
-"""`python -m infra.ddl_cli`, the docker-compose warehouse-init job, run against the
+"""`python -m infra.init_cli`, the docker-compose warehouse-init job, run against the
 live local stack: every step succeeds, twice in a row (the job runs at every
 `docker compose up`), and leaves topics, BACKWARD subjects, the lake bucket and the
 ClickHouse tables in place."""
@@ -12,13 +12,13 @@ import sys
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from infra.stack import s3_client, topic_specs
+from infra.localstack.stack import s3_client, topic_specs
 from sinks import warehouse
 
 
 def run_init(settings, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "infra.ddl_cli", "--wait", "30", *args],
+        [sys.executable, "-m", "infra.init_cli", "--wait", "30", *args],
         env={**os.environ, **settings.env()}, capture_output=True, text=True, timeout=120,
         cwd=settings.data_dir,
     )
@@ -52,7 +52,7 @@ def test_init_job_prepares_the_cluster_and_is_idempotent(stack_settings):
 def test_init_job_reports_an_unreachable_endpoint(stack_settings):
     s = stack_settings.replace(clickhouse_url="http://127.0.0.1:9")  # nothing listens there
     proc = subprocess.run(
-        [sys.executable, "-m", "infra.ddl_cli", "--wait", "2", "--skip", "topics", "--skip", "schemas",
+        [sys.executable, "-m", "infra.init_cli", "--wait", "2", "--skip", "topics", "--skip", "schemas",
          "--skip", "buckets"],
         env={**os.environ, **s.env()}, capture_output=True, text=True, timeout=60, cwd=s.data_dir,
     )
