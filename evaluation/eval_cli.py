@@ -24,7 +24,7 @@ from ecoretrofit.errors import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="eval_command", metavar="{nab,faults}")
+    sub = parser.add_subparsers(dest="eval_command", metavar="{nab,faults,rul}")
     sub.required = True
 
     nab = sub.add_parser("nab", help="score detectors on the Numenta Anomaly Benchmark",
@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nab.add_argument("--json", action="store_true", help="print the results as JSON")
     nab.add_argument("--files", action="store_true", help="also print the per-file breakdown (standard profile)")
 
+    from evaluation import rul
+
+    rul.add_arguments(sub.add_parser("rul", help="remaining-useful-life predictor on NASA C-MAPSS",
+                                     description=(rul.__doc__ or "").strip().split("\n")[0]))
+
     # Everything after "faults" goes to evaluation.faults' own parser, built in run():
     # '+' as prefix so that this placeholder takes "--options" as plain words.
     faults = sub.add_parser("faults", help="score detectors on simulated homes with injected faults",
@@ -51,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: object) -> int:
+    if args.eval_command == "rul":
+        from evaluation import rul
+
+        return rul.run(args, settings)
     if args.eval_command == "faults":
         return _run_faults(args.rest, settings)
     return _run_nab(args)
