@@ -72,7 +72,8 @@ class _AssetState:
 class RulPredictor:
     def __init__(self, signals, alphas=(0.03, 0.1), slope: bool = False, window: int = 30, cap: float = 125.0,
                  horizon: float = 30.0, ridge: float = 1.0, age_scale: float = 100.0, top: int = 3,
-                 time_unit: float = 1.0, memory: int | None = None, baseline: int = 0):
+                 time_unit: float = 1.0, memory: int | None = None, baseline: int = 0,
+                 explain_above: float = 0.0):
         self.signals = list(signals)
         if not self.signals:
             raise ValueError("at least one signal")
@@ -87,6 +88,8 @@ class RulPredictor:
         if baseline < 0:
             raise ValueError("baseline >= 0")
         self.baseline = int(baseline)
+        # top signals cost one prediction per signal: only for assets at some risk
+        self.explain_above = float(explain_above)
         self.frozen: tuple[np.ndarray, np.ndarray] | None = None
         self.window, self.cap, self.horizon = int(window), float(cap), float(horizon)
         self.ridge, self.age_scale, self.top = float(ridge), float(age_scale), int(top)
@@ -236,8 +239,9 @@ class RulPredictor:
 
     def _predict(self, asset: str, base: np.ndarray) -> Prediction:
         rul = self._rul(base)
+        p_fail = self._p(rul)
         top: list[tuple[str, float]] = []
-        if self.labels:
+        if self.labels and p_fail >= self.explain_above:
             k = len(self.signals)
             for j, name in enumerate(self.signals):
                 healthy = base.copy()
@@ -246,7 +250,7 @@ class RulPredictor:
                 if gain > 0:
                     top.append((name, gain))
             top.sort(key=lambda t: -t[1])
-        return Prediction(asset, rul, self._p(rul), self.horizon, tuple(top[: self.top]))
+        return Prediction(asset, rul, p_fail, self.horizon, tuple(top[: self.top]))
 
     def _learn(self, base: np.ndarray, y: float) -> None:
         z = self._expand(base)
@@ -263,7 +267,7 @@ class RulPredictor:
         """Everything, as JSON-compatible values."""
         return {
             "name": NAME, "version": VERSION, "signals": self.signals,
-            "params": {"alphas": list(self.alphas), "slope": self.slope, "baseline": self.baseline, "window": self.window, "cap": self.cap,
+            "params": {"alphas": list(self.alphas), "slope": self.slope, "baseline": self.baseline, "explain_above": self.explain_above, "window": self.window, "cap": self.cap,
                        "horizon": self.horizon, "time_unit": self.time_unit, "memory": self.memory,
                        "ridge": self.ridge, "age_scale": self.age_scale, "top": self.top},
             "frozen": None if self.frozen is None else [self.frozen[0].tolist(), self.frozen[1].tolist()],
