@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "topics": ("ecoretrofit.topics_cli", "print the contract of every topic"),
     "consumers": ("ecoretrofit.consumers_cli", "committed offsets and lag of every consumer group (--serve: /metrics)"),
     "maintenance": ("maintenance.maintenance_cli", "component reliability: MTBF, MTTR, Kaplan-Meier and Weibull fits, next failures"),
+    "maintain": ("maintenance.maintain_cli", "run the predictive-maintenance stream processor (predictions, predictive work orders)"),
     "eval": ("evaluation.eval_cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.bench_cli", "measure throughput and latency against baselines"),
     "init": ("infra.init_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),
