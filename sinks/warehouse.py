@@ -92,6 +92,9 @@ def error_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------- DDL
 def ddl_params(settings: Settings) -> dict[str, str]:
     """Values for the ``{placeholders}`` in ``sinks/sql/*.sql``."""
+    from sinks.plausibility_sql import dead_letter_error_sql, reasons_sql
+
+    reasons = reasons_sql(settings.regions)
     return {
         "database": settings.clickhouse_database,
         # how ClickHouse itself reaches Kafka and the registry (service names in docker-compose)
@@ -101,6 +104,9 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         "topic_anomalies": settings.topic_anomalies,
         "topic_alerts": settings.topic_alerts,
         "consumer_group_prefix": "eco-warehouse",
+        # the plausibility contract of a reading (schemas/plausibility.py) as SQL
+        "telemetry_reasons": reasons,
+        "telemetry_dead_letter_error": dead_letter_error_sql(reasons),
     }
 
 

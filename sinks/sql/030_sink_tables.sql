@@ -30,12 +30,13 @@ ENGINE = MergeTree
 ORDER BY (sink, topic, partition, last_offset)
 TTL toDateTime(written_at) + INTERVAL 30 DAY;
 
--- Raw readings stored by the sink: columns, partitioning, order and 7-day TTL of
--- `telemetry` (010), so the two paths hold comparable data.
+-- Raw readings stored by the sink: columns, partitioning (by week: bounded by the
+-- plausibility window, see 010), order and 7-day TTL of `telemetry` (010), so the two
+-- paths hold comparable data.
 -- (AS telemetry: the same columns, declared once in 010; engine and settings its own)
 CREATE TABLE IF NOT EXISTS {database}.telemetry_sink AS {database}.telemetry
 ENGINE = MergeTree
-PARTITION BY (toDate(ts), region)
+PARTITION BY toMonday(ts)
 ORDER BY (region, home_id, ts)
 TTL toDateTime(ts) + INTERVAL 7 DAY
 SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1;

@@ -1,0 +1,155 @@
+"""The plausibility contract as SQL (sinks/plausibility_sql.py) agrees with the Python
+contract (schemas/plausibility.py) on the same readings, run in real ClickHouse (chdb,
+in process); and the warehouse's partitions are bounded by the contract, whatever the
+data."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from schemas import plausibility as contract
+from sinks.plausibility_sql import literal, reasons_sql
+
+NOW = 1_780_000_000_000
+REGIONS = ("north", "south", "east")
+COLUMNS = [
+    ("home_id", "String"), ("region", "String"), ("ts", "DateTime64(3, 'UTC')"), ("seq", "Int64"),
+    ("indoor_temp_c", "Float64"), ("outdoor_temp_c", "Float64"), ("power_w", "Float64"),
+    ("energy_kwh", "Float64"), ("voltage_v", "Float64"), ("vibration_mm_s", "Float64"),
+    ("water_flow_lpm", "Nullable(Float64)"), ("water_temp_c", "Nullable(Float64)"),
+    ("uv_intensity_mw_cm2", "Nullable(Float64)"), ("pump_pressure_bar", "Nullable(Float64)"),
+]
+
+GOOD = {"home_id": "H000042", "region": "north", "ts": NOW - 1000, "seq": 7, "indoor_temp_c": 20.5,
+        "outdoor_temp_c": 3.0, "power_w": 850.0, "energy_kwh": 1234.5, "voltage_v": 231.0,
+        "vibration_mm_s": 0.4, "water_flow_lpm": None, "water_temp_c": None,
+        "uv_intensity_mw_cm2": None, "pump_pressure_bar": None}
+
+DAY = 86_400_000
+
+
+def samples() -> list[dict]:
+    """Hand-picked boundaries and the issue's hostile values, then random mutations."""
+    out = [GOOD, dict(GOOD, water_flow_lpm=12.0, water_temp_c=55.0, uv_intensity_mw_cm2=3.0, pump_pressure_bar=2.5)]
+    edits = [
+        {"voltage_v": -5.0}, {"power_w": math.nan}, {"power_w": math.inf}, {"power_w": -math.inf},
+        {"power_w": 1.7e308}, {"energy_kwh": -0.0}, {"water_temp_c": math.nan}, {"pump_pressure_bar": 40.0},
+        {"pump_pressure_bar": 40.000001}, {"indoor_temp_c": -40.0}, {"indoor_temp_c": -40.1},
+        {"ts": 0}, {"ts": -2_208_988_800_000}, {"ts": 4_102_444_800_000},  # 1970, 1900, 2100
+        {"ts": NOW + contract.MAX_FUTURE_MS}, {"ts": NOW + contract.MAX_FUTURE_MS + 1},
+        {"ts": NOW - contract.MAX_PAST_MS}, {"ts": NOW - contract.MAX_PAST_MS - 1},
+        {"home_id": ""}, {"home_id": "H" + "9" * 10_000}, {"home_id": "H000001\n"}, {"home_id": "h000001"},
+        {"home_id": "H12345"}, {"home_id": "H123456789"}, {"home_id": "H1234567890"}, {"home_id": "H00000é"},
+        {"region": "mars"}, {"region": ""}, {"region": "North"}, {"region": "x" * 5000},
+        {"seq": -1}, {"seq": 2**53}, {"seq": 2**53 + 1}, {"seq": 10**15},
+        {"voltage_v": -1.0, "home_id": "", "ts": 0, "region": "mars"},
+    ]
+    out += [dict(GOOD, **e) for e in edits]
+    rng = random.Random(9)
+    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-300, -1e-300, 1.7e308, -1.7e308]
+    for _ in range(300):
+        r = dict(GOOD)
+        for name in rng.sample(list(contract.METRIC_RANGES), rng.randint(1, 3)):
+            rng_ = contract.METRIC_RANGES[name]
+            r[name] = rng.choice(specials + [rng_.lo, rng_.hi, rng.uniform(rng_.lo - 10, rng_.hi + 10)])
+        if rng.random() < 0.2:
+            r["ts"] = NOW + rng.randint(-500 * DAY, 2 * DAY)
+        if rng.random() < 0.1:
+            r["region"] = rng.choice(REGIONS + ("west", ""))
+        out.append(r)
+    return out
+
+
+def sql_value(name: str, v) -> str:
+    if v is None:
+        return "NULL"
+    if name == "ts":
+        return f"fromUnixTimestamp64Milli(toInt64({v}), 'UTC')"
+    if isinstance(v, str):
+        return literal(v)
+    if isinstance(v, float):
+        return {"nan": "nan", "inf": "inf", "-inf": "-inf"}.get(repr(v), repr(v))
+    return str(v)
+
+
+@pytest.fixture(scope="module")
+def chdb_session():
+    chdb = pytest.importorskip("chdb")
+    with chdb.session.Session() as s:
+        yield s
+
+
+def fields(reasons) -> list[str]:
+    return [r.split(":", 1)[0] for r in reasons]
+
+
+def test_sql_and_python_contract_agree_on_every_sample(chdb_session):
+    readings = samples()
+    table = "readings"
+    chdb_session.query(f"CREATE TABLE {table} (n UInt32, {', '.join(f'{c} {t}' for c, t in COLUMNS)}) ENGINE = Memory")
+    rows = ", ".join(
+        "(" + ", ".join([str(i)] + [sql_value(c, r[c]) for c, _ in COLUMNS]) + ")" for i, r in enumerate(readings))
+    chdb_session.query(f"INSERT INTO {table} VALUES {rows}")
+    out = chdb_session.query(
+        f"SELECT n, {reasons_sql(REGIONS, now_ms=str(NOW))} AS reasons FROM {table} ORDER BY n FORMAT JSONEachRow",
+    ).bytes().decode()
+    import json
+
+    got = [json.loads(line)["reasons"] for line in out.splitlines()]
+    assert len(got) == len(readings)
+    disagreements = []
+    for r, sql_reasons in zip(readings, got):
+        py = contract.check(r, now_ms=NOW, regions=REGIONS)
+        if fields(py) != fields(sql_reasons):
+            disagreements.append((r, py, sql_reasons))
+    assert not disagreements, disagreements[:3]
+    # the samples exercise both verdicts and every field
+    verdicts = [bool(g) for g in got]
+    assert verdicts.count(False) >= 2 and verdicts.count(True) >= 30
+    assert {"home_id", "region", "ts", "seq", *contract.METRIC_RANGES} <= {f for g in got for f in fields(g)}
+    # a 10 kB home id makes a short reason
+    assert max(len(x) for g in got for x in g) < 200
+
+
+def test_warehouse_partitions_per_insert_are_bounded_by_the_contract(chdb_session):
+    """A block of plausible readings as spread out as the contract allows (every region,
+    one reading a week across the whole window) is accepted by the raw-readings tables
+    of the DDL in one insert. With the old (day, region) key ClickHouse refused it (more
+    than max_partitions_per_insert_block = 100 partitions), and a refused Kafka-engine
+    block is retried forever."""
+    from ecoretrofit.config import Settings
+    from sinks.warehouse import render_ddl
+
+    settings = Settings.from_env({"ECO_CLICKHOUSE_PASSWORD": "x", "ECO_S3_ACCESS_KEY": "x",
+                                  "ECO_S3_SECRET_KEY": "x", "ECO_CLICKHOUSE_DATABASE": "bound"})
+    wanted = ("CREATE DATABASE", "CREATE TABLE IF NOT EXISTS bound.telemetry\n",
+              "CREATE TABLE IF NOT EXISTS bound.telemetry_sink")
+    for sql in render_ddl(settings):
+        if sql.startswith(wanted):
+            chdb_session.query(sql)
+    week = 7 * DAY
+    now = contract.MAX_PAST_MS + 10 * week + 3 * DAY  # any instant
+    stamps = range(now - contract.MAX_PAST_MS, now + contract.MAX_FUTURE_MS + 1, week)
+    assert len(stamps) * len(settings.regions) > 100
+    rows = ", ".join(
+        f"('H000001', {literal(region)}, fromUnixTimestamp64Milli(toInt64({ts}), 'UTC'), 1, 20, 5, 100, 1, 230, 0.1,"
+        " NULL, NULL, NULL, NULL, 0, 0)"
+        for ts in stamps for region in settings.regions)
+
+    def insert(table):
+        chdb_session.query(f"INSERT INTO bound.{table} (home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, "
+                           "power_w, energy_kwh, voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c, "
+                           "uv_intensity_mw_cm2, pump_pressure_bar, kafka_partition, kafka_offset) "
+                           f"SETTINGS max_partitions_per_insert_block = 100 VALUES {rows}")
+
+    for table in ("telemetry", "telemetry_sink"):
+        insert(table)
+    # (the rows older than the 7-day TTL are dropped at once: the point is the insert)
+    # the same block into the old (day, region) key: refused
+    chdb_session.query("CREATE TABLE bound.old_key AS bound.telemetry ENGINE = MergeTree "
+                       "PARTITION BY (toDate(ts), region) ORDER BY (region, home_id, ts)")
+    with pytest.raises(Exception, match="TOO_MANY_PARTS|max_partitions_per_insert_block"):
+        insert("old_key")
