@@ -17,7 +17,7 @@ from ecoretrofit.serde import decoder_for, encoder_for
 from producers.producer import TelemetryProducer, run_backfill
 from producers.simulator import CitySimulator
 from sinks.warehouse import connect
-from helpers import unique, wait_for
+from helpers import fresh_region, unique, wait_for
 
 
 
@@ -68,7 +68,7 @@ def test_registry_works_with_confluent_client(stack_settings):
 
 
 def test_every_reading_stored_exactly_once(stack_settings):
-    region = unique("exact")
+    region = fresh_region()
     produced = produce_region(stack_settings, region, homes=200, ticks=100)
     assert produced == 20_000
     rows, distinct = wait_for(
@@ -139,7 +139,7 @@ def test_spike_produces_anomaly_event(stack_settings, processor):
 
 def test_malformed_messages_go_to_dead_letters(stack_settings):
     s = stack_settings
-    region = unique("dlq")
+    region = fresh_region()
     enc = encoder_for(s, s.topic_telemetry, schemas.TELEMETRY_READING)
     sim = CitySimulator(1, [region], seed=5, start_ms=int(time.time() * 1000))
     good = [enc.encode(r) for r in (sim.tick()[0], sim.tick()[0])]
@@ -177,7 +177,7 @@ def test_malformed_messages_go_to_dead_letters(stack_settings):
 
 def test_broker_restart_loses_nothing(stack, stack_settings):
     s = stack_settings
-    region = unique("restart")
+    region = fresh_region()
     start = int(time.time() * 1000) - 200_000
     first = produce_region(s, region, homes=100, ticks=50, start_ms=start)
     stack.restart("broker")

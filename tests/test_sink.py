@@ -21,7 +21,7 @@ import pytest
 
 from ecoretrofit.serde import DecodeError
 from sinks.sink import Batch, Batcher, Sink, TransientError, normalise_ranges
-from helpers import unique, wait_for
+from helpers import fresh_region, unique, wait_for
 
 
 # =================================================================== Batcher
@@ -591,7 +591,7 @@ def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_pr
     from sinks.warehouse import connect
 
     s = stack_settings
-    region, group = unique("wrestart"), unique("eco-sink-test")
+    region, group = fresh_region(), unique("eco-sink-test")
     sink = spawn(s, "sink", "--topic", "telemetry", "--group", group, "--batch-rows", "5000",
                  "--batch-seconds", "1", log_name=group)
     homes, ticks = 1000, 16
