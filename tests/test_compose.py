@@ -289,7 +289,7 @@ def test_start_up_order_is_enforced(services):
             assert "healthcheck" in svc, f"{name} is long-running but has no healthcheck"
     init = services["warehouse-init"]
     assert set(init["depends_on"]) >= {"kafka", "schema-registry", "clickhouse", "s3"}
-    assert init["entrypoint"][-1] == "infra.ddl_cli" and importlib.util.find_spec("infra.ddl_cli")
+    assert init["entrypoint"][-1] == "infra.init_cli" and importlib.util.find_spec("infra.init_cli")
     for name in ("simulate", "process"):
         assert services[name]["depends_on"]["warehouse-init"]["condition"] == "service_completed_successfully"
 
