@@ -10,7 +10,7 @@ runs this SQL in ClickHouse beside :func:`schemas.plausibility.check` on the sam
 readings and requires the same verdict, field by field.
 
 >>> sql = reasons_sql(("north", "south"), now_ms="1700000000000")
->>> "match(home_id, '^H[0-9]{6,9}$')" in sql and "region IN ('north', 'south')" in sql
+>>> "match(home_id, '^H[0-9]{6,9}$')" in sql and "region NOT IN ('north', 'south')" in sql
 True
 >>> literal("it's")
 "'it\\\\'s'"
