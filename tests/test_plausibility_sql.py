@@ -153,3 +153,37 @@ def test_warehouse_partitions_per_insert_are_bounded_by_the_contract(chdb_sessio
                        "PARTITION BY (toDate(ts), region) ORDER BY (region, home_id, ts)")
     with pytest.raises(Exception, match="TOO_MANY_PARTS|max_partitions_per_insert_block"):
         insert("old_key")
+
+
+def test_a_view_made_by_an_older_ddl_gets_todays_query(chdb_session):
+    """IF NOT EXISTS leaves an existing materialized view alone, so the rendered DDL
+    follows each one with ALTER ... MODIFY QUERY: a view from before the contract (or
+    with other regions) stores implausible readings no longer once the DDL is applied."""
+    from ecoretrofit.config import Settings
+    from sinks.warehouse import render_ddl
+
+    settings = Settings.from_env({"ECO_CLICKHOUSE_PASSWORD": "x", "ECO_S3_ACCESS_KEY": "x",
+                                  "ECO_S3_SECRET_KEY": "x", "ECO_CLICKHOUSE_DATABASE": "upgrade"})
+    statements = render_ddl(settings)
+    create = next(s for s in statements if s.startswith("CREATE MATERIALIZED VIEW IF NOT EXISTS upgrade.telemetry_mv"))
+    alter = statements[statements.index(create) + 1]
+    assert alter.startswith("ALTER TABLE upgrade.telemetry_mv MODIFY QUERY SELECT")
+    assert alter.split("MODIFY QUERY", 1)[1].strip() == create.split(" AS", 1)[1].strip()
+    # in ClickHouse: a stand-in source (a Null table of the queue's columns), the old view, then the ALTER
+    chdb_session.query("CREATE DATABASE upgrade")
+    chdb_session.query("CREATE TABLE upgrade.telemetry_queue (" + ", ".join(f"{c} {t}" for c, t in COLUMNS)
+                       + ", _error String, _partition UInt64, _offset UInt64) ENGINE = Null")
+    chdb_session.query("CREATE TABLE upgrade.telemetry (" + ", ".join(f"{c} {t}" for c, t in COLUMNS)
+                       + ", kafka_partition UInt32, kafka_offset UInt64) ENGINE = Memory")
+    old = create.split("WHERE")[0] + "WHERE length(_error) = 0"
+    chdb_session.query(old)
+    for _ in range(2):  # idempotent
+        chdb_session.query(alter)
+    import time
+
+    now_good = dict(GOOD, ts=int(time.time() * 1000))  # the views judge against the real clock
+    good = ", ".join(sql_value(c, now_good[c]) for c, _ in COLUMNS)
+    bad = ", ".join(sql_value(c, dict(now_good, voltage_v=-5.0)[c]) for c, _ in COLUMNS)
+    chdb_session.query(f"INSERT INTO upgrade.telemetry_queue VALUES ({good}, '', 0, 1), ({bad}, '', 0, 2)")
+    stored = chdb_session.query("SELECT voltage_v FROM upgrade.telemetry").bytes().decode().split()
+    assert stored == ["231"]

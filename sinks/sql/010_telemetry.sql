@@ -92,19 +92,8 @@ ALTER TABLE {database}.telemetry MODIFY SETTING ttl_only_drop_parts = 1;
 -- Only plausible readings are stored: {telemetry_reasons} is the contract of
 -- schemas/plausibility.py rendered as SQL (sinks/plausibility_sql.py), an Array(String)
 -- of reasons, empty for a plausible reading. "Now" is the time the block is written.
+-- (A view made by an older DDL gets this query too: see warehouse.render_ddl.)
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_mv TO {database}.telemetry AS
-SELECT
-    home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w, energy_kwh,
-    voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c, uv_intensity_mw_cm2,
-    pump_pressure_bar,
-    _partition AS kafka_partition,
-    _offset AS kafka_offset
-FROM {database}.telemetry_queue
-WHERE length(_error) = 0 AND empty({telemetry_reasons});
-
--- A view created by an older DDL (without the contract, or with other regions) gets
--- today's query; a no-op when it already has it.
-ALTER TABLE {database}.telemetry_mv MODIFY QUERY
 SELECT
     home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w, energy_kwh,
     voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c, uv_intensity_mw_cm2,
@@ -123,18 +112,6 @@ WHERE length(_error) > 0;
 -- Parsed but implausible readings: every reason, and the reading as JSON (ClickHouse
 -- keeps no raw bytes of a message it parsed).
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_implausible_mv TO {database}.dead_letters AS
-SELECT
-    _topic AS topic,
-    _partition AS partition,
-    _offset AS offset,
-    formatRowNoNewline('JSONEachRow', home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w,
-                       energy_kwh, voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c,
-                       uv_intensity_mw_cm2, pump_pressure_bar) AS raw,
-    {telemetry_dead_letter_error} AS error
-FROM {database}.telemetry_queue
-WHERE length(_error) = 0 AND notEmpty({telemetry_reasons});
-
-ALTER TABLE {database}.telemetry_implausible_mv MODIFY QUERY
 SELECT
     _topic AS topic,
     _partition AS partition,
