@@ -48,9 +48,8 @@
 -- hours of a day add up to the day, and the days to the meter's difference, at any
 -- sampling rate. (max - min within the hour lost the increment across each boundary:
 -- 8% low at one reading per 5 minutes.) The states keep min/max of the meter per
--- period; the *_v views look the previous period up with a window over the home's rows,
--- so a filter on hour/day is applied after it and the first period of a report still
--- sees the one before it.
+-- period; the views look the previous period up with a window over the home's rows
+-- (energy_hourly_by_home_between below for reports over a range).
 -- A region's energy is the sum of its homes' (from the per-home roll-ups): meter
 -- differences cannot be merged across homes inside one state.
 --
@@ -111,28 +110,38 @@ SELECT
 FROM {database}.telemetry
 GROUP BY region, home_id, hour;
 
-CREATE OR REPLACE VIEW {database}.energy_hourly_by_home_v AS
+-- energy_hourly_by_home_between(since, until): the hours in [since, until) (since
+-- rounded down to its hour). Parameterized so the range reaches the table's primary
+-- key before the window that finds each hour's previous one; the first hour of a home
+-- in the range takes the meter before it from the older rows (a plain max over one
+-- column: the meter is cumulative, so the highest reading before the range is its
+-- last). Measured on 9.6M hourly rows (1,000 homes, 400 days): 24 hours of a region
+-- in tens of ms, where the same window over the whole view took ~21 s.
+-- The reports (sinks/queries) read this; energy_hourly_by_home_v is the same over
+-- all time (exact too, but it reads every row: filter it only on small tables).
+CREATE OR REPLACE VIEW {database}.energy_hourly_by_home_between AS
 SELECT
-    region,
-    home_id,
-    hour,
-    readings,
-    first_ts,
-    last_ts,
-    meter_end_kwh - coalesce(
-        lagInFrame(toNullable(meter_end_kwh)) OVER (PARTITION BY region, home_id ORDER BY hour
-                                                    ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
-        meter_start_kwh) AS energy_kwh,
-    power_avg_w,
-    power_min_w,
-    power_max_w,
-    peak_at,
-    meter_start_kwh,
-    meter_end_kwh,
-    indoor_avg_c,
-    outdoor_avg_c,
-    outdoor_min_c,
-    outdoor_max_c
+    c.region AS region,
+    c.home_id AS home_id,
+    c.hour AS hour,
+    c.readings AS readings,
+    c.first_ts AS first_ts,
+    c.last_ts AS last_ts,
+    c.meter_end_kwh - coalesce(
+        lagInFrame(toNullable(c.meter_end_kwh)) OVER (PARTITION BY c.region, c.home_id ORDER BY c.hour
+                                                      ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
+        b.meter_before_kwh,
+        c.meter_start_kwh) AS energy_kwh,
+    c.power_avg_w AS power_avg_w,
+    c.power_min_w AS power_min_w,
+    c.power_max_w AS power_max_w,
+    c.peak_at AS peak_at,
+    c.meter_start_kwh AS meter_start_kwh,
+    c.meter_end_kwh AS meter_end_kwh,
+    c.indoor_avg_c AS indoor_avg_c,
+    c.outdoor_avg_c AS outdoor_avg_c,
+    c.outdoor_min_c AS outdoor_min_c,
+    c.outdoor_max_c AS outdoor_max_c
 FROM
 (
     SELECT
@@ -153,8 +162,21 @@ FROM
         min(outdoor_min) AS outdoor_min_c,
         max(outdoor_max) AS outdoor_max_c
     FROM {database}.energy_hourly_by_home
+    WHERE hour >= toStartOfHour({since:DateTime64(3, 'UTC')}) AND hour < {until:DateTime64(3, 'UTC')}
     GROUP BY region, home_id, hour
-);
+) AS c
+LEFT JOIN
+(
+    SELECT region, home_id, toNullable(max(meter_max)) AS meter_before_kwh
+    FROM {database}.energy_hourly_by_home
+    WHERE hour < toStartOfHour({since:DateTime64(3, 'UTC')})
+    GROUP BY region, home_id
+) AS b ON b.region = c.region AND b.home_id = c.home_id;
+
+CREATE OR REPLACE VIEW {database}.energy_hourly_by_home_v AS
+SELECT *
+FROM {database}.energy_hourly_by_home_between(
+    since = toDateTime64('1970-01-01 00:00:00', 3, 'UTC'), until = toDateTime64('2299-12-31 00:00:00', 3, 'UTC'));
 
 -- ---------------------------------------------------------- hourly per region
 CREATE TABLE IF NOT EXISTS {database}.energy_hourly_by_region
