@@ -276,7 +276,7 @@ def test_hourly_energy_adds_up_to_the_day_and_the_meter_at_5_minute_sampling(cli
     (last reading of the day minus last reading before it); the named queries
     hourly_energy (per home and per region) and inefficient_homes report the same.
     (max - min within each hour lost the rise across every hour boundary: 8% low.)"""
-    from sinks import query_cli
+    from sinks import named_queries
 
     region = unique("ru-5min")
     day_start = (dt.datetime.now(UTC) - dt.timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -298,7 +298,7 @@ def test_hourly_energy_adds_up_to_the_day_and_the_meter_at_5_minute_sampling(cli
         parameters={"r": region, "d": day}).result_rows)
 
     def named(name, **params):
-        q = query_cli.load_named(name)
+        q = named_queries.load_named(name)
         res = client.query(q.sql(stack_settings), parameters=q.bind({k: str(v) for k, v in params.items()}))
         return [dict(zip(res.column_names, r)) for r in res.result_rows]
 
