@@ -407,10 +407,12 @@ def test_kafka_readings_reach_the_rollups(client, stack_settings):
     with TelemetryProducer(stack_settings) as producer:
         stats = run_backfill(sim, producer, start_ms, 40, progress=False)
     assert stats.failed == 0 and stats.acked == 200
-    q = "SELECT count() FROM telemetry WHERE region = %(r)s"
+    # the parts of one insert become visible table by table: wait for the last view too
+    q = ("SELECT (SELECT count() FROM telemetry WHERE region = %(r)s), "
+         "(SELECT sum(readings) FROM energy_daily_by_home WHERE region = %(r)s)")
     deadline = time.monotonic() + 90
-    while client.query(q, parameters={"r": region}).result_rows[0][0] < 200:
-        assert time.monotonic() < deadline, "readings did not reach telemetry"
+    while min(client.query(q, parameters={"r": region}).result_rows[0]) < 200:
+        assert time.monotonic() < deadline, "readings did not reach telemetry and the roll-ups"
         time.sleep(0.5)
     raw = client.query("SELECT count(), avg(power_w), max(power_w) FROM telemetry WHERE region = %(r)s",
                        parameters={"r": region}).result_rows[0]
