@@ -313,6 +313,8 @@ def test_no_host_files_and_no_other_services(service, client, tmp_path):
         f"SELECT * FROM s3('{service.s3_endpoint}/{service.s3_broker_bucket}/x', 'LineAsString')",
         f"SELECT * FROM s3('{service.s3_endpoint}/{service.s3_lake_bucket}/../{service.s3_broker_bucket}/x', 'CSV')",
         "SELECT * FROM remote('127.0.0.1:9000', system.one)",
+        f"ATTACH TABLE adopted FROM '{out}' (a UInt8) ENGINE = MergeTree ORDER BY a",
+        "SYSTEM SHUTDOWN",
     ]
     for sql in attempts:
         for readonly in (None, "1"):

@@ -474,7 +474,9 @@ _DENIED_CALLS = re.compile(
 )
 _S3_CALL = re.compile(r"\bs3\s*\(", re.I)
 _STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'")
-_DENIED_CLAUSES = re.compile(r"\b(INTO\s+OUTFILE|FROM\s+INFILE)\b|^\s*(BACKUP|RESTORE)\b", re.I)
+# ATTACH ... FROM 'path' adopts host files as a table; SYSTEM SHUTDOWN/KILL would stop the service.
+_DENIED_CLAUSES = re.compile(
+    r"\b(INTO\s+OUTFILE|FROM\s+INFILE)\b|^\s*(BACKUP|RESTORE|ATTACH|SYSTEM\s+(?:SHUTDOWN|KILL))\b", re.I)
 
 
 def _code_only(formatted: str) -> str:
