@@ -280,7 +280,7 @@ class Engine:
                 raise ClickHouseError.make(BAD_ARGUMENTS, "The warehouse is shutting down")
             session = self._session(req)
             statement = sql if insert is None else f"INSERT INTO {insert[0]} FORMAT {insert[2]}"
-            self._check_statement(statement, kind, req.params)
+            self._check_statement(statement, kind)
             database = req.database or (session.database if session else None) or "default"
             wanted = dict(session.settings) if session else {}
             wanted.update(req.settings)
@@ -331,7 +331,7 @@ class Engine:
             return self._rows(sql)
 
     # --------------------------------------------------------- lock held below
-    def _check_statement(self, sql: str, kind: str, params: dict[str, str]) -> None:
+    def _check_statement(self, sql: str, kind: str) -> None:
         """Refuse what the service must never run, judged on ClickHouse's own parse of
         the request: more than one statement (chdb would run them all, and a check of
         the first one says nothing about the others), host files (file(), File
