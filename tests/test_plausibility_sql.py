@@ -155,6 +155,31 @@ def test_warehouse_partitions_per_insert_are_bounded_by_the_contract(chdb_sessio
         insert("old_key")
 
 
+
+def test_anomaly_tables_never_partition_by_the_events_fields(chdb_session):
+    """The anomalies topic is not held to the reading contract, so its tables are
+    partitioned by arrival: one block of events with 150 regions and times years apart
+    is one insert (with the old (day, region) key ClickHouse refused it)."""
+    from ecoretrofit.config import Settings
+    from sinks.warehouse import render_ddl
+
+    settings = Settings.from_env({"ECO_CLICKHOUSE_PASSWORD": "x", "ECO_S3_ACCESS_KEY": "x",
+                                  "ECO_S3_SECRET_KEY": "x", "ECO_CLICKHOUSE_DATABASE": "anom"})
+    wanted = ("CREATE DATABASE", "CREATE TABLE IF NOT EXISTS anom.anomalies\n",
+              "CREATE TABLE IF NOT EXISTS anom.anomalies_sink")
+    for sql in render_ddl(settings):
+        if sql.startswith(wanted):
+            chdb_session.query(sql)
+    rows = ", ".join(
+        f"('e{i}', 'H{i:06d}', 'region-{i}', 'power_w', fromUnixTimestamp64Milli(toInt64({i * 30 * DAY}), 'UTC'), "
+        f"now64(3), 1, 1, 'zscore', 0, 1, 30, NULL, 'critical')" for i in range(150))
+    columns = ("event_id, home_id, region, metric, ts, detected_at, value, score, detector, window_mean, "
+               "window_std, window_count, zscore, severity")
+    for table in ("anomalies", "anomalies_sink"):
+        chdb_session.query(f"INSERT INTO anom.{table} ({columns}) SETTINGS max_partitions_per_insert_block = 100 "
+                           f"VALUES {rows}")
+        assert chdb_session.query(f"SELECT count() FROM anom.{table}").bytes().strip() == b"150"
+
 def test_a_view_made_by_an_older_ddl_gets_todays_query(chdb_session):
     """IF NOT EXISTS leaves an existing materialized view alone, so the rendered DDL
     follows each one with ALTER ... MODIFY QUERY: a view from before the contract (or

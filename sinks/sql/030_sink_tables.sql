@@ -49,7 +49,8 @@ ENGINE = MergeTree
 PARTITION BY (toDate(ts), region)
 ORDER BY (region, home_id, ts);
 
--- Anomaly events stored by the sink: columns, partitioning and order of `anomalies`.
+-- Anomaly events stored by the sink: columns, partitioning (by week of arrival, see
+-- 020) and order of `anomalies`.
 CREATE TABLE IF NOT EXISTS {database}.anomalies_sink
 (
     event_id        String,
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS {database}.anomalies_sink
     ingested_at     DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = MergeTree
-PARTITION BY (toDate(ts), region)
+PARTITION BY toMonday(ingested_at)
 ORDER BY (region, home_id, ts, metric)
 SETTINGS non_replicated_deduplication_window = 10000;
 
