@@ -26,6 +26,19 @@ above threshold" into "incidents" (on NAB, default members: 51.6 without it, 65.
 with it, standard profile; the gain is fewer false positives); set it to 0 for the
 raw combined score.
 
+``alarm`` and ``hold`` (off by default): once a reported score reaches ``alarm``
+the incident is open and the next ``hold`` events report 0, even if it grows: the
+refractory rule alone reports every new high of a rising incident. Set ``alarm`` to
+the threshold the scores are paged at.
+
+``p_floor`` (default 0): no member's p-value counts below it. A member whose tail fit
+degenerates (p = 0 on a quantised series) would otherwise decide the combination
+alone, whatever the others say.
+
+A member with a ``has_opinion()`` method that returns False (``seasonal`` before it
+has found a period) is left out of the combination and the other weights are
+renormalised: having no period is not evidence that a value is normal.
+
 NAB (34-file subset, standard / low FP / low FN): 65.1 / 51.2 / 71.7 with the
 defaults; the score moves by less than 5 points when any member's main parameter is
 halved or doubled.
@@ -66,7 +79,8 @@ class Ensemble:
     Cost and state: the sum of the members' plus ``refractory`` floats: about 70 µs
     per event (some 14,000 events/s on one core) and 55 KB pickled with the default
     members, most of both ``knn``'s. ``score_one`` memoises the combined score for
-    the ``learn_one`` that follows.
+    the ``learn_one`` that follows, which uses it for the refractory and hold rules
+    (so a caller may learn a clipped value and the incident still follows the event).
     """
 
     name = "ensemble"
@@ -146,20 +160,27 @@ class Ensemble:
         self._memo = (x, s)
         return s
 
-    def score_one(self, x: float) -> float:
+    def _reported(self, s: float) -> float:
+        """The combined score ``s`` after the hold and refractory rules."""
         if self._since_alarm < self.hold:
             return 0.0
-        s = self.combined_score(x)
         if self.refractory and self._recent and s <= max(self._recent):
             return 0.0
         return s
 
+    def score_one(self, x: float) -> float:
+        return self._reported(self.combined_score(x))
+
     def learn_one(self, x: float) -> None:
+        # The incident bookkeeping follows the event's own score: the value of the
+        # last ``score_one`` (memoised), not the value learnt, which a caller may
+        # have clipped (the processor learns anomalies only up to its threshold band).
+        s = self._memo[1] if self._memo is not None else self.combined_score(x)
         if self.hold:
-            alarmed = self.score_one(x) >= self.alarm
+            alarmed = self._reported(s) >= self.alarm
             self._since_alarm = 0 if alarmed else min(self.hold, self._since_alarm + 1)
         if self.refractory:
-            self._recent.append(self.combined_score(x))
+            self._recent.append(s)
         self._memo = None
         for m in self.members:
             m.learn_one(x)
