@@ -284,6 +284,18 @@ def test_ensemble_hold_reports_an_incident_once():
     assert scores[31] > 0.999                  # the hold is over: a new incident pages
 
 
+def test_ensemble_checkpoints_from_before_the_hold_still_load():
+    e = make("ensemble")
+    data = noise(1200, seed=35) + [90.0] + noise(50, seed=36)
+    feed(e, data[:1000])
+    state = dict(pickle.loads(pickle.dumps(e)).__dict__)  # its own copy of the members
+    for key in ("p_floor", "alarm", "hold", "_since_alarm"):  # the older layout
+        del state[key]
+    old = Ensemble.__new__(Ensemble)
+    old.__setstate__(state)
+    assert feed(old, data[1000:]) == feed(e, data[1000:])
+
+
 def test_seasonal_ensemble_flags_level_shift_and_spike_and_stays_quiet_on_noise():
     quiet = make("seasonal_ensemble")
     scores = feed(quiet, noise(5000, seed=29))[1000:]

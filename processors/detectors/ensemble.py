@@ -191,6 +191,11 @@ class Ensemble:
         state["_memo"] = None
         return state
 
+    def __setstate__(self, state: dict) -> None:
+        # checkpoints made before the floor and the incident hold existed: neither on
+        state = {"p_floor": 0.0, "alarm": 1.0, "hold": 0, "_since_alarm": 0, **state}
+        self.__dict__.update(state)
+
     def evidence(self) -> Evidence:
         """The location/scale view of normal from the first member that has one
         (robust median and sigma, or a z-score's mean and std), else the first member's."""
