@@ -25,7 +25,7 @@ from ecoretrofit.admin import ensure_topics, unique_topic
 from maintenance.assets import DAY_MS, HOUR_MS
 
 
-def run_phase(settings, homes: int = 100, days: float = 90.0, step_hours: float = 2.0,
+def run_phase(settings, homes: int = 300, days: float = 150.0, step_hours: float = 2.0,
               settle_s: float = 180.0) -> dict:
     """Stream ``days`` of ``homes`` with maintenance on; returns what the worker did."""
     from maintenance.fleet import MaintenanceConfig
