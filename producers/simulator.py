@@ -104,6 +104,69 @@ WATER_WEEKEND = 0.02 + 0.80 * _bump(9.3, 1.0) + 0.25 * _bump(13.5, 2.5) + 0.55 *
 #: Thermostat night set-back (0 by day, 1 at night, one-hour ramps).
 SETBACK = np.where(_HOURS >= 12, _smoothstep(22.5, 23.5), 1.0 - _smoothstep(5.5, 6.5))
 
+#: Share of a home's non-HVAC electricity that ends up as heat indoors.
+INTERNAL_GAIN_FRACTION = 0.7
+#: Extra circulation-pump electricity per litre/minute of flow, W.
+PUMP_W_PER_LPM = 6.0
+#: Proportional thermostat gain, in multiples of the home's loss UA.
+CONTROL_GAIN_PER_UA = 3.0
+
+
+# ------------------------------------------------- physics shared with twin/ (pure)
+def calendar(ts: int) -> tuple[float, int, float, bool, float]:
+    """``(hour, minute of day, day of year, weekend, season)`` of a UTC millisecond
+    timestamp; ``season`` is -1 around 20 January and +1 half a year later."""
+    tm = time.gmtime(ts // 1000)
+    ms_of_day = ts % DAY_MS
+    hour = ms_of_day / 3_600_000.0
+    minute = ms_of_day // 60_000
+    doy = tm.tm_yday - 1 + ms_of_day / DAY_MS
+    season = -math.cos(2 * math.pi * (doy - 20.0) / 365.25)
+    return hour, minute, doy, tm.tm_wday >= 5, season
+
+
+def region_climate(seed: int, regions: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per region: annual mean outdoor temperature, seasonal and daily amplitude (C),
+    from the region's name, so it does not depend on order."""
+    ridx = np.array([zlib.crc32(r.encode()) for r in regions], dtype=np.uint64)
+
+    def ru(stream: int) -> np.ndarray:
+        return _uniforms(seed, ridx, 1000 + stream)
+
+    return 7.0 + 6.0 * ru(0), 7.0 + 4.0 * ru(1), 3.0 + 3.0 * ru(2)
+
+
+def outdoor_normal(mean, season_amp, daily_amp, hour: float, season: float):
+    """The climate's outdoor temperature without weather (coldest before dawn)."""
+    daily = -math.cos(2 * math.pi * (hour - 4.5) / 24.0)
+    return mean + season_amp * season + daily_amp * daily
+
+
+def sun_fraction(hour: float, season: float) -> float:
+    """Sun on a clear day, 0 at night .. 1 at noon; days are longer in summer."""
+    half_day = 6.0 + 2.0 * season
+    return max(0.0, math.cos(0.5 * math.pi * (hour - 12.5) / half_day)) if abs(hour - 12.5) < half_day else 0.0
+
+
+def solar_gain_w(size, sun: float, season: float):
+    """Solar heat gain through a home of relative ``size``."""
+    return (350.0 * (0.65 + 0.35 * season) * sun) * size
+
+
+def heat_pump_step(t_in, t_out, sp, ua, heat_cap, gain, q_int, solar, q_heat_max, q_cool_max, cop, dt: float,
+                   hvac_cap=None):
+    """One step of the one-node thermal model with its heat pump: feed-forward plus
+    proportional control toward ``sp``, saturating at capacity. Returns
+    ``(indoor temperature after dt, heat delivered W (< 0: cooling), HVAC electricity W)``."""
+    q = ua * (sp - t_out) - q_int - solar + gain * (sp - t_in)
+    np.clip(q, -q_cool_max, q_heat_max, out=q)
+    if hvac_cap is not None:
+        q *= hvac_cap
+    t_next = t_in + (dt / heat_cap) * (ua * (t_out - t_in) + q_int + solar + q)
+    hvac_w = np.where(q > 0, q / cop, -q / (1.15 * cop)) + 0.02 * np.abs(q)
+    return t_next, q, hvac_w
+
+
 # AR(1) processes: name -> (stationary sd, time constant s)
 _AR = {
     "weather_slow": (3.0, 36 * 3600.0),
@@ -202,7 +265,7 @@ class CitySimulator:
         self.ua = 150.0 * self.size * self.insulation  # W/K
         tau_s = (4.0 + 6.0 * u(4)) * 3600.0
         self.heat_cap = self.ua * tau_s  # J/K
-        self.gain = 3.0 * self.ua  # proportional controller, W/K
+        self.gain = CONTROL_GAIN_PER_UA * self.ua  # proportional controller, W/K
         self.setpoint = 19.5 + 2.5 * u(5)
         self.setback = np.where(u(7) < 0.6, 1.0 + 2.0 * u(6), 0.0)
         self.shift_min = np.round((u(8) * 2.0 - 1.0) * 60.0).astype(np.int64)
@@ -225,14 +288,7 @@ class CitySimulator:
         self.pump_w = np.where(self.has_water, 60.0 + 80.0 * u(21), 0.0)
 
         # ---- regions: climate from the region's name, so it does not depend on order
-        ridx = np.array([zlib.crc32(r.encode()) for r in regions], dtype=np.uint64)
-
-        def ru(stream: int) -> np.ndarray:
-            return _uniforms(self.seed, ridx, 1000 + stream)
-
-        self.clim_mean = 7.0 + 6.0 * ru(0)
-        self.clim_season = 7.0 + 4.0 * ru(1)
-        self.clim_daily = 3.0 + 3.0 * ru(2)
+        self.clim_mean, self.clim_season, self.clim_daily = region_climate(self.seed, regions)
 
         # ---- dynamic state
         self._rng = np.random.default_rng(self.seed)
@@ -432,12 +488,7 @@ class CitySimulator:
         o += 7 * nw
         zr = [z[o + k * r : o + (k + 1) * r] for k in range(3)]
 
-        tm = time.gmtime(ts // 1000)
-        ms_of_day = ts % DAY_MS
-        hour = ms_of_day / 3_600_000.0
-        minute = ms_of_day // 60_000
-        doy = tm.tm_yday - 1 + ms_of_day / DAY_MS
-        weekend = tm.tm_wday >= 5
+        hour, minute, doy, weekend, season = calendar(ts)
         mins = (minute + self.shift_min) % 1440
 
         active = self._active(ts)
@@ -469,8 +520,6 @@ class CitySimulator:
                 hvac_cap[g.idx[a]] *= np.clip(1.0 - g.mag[a], 0.0, 1.0)
 
         # ---- weather (per region, then per home)
-        season = -math.cos(2 * math.pi * (doy - 20.0) / 365.25)
-        daily = -math.cos(2 * math.pi * (hour - 4.5) / 24.0)
         phi, sd = ar["weather_slow"]
         self._weather_slow = phi * self._weather_slow + sd * zr[0]
         phi, sd = ar["weather_fast"]
@@ -478,29 +527,24 @@ class CitySimulator:
         phi, sd = ar["feeder"]
         self._feeder = phi * self._feeder + sd * zr[2]
         t_region = (
-            self.clim_mean + self.clim_season * season + self.clim_daily * daily + self._weather_slow + self._weather_fast
+            outdoor_normal(self.clim_mean, self.clim_season, self.clim_daily, hour, season)
+            + self._weather_slow + self._weather_fast
         )
         t_out = t_region[self.region_idx] + self.micro
-        half_day = 6.0 + 2.0 * season
-        sun = max(0.0, math.cos(0.5 * math.pi * (hour - 12.5) / half_day)) if abs(hour - 12.5) < half_day else 0.0
-        solar = (350.0 * (0.65 + 0.35 * season) * sun) * self.size
+        solar = solar_gain_w(self.size, sun_fraction(hour, season), season)
 
         # ---- occupants
         occ_prof = (OCC_WEEKEND if weekend else OCC_WEEKDAY)[mins]
         phi, sd = ar["occ"]
         self._occ = phi * self._occ + sd * zn()
         occ = self.occ_load * occ_prof * np.exp(self._occ)
-        q_int = 0.7 * (self.base_load + occ)
+        q_int = INTERNAL_GAIN_FRACTION * (self.base_load + occ)
 
         # ---- thermal model and HVAC
         sp = self.setpoint - self.setback * SETBACK[mins]
-        t_in = self._indoor
-        q = ua * (sp - t_out) - q_int - solar + self.gain * (sp - t_in)
-        np.clip(q, -self.q_cool_max, self.q_heat_max, out=q)
-        if hvac_cap is not None:
-            q *= hvac_cap
-        self._indoor = t_in + (dt / self.heat_cap) * (ua * (t_out - t_in) + q_int + solar + q)
-        hvac_w = np.where(q > 0, q / cop, -q / (1.15 * cop)) + 0.02 * np.abs(q)
+        self._indoor, q, hvac_w = heat_pump_step(
+            self._indoor, t_out, sp, ua, self.heat_cap, self.gain, q_int, solar, self.q_heat_max, self.q_cool_max,
+            cop, dt, hvac_cap)
 
         # ---- water system
         flow_w = None
@@ -543,7 +587,7 @@ class CitySimulator:
         # ---- power and energy
         p_true = self.base_load + occ + hvac_w
         if nw:
-            p_true[w] += self.pump_w[w] + 6.0 * flow_w
+            p_true[w] += self.pump_w[w] + PUMP_W_PER_LPM * flow_w
         p_true = np.abs(p_true + (8.0 + 0.015 * p_true) * zn())
         self._energy = self._energy + p_true * (dt / 3_600_000.0)
 
