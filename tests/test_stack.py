@@ -136,3 +136,19 @@ def test_a_component_stopped_on_purpose_is_not_restarted(tmp_path):
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_a_real_component_killed_with_sigkill_comes_back(stack):
+    """The session stack runs its supervisor: the registry, SIGKILLed, is restarted
+    and serves again (its schemas replayed from its topic)."""
+    from ecoretrofit.processes import http_ok
+
+    assert stack.pid_of("supervisor"), "stack up must start the supervisor"
+    before = stack.pid_of("registry")
+    subjects = f"{stack.settings.schema_registry_url}/subjects"
+    assert before and http_ok(subjects)
+    os.kill(before, signal.SIGKILL)
+    wait_for(lambda: (stack.pid_of("registry") or before) != before and http_ok(subjects), 60, 0.2,
+             what="the registry restarted by the supervisor")
+    wait_for(lambda: stack.supervisor_state().get("registry", {}).get("restarts", 0) >= 1, 30, 0.2,
+             what="the restart in the supervisor's state")

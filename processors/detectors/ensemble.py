@@ -46,7 +46,8 @@ import math
 from collections import deque
 from typing import Mapping, Sequence
 
-from processors.detectors.base import Detector, Evidence, make, register
+from processors.detectors import extreme, hst, knn, robust, stuck, zscore  # noqa: F401 (registers the members)
+from processors.detectors.base import Detector, Evidence, create, register
 
 #: The default members and weights: extremes against the long-run history carry most
 #: of the weight; a robust rolling window adds spikes that are extreme only locally,
@@ -81,7 +82,7 @@ class Ensemble:
             raise ValueError("an ensemble needs at least one member")
         if any(name == "ensemble" for name, _ in specs):
             raise ValueError("an ensemble cannot contain an ensemble")
-        self.members: list[Detector] = [make(name, **params) for name, params in specs]
+        self.members: list[Detector] = [create(name, **params) for name, params in specs]
         self.combine = combine
         if weights is None and members is DEFAULT_MEMBERS:
             weights = DEFAULT_WEIGHTS
