@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lake": ("sinks.lake_cli", "the telemetry data lake on S3: import days into ClickHouse, stats"),
     "topics": ("ecoretrofit.topics_cli", "print the contract of every topic"),
     "maintenance": ("maintenance.maintenance_cli", "component reliability: MTBF, MTTR, Kaplan-Meier and Weibull fits, next failures"),
+    "twin": ("twin.twin_cli", "the digital twin of every home: HTTP API, what-if and the city dashboard"),
     "consumers": ("ecoretrofit.consumers_cli", "committed offsets and lag of every consumer group (--serve: /metrics)"),
     "eval": ("evaluation.eval_cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.bench_cli", "measure throughput and latency against baselines"),

@@ -31,6 +31,7 @@ PORT_OFFSETS = {
     "warehouse": 123,
     "s3": 333,
     "prometheus": 90,
+    "twin": 180,  # the digital-twin service (API and dashboard)
     "metrics": 100,  # first /metrics port; services take consecutive ones
     # SeaweedFS internals: every port explicit or it picks defaults (+10000 gRPC).
     "weed_master": 334,

@@ -35,9 +35,13 @@ class Tokens:
             return "read"
         return None
 
+    @staticmethod
+    def path(data_dir: Path) -> Path:
+        return Path(data_dir) / TOKENS_FILE
+
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> "Tokens":
-        path = Path(data_dir) / TOKENS_FILE
+        path = cls.path(data_dir)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")

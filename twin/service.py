@@ -47,7 +47,7 @@ WhatIfRequest = create_model(
 
 
 def create_app(store: TwinStore, tokens: Tokens, history: History, building_of: Callable[[str], Any],
-               clock: Callable[[], float] = time.time) -> FastAPI:
+               clock: Callable[[], float] = time.time, feed=None) -> FastAPI:
     """``building_of(home_id)`` gives the model's ``Building`` of a home."""
     app = FastAPI(title="EcoRetrofit twins", version="1",
                   description="A digital twin per home: attributes, live state, history, what-if.")
@@ -84,7 +84,8 @@ def create_app(store: TwinStore, tokens: Tokens, history: History, building_of: 
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict:
-        return {"status": "ok", "homes": len(store.twins)}
+        live = None if feed is None else {"ready": feed.ready.is_set(), **feed.stats}
+        return {"status": "ok", "homes": len(store.twins), "readings": store.readings, "live": live}
 
     @app.get("/twins", dependencies=[read])
     def list_twins(region: str | None = None, status: Literal["online", "silent", "alert"] | None = None,

@@ -202,7 +202,7 @@ class Twin:
         return {
             **self.summary(now_ms), "version": self.version, "attributes": self.attributes,
             "compliance": self.compliance(now_ms), "bill_of_materials": self.bom, "metrics": self.metrics,
-            "late_readings": self.late_readings, "open_alerts": self.open_alerts(),
+            "late_readings": self.late_readings, "alerts": self.open_alerts(),
             "recent_anomalies": list(self.anomalies)[-20:], "work_orders": self.open_work_orders(),
             "predictions": list(self.predictions.values()),
         }

@@ -1,0 +1,171 @@
+"""The twin service as the local stack runs it (`ecoretrofit stack up` starts it):
+every endpoint and error against the real broker, registry and warehouse; a late
+reading does not overwrite a newer one; concurrent patches lose nothing; an
+undecodable message is counted and skipped."""
+
+import threading
+import time
+
+import httpx
+import pytest
+
+import schemas
+from bench.warehouse import bulk_insert
+from ecoretrofit.serde import encoder_for
+from producers.producer import TelemetryProducer
+from producers.simulator import CitySimulator
+from sinks.warehouse import connect
+from twin.auth import Tokens
+
+SEEDED_HOMES, SEEDED_DAYS = 8, 2
+
+
+@pytest.fixture(scope="module")
+def twin(stack_settings):
+    s = stack_settings
+    tokens = Tokens.for_data_dir(s.data_dir)
+    base = f"http://127.0.0.1:{s.port('twin')}"
+    now = int(time.time() * 1000)
+    # two days of one-minute readings of the city's first homes, straight into the warehouse
+    client = connect(s)
+    start = (now - SEEDED_DAYS * 86_400_000) // 60_000 * 60_000
+    bulk_insert(client, f"{s.clickhouse_database}.telemetry", SEEDED_HOMES, SEEDED_DAYS * 1440 - 5, s.regions,
+                s.seed, start, 60_000)
+    with httpx.Client(base_url=base, timeout=60) as http:
+        yield {"http": http, "settings": s, "r": {"Authorization": f"Bearer {tokens.read}"},
+               "w": {"Authorization": f"Bearer {tokens.write}"}, "now": now}
+
+
+def _health(t):
+    return t["http"].get("/health").json()
+
+
+def _wait(cond, timeout=30.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+def test_live_state_by_event_time_and_hostile_messages(twin):
+    s, http, r = twin["settings"], twin["http"], twin["r"]
+    _wait(lambda: _health(twin)["live"]["ready"])
+    sim = CitySimulator(s.homes, s.regions, s.seed, twin["now"])
+    rows = {x["home_id"]: x for x in sim.tick()}
+    newer = dict(rows["H000001"], ts=twin["now"], power_w=1234.5)
+    late = dict(rows["H000001"], ts=twin["now"] - 10_000, power_w=9.0)
+    before = _health(twin)["live"].get("telemetry", 0)
+    from confluent_kafka import Producer
+
+    with TelemetryProducer(s) as p:
+        p.send(newer)
+        p.flush()
+        raw = Producer(s.producer_config())
+        raw.produce(s.topic_telemetry, b"\x00garbage", b"H000001")  # hostile bytes on the topic
+        raw.flush(10)
+        del raw
+        p.send(late)
+        p.send(dict(rows["H000002"], ts=twin["now"]))
+        p.flush()
+    h = _wait(lambda: (lambda x: x if x.get("telemetry", 0) >= before + 3 else None)(_health(twin)["live"]))
+    assert h["telemetry_undecodable"] >= 1
+    doc = http.get("/twins/H000001", headers=r).json()
+    assert doc["metrics"]["power_w"] == {"ts": twin["now"], "value": 1234.5}
+    assert doc["late_readings"] >= 1 and doc["status"] == "online"
+
+
+def test_alerts_from_the_topic(twin):
+    s, http, r = twin["settings"], twin["http"], twin["r"]
+    from confluent_kafka import Producer
+
+    enc = encoder_for(s, s.topic_alerts, schemas.ALERT_EVENT)
+    alert = {"alert_id": f"H000002/voltage_v/{twin['now']}", "home_id": "H000002", "region":
+             http.get("/twins/H000002", headers=r).json()["region"], "metric": "voltage_v", "state": "firing",
+             "severity": "critical", "started_at": twin["now"], "ts": twin["now"], "anomalies": 3,
+             "detector": "ewzscore", "score": 0.999}
+    p = Producer(s.producer_config())
+    p.produce(s.topic_alerts, enc.encode(alert), b"H000002")
+    p.flush(10)
+    del p
+    _wait(lambda: http.get("/twins/H000002/alerts", headers=r).json())
+    assert http.get("/twins/H000002/alerts", params={"state": "firing"}, headers=r).json()[0]["metric"] == "voltage_v"
+    listed = http.get("/twins", params={"in_alert": True}, headers=r).json()
+    assert "H000002" in [i["home_id"] for i in listed["items"]]
+    assert http.get("/city", headers=r).json()["total"]["in_alert"] >= 1
+
+
+def test_read_endpoints_and_errors(twin):
+    s, http, r = twin["settings"], twin["http"], twin["r"]
+    assert http.get("/twins").status_code == 401
+    assert http.get("/twins", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    body = http.get("/twins", params={"limit": 5, "offset": 5}, headers=r).json()
+    assert body["total"] == s.homes and len(body["items"]) == 5 and body["items"][0]["home_id"] == "H000005"
+    region = s.regions[0]
+    assert all(i["region"] == region for i in http.get("/twins", params={"region": region}, headers=r).json()["items"])
+    assert http.get("/twins", params={"q": "H000007"}, headers=r).json()["total"] == 1
+    assert http.get("/twins/H999999", headers=r).status_code == 404
+    hist = http.get("/twins/H000003/telemetry", params={"start_ms": twin["now"] - 86_400_000,
+                                                        "end_ms": twin["now"]}, headers=r).json()["rows"]
+    assert 23 <= len(hist) <= 25 and all(h["readings"] > 0 for h in hist)
+    days = http.get("/twins/H000003/telemetry", params={"start_ms": twin["now"] - 3 * 86_400_000, "step": "day"},
+                    headers=r).json()["rows"]
+    assert sum(d["readings"] for d in days) >= sum(h["readings"] for h in hist)
+    assert http.get("/twins/H000003/telemetry", params={"step": "week"}, headers=r).status_code == 422
+    wo = http.get("/twins/H000003/work-orders", headers=r).json()
+    assert all(o["home_id"] == "H000003" for o in wo)
+    assert http.get("/twins/H000003/predictions", headers=r).status_code == 200
+    assert http.get("/twins/H000003/anomalies", headers=r).status_code == 200
+    assert http.get("/docs").status_code == 200
+
+
+def test_patch_versions_and_concurrency(twin):
+    http, r, w = twin["http"], twin["r"], twin["w"]
+    etag = http.get("/twins/H000004", headers=r).headers["ETag"]
+    assert http.patch("/twins/H000004", json={"address": "x"}, headers={**r, "If-Match": etag}).status_code == 403
+    assert http.patch("/twins/H000004", json={"address": "x"}, headers=w).status_code == 428
+    bad = http.patch("/twins/H000004", json={"building": {"u_value_w_m2k": 99}}, headers={**w, "If-Match": etag})
+    assert bad.status_code == 422 and bad.json()["field"] == "building.u_value_w_m2k"
+    ok = http.patch("/twins/H000004", json={"building": {"u_value_w_m2k": 0.3}},
+                    headers={**w, "If-Match": etag, "Content-Type": "application/merge-patch+json"})
+    assert ok.status_code == 200
+    assert http.patch("/twins/H000004", json={"address": "y"}, headers={**w, "If-Match": etag}).status_code == 412
+    # eight writers doing read-modify-write with retries: every increment lands
+    start_area = http.get("/twins/H000004", headers=r).json()["attributes"]["building"]["floor_area_m2"]
+
+    def writer():
+        with httpx.Client(base_url=str(http.base_url), timeout=30) as c:
+            for _ in range(5):
+                while True:
+                    g = c.get("/twins/H000004", headers=r)
+                    area = g.json()["attributes"]["building"]["floor_area_m2"]
+                    p = c.patch("/twins/H000004", json={"building": {"floor_area_m2": area + 1.0}},
+                                headers={**w, "If-Match": g.headers["ETag"]})
+                    if p.status_code == 200:
+                        break
+                    assert p.status_code == 412
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = http.get("/twins/H000004", headers=r).json()["attributes"]["building"]["floor_area_m2"]
+    assert final == pytest.approx(start_area + 40.0)
+
+
+def test_what_if_calibrated_from_the_warehouse(twin):
+    http, r = twin["http"], twin["r"]
+    res = http.post("/twins/H000005/what-if", json={"u_value_w_m2k": 0.2, "horizon_days": 14}, headers=r)
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["calibration"]["window_hours"] >= 40
+    assert abs(body["calibration"]["energy_error_pct"]) < 5
+    assert body["delta"]["kwh"] < 0 and len(body["scenario"]["daily_kwh"]) == 14
+    bad = http.post("/twins/H000005/what-if", json={"night_setback_c": -3}, headers=r)
+    assert bad.status_code == 422 and bad.json()["field"] == "night_setback_c"
+    assert http.post("/twins/H999999/what-if", json={}, headers=r).status_code == 404
+    # a home with no history in the window cannot be calibrated: a clear 409
+    assert http.post(f"/twins/H000{SEEDED_HOMES + 100:03d}/what-if", json={}, headers=r).status_code == 409
