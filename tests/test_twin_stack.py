@@ -10,14 +10,11 @@ import httpx
 import pytest
 
 import schemas
-from bench.warehouse import bulk_insert
 from ecoretrofit.serde import encoder_for
 from producers.producer import TelemetryProducer
 from producers.simulator import CitySimulator
-from sinks.warehouse import connect
 from twin.auth import Tokens
-
-SEEDED_HOMES, SEEDED_DAYS = 8, 2
+from twin_seed import SEEDED_HOMES, seed_once
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +23,7 @@ def twin(stack_settings):
     tokens = Tokens.for_data_dir(s.data_dir)
     base = f"http://127.0.0.1:{s.port('twin')}"
     now = int(time.time() * 1000)
-    # two days of one-minute readings of the city's first homes, straight into the warehouse
-    client = connect(s)
-    start = (now - SEEDED_DAYS * 86_400_000) // 60_000 * 60_000
-    bulk_insert(client, f"{s.clickhouse_database}.telemetry", SEEDED_HOMES, SEEDED_DAYS * 1440 - 5, s.regions,
-                s.seed, start, 60_000)
+    seed_once(s)
     with httpx.Client(base_url=base, timeout=60) as http:
         yield {"http": http, "settings": s, "r": {"Authorization": f"Bearer {tokens.read}"},
                "w": {"Authorization": f"Bearer {tokens.write}"}, "now": now}

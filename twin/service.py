@@ -9,12 +9,16 @@ reads and writes (``twin.auth``). OpenAPI at ``/docs``.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Protocol
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ConfigDict, Field, create_model
 
@@ -23,6 +27,9 @@ from twin.model import SCENARIO_FIELDS, CalibrationError, Observations, Scenario
 from twin.state import PatchError, PreconditionFailed, PreconditionRequired, TwinStore
 
 MERGE_PATCH = "application/merge-patch+json"
+STATIC = Path(__file__).resolve().parent / "static"
+#: Seconds between two city updates on the live stream.
+STREAM_INTERVAL_S = 1.0
 
 
 class History(Protocol):
@@ -31,6 +38,10 @@ class History(Protocol):
     def telemetry(self, home_id: str, start_ms: int, end_ms: int, step: str) -> list[dict]: ...
 
     def observations(self, home_id: str, end_ms: int) -> Observations: ...
+
+    def recent(self, home_id: str, start_ms: int, end_ms: int) -> dict: ...
+
+    def regions(self, start_ms: int, end_ms: int) -> list[dict]: ...
 
 
 # The request model of a what-if, derived from the model's one declaration of fields.
@@ -171,6 +182,45 @@ def create_app(store: TwinStore, tokens: Tokens, history: History, building_of: 
     @app.get("/city", dependencies=[read])
     def city() -> dict:
         return store.city(now_ms())
+
+    @app.get("/city/energy", dependencies=[read])
+    def city_energy(hours: int = Query(24, ge=1, le=24 * 14)) -> dict:
+        end = now_ms()
+        return {"rows": history.regions(end - hours * 3_600_000, end)}
+
+    @app.get("/city/stream", dependencies=[read])
+    async def city_stream(request: Request) -> StreamingResponse:
+        """Server-sent events: the city summary every second, with readings/s."""
+        async def events():
+            last = (time.monotonic(), store.readings)
+            while not await request.is_disconnected():
+                t, n = time.monotonic(), store.readings
+                body = store.city(now_ms())
+                body["readings_per_s"] = round((n - last[1]) / max(t - last[0], 1e-3), 1) if t > last[0] else 0.0
+                last = (t, n)
+                yield f"event: city\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
+                await asyncio.sleep(STREAM_INTERVAL_S)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.get("/twins/{home_id}/recent", dependencies=[read])
+    def recent(home_id: str, hours: float = Query(3.0, gt=0, le=48)) -> dict:
+        twin_or_404(home_id)
+        end = now_ms()
+        return {"home_id": home_id, "series": history.recent(home_id, end - int(hours * 3_600_000), end),
+                "anomalies": list(store.get(home_id).anomalies)}
+
+    # ---- the dashboard: static pages; their data comes from the API with the token
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def city_page() -> FileResponse:
+        return FileResponse(STATIC / "city.html")
+
+    @app.get("/homes/{home_id}", include_in_schema=False)
+    def home_page(home_id: str) -> FileResponse:
+        return FileResponse(STATIC / "home.html")
 
     return app
 

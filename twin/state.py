@@ -284,6 +284,7 @@ class TwinStore:
     def city(self, now_ms: int, window_ms: int = 300_000) -> dict:
         regions: dict[str, dict] = {}
         homes = []
+        open_orders: list[dict] = []
         for t in self.twins.values():
             s = t.status(now_ms)
             r = regions.setdefault(t.region, {"homes": 0, "online": 0, "silent": 0, "in_alert": 0,
@@ -292,14 +293,19 @@ class TwinStore:
             r["silent" if s == "silent" else "online"] += 1
             r["in_alert"] += s == "alert"
             r["anomalies_recent"] += sum(1 for a in t.anomalies if now_ms - int(a["ts"]) <= window_ms)
-            r["open_work_orders"] += len(t.open_work_orders())
+            orders = t.open_work_orders()
+            r["open_work_orders"] += len(orders)
+            open_orders += orders
             if s != "silent" and "power_w" in t.metrics:
                 r["power_kw"] += t.metrics["power_w"]["value"] / 1000.0
             loc = t.attributes["location"]
-            homes.append([t.home_id, loc["lat"], loc["lon"], s])
+            homes.append([t.home_id, loc["lat"], loc["lon"], s, t.region])
         for r in regions.values():
             r["power_kw"] = round(r["power_kw"], 2)
         total = {k: sum(r[k] for r in regions.values()) for k in ("homes", "online", "silent", "in_alert",
                                                                   "anomalies_recent", "open_work_orders")}
+        open_orders.sort(key=lambda o: o["opened_ms"], reverse=True)
+        latest = [{k: o[k] for k in ("order_id", "home_id", "region", "asset_type", "kind", "opened_ms")}
+                  for o in open_orders[:8]]
         return {"now_ms": now_ms, "readings_total": self.readings, "regions": regions, "total": total,
-                "homes": homes}
+                "homes": homes, "latest_open_orders": latest}

@@ -32,6 +32,21 @@ def observations_sql(database: str) -> str:
         GROUP BY t ORDER BY t"""
 
 
+RECENT_METRICS = ("indoor_temp_c", "outdoor_temp_c", "power_w", "voltage_v", "vibration_mm_s", "water_flow_lpm",
+                  "water_temp_c", "uv_intensity_mw_cm2", "pump_pressure_bar")
+
+
+def recent_sql(database: str) -> str:
+    """One-minute means of every metric of one home in [since, until), oldest first."""
+    cols = ", ".join(f"avg({m}) AS {m}" for m in RECENT_METRICS)
+    return f"""
+        SELECT intDiv(toUnixTimestamp64Milli(ts), 60000) * 60000 AS t, {cols}
+        FROM {database}.telemetry
+        WHERE region = {{region:String}} AND home_id = {{home:String}}
+          AND ts >= fromUnixTimestamp64Milli({{since:Int64}}) AND ts < fromUnixTimestamp64Milli({{until:Int64}})
+        GROUP BY t ORDER BY t"""
+
+
 def daily(rows: list[dict]) -> list[dict]:
     """Hourly rows folded into days: energy summed, power averaged, peak kept.
 
@@ -93,6 +108,19 @@ class WarehouseHistory:
     def regions(self, start_ms: int, end_ms: int) -> list[dict]:
         """Energy per region and hour (the city page's chart)."""
         return self._rows({"by": "region", "since": iso(start_ms), "until": iso(end_ms), "limit": "20000"})
+
+    def recent(self, home_id: str, start_ms: int, end_ms: int) -> dict:
+        """Per-minute series of every metric: {"t": [...], metric: [...]}, None where absent."""
+        res = self.client.query(recent_sql(self.settings.clickhouse_database), parameters={
+            "region": self.region_of(home_id), "home": home_id, "since": start_ms, "until": end_ms})
+        out: dict[str, list] = {"t": []}
+        for m in RECENT_METRICS:
+            out[m] = []
+        for row in res.result_rows:
+            out["t"].append(int(row[0]))
+            for m, v in zip(RECENT_METRICS, row[1:]):
+                out[m].append(None if v is None or v != v else round(float(v), 3))
+        return out
 
     def observations(self, home_id: str, end_ms: int) -> Observations:
         res = self.client.query(observations_sql(self.settings.clickhouse_database), parameters={
