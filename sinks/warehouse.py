@@ -100,6 +100,7 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         "topic_telemetry": settings.topic_telemetry,
         "topic_anomalies": settings.topic_anomalies,
         "topic_alerts": settings.topic_alerts,
+        "topic_workorders": settings.topic_workorders,
         "consumer_group_prefix": "eco-warehouse",
     }
 
