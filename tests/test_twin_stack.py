@@ -67,7 +67,8 @@ def test_live_state_by_event_time_and_hostile_messages(twin):
     assert h["telemetry_undecodable"] >= 1
     doc = http.get("/twins/H000001", headers=r).json()
     assert doc["metrics"]["power_w"] == {"ts": twin["now"], "value": 1234.5}
-    assert doc["late_readings"] >= 1 and doc["status"] == "online"
+    # other tests of the session share the stack: the home may also be in alert, never silent
+    assert doc["late_readings"] >= 1 and doc["status"] in ("online", "alert")
 
 
 def test_alerts_from_the_topic(twin):
@@ -83,8 +84,12 @@ def test_alerts_from_the_topic(twin):
     p.produce(s.topic_alerts, enc.encode(alert), b"H000002")
     p.flush(10)
     del p
-    _wait(lambda: http.get("/twins/H000002/alerts", headers=r).json())
-    assert http.get("/twins/H000002/alerts", params={"state": "firing"}, headers=r).json()[0]["metric"] == "voltage_v"
+    def ours():
+        return [a for a in http.get("/twins/H000002/alerts", params={"state": "firing"}, headers=r).json()
+                if a["alert_id"] == alert["alert_id"]]
+
+    _wait(ours)
+    assert ours()[0]["metric"] == "voltage_v" and ours()[0]["anomalies"] == 3
     listed = http.get("/twins", params={"in_alert": True}, headers=r).json()
     assert "H000002" in [i["home_id"] for i in listed["items"]]
     assert http.get("/city", headers=r).json()["total"]["in_alert"] >= 1
