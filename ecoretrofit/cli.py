@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "maintenance": ("maintenance.maintenance_cli", "component reliability: MTBF, MTTR, Kaplan-Meier and Weibull fits, next failures"),
     "twin": ("twin.twin_cli", "the digital twin of every home: HTTP API, what-if and the city dashboard"),
     "consumers": ("ecoretrofit.consumers_cli", "committed offsets and lag of every consumer group (--serve: /metrics)"),
+    "maintain": ("maintenance.maintain_cli", "run the predictive-maintenance stream processor (predictions, predictive work orders)"),
     "eval": ("evaluation.eval_cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.bench_cli", "measure throughput and latency against baselines"),
     "init": ("infra.init_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),
