@@ -122,6 +122,28 @@ def test_work_orders_from_the_topic(twin):
     assert held()["status"] == "closed"
 
 
+def test_predictions_from_the_topic(twin):
+    """The newest prediction per asset (by event time) is the twin's; an older one arriving late is not."""
+    s, http, r = twin["settings"], twin["http"], twin["r"]
+    from confluent_kafka import Producer
+
+    enc = encoder_for(s, s.topic_predictions, schemas.MAINTENANCE_PREDICTION)
+    base = {"asset_id": "H000007-HP", "home_id": "H000007", "region": "", "asset_type": "heat_pump",
+            "model": "model:test@1", "horizon_hours": 168.0, "top_signals": ["power_w"],
+            "top_contributions_hours": [12.0], "order_id": None}
+    newer = dict(base, prediction_id=f"H000007-HP/{twin['now']}/test", ts=twin["now"], p_fail=0.8, rul_hours=50.0)
+    older = dict(base, prediction_id=f"H000007-HP/{twin['now'] - 60_000}/test", ts=twin["now"] - 60_000,
+                 p_fail=0.1, rul_hours=900.0)
+    p = Producer(s.producer_config())
+    for rec in (newer, older):
+        p.produce(s.topic_predictions, enc.encode(rec), rec["asset_id"].encode())
+    p.flush(10)
+    del p
+    _wait(lambda: _health(twin)["live"].get("predictions", 0) >= 2)
+    held = http.get("/twins/H000007/predictions", headers=r).json()
+    assert [(x["asset_id"], x["p_fail"]) for x in held] == [("H000007-HP", 0.8)]
+
+
 def test_read_endpoints_and_errors(twin):
     s, http, r = twin["settings"], twin["http"], twin["r"]
     assert http.get("/twins").status_code == 401
