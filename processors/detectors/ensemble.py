@@ -10,7 +10,7 @@ value at least that unusual in normal operation). ``Ensemble`` combines them:
   others. For independent members it is conservative in the tail
   (``P(p <= t) <= t`` for small ``t``), for identical ones exact; under arbitrary
   dependence it can overstate surprise by at most a factor ``e`` (Vovk & Wang, 2020).
-  On NAB, with the default members, it beat Bonferroni clearly (65.1 vs 56.4 standard).
+  On NAB, with the default members, it beat Bonferroni clearly (figures in the README).
 - ``"bonferroni"``: weighted Bonferroni, ``p = min(1, min_i p_i / w_i)`` with
   the weights summing to 1 (equal weights: ``n * min_i p_i``): the most surprised
   member decides, corrected for having asked several, so the combined score keeps the
@@ -64,9 +64,8 @@ DEFAULT_WEIGHTS: tuple[float, ...] = (0.6, 0.2, 0.2)
 class Ensemble:
     """Several detectors on the same series, their calibrated scores combined.
 
-    Cost and state: the sum of the members' plus ``refractory`` floats: about 70 µs
-    per event (some 14,000 events/s on one core) and 55 KB pickled with the default
-    members, most of both ``knn``'s. ``score_one`` memoises the combined score for
+    Cost and state: the sum of the members' plus ``refractory`` floats, most of both
+    ``knn``'s (``ecoretrofit bench --only detectors`` measures them). ``score_one`` memoises the combined score for
     the ``learn_one`` that follows.
     """
 
