@@ -12,8 +12,8 @@ import time
 
 from ecoretrofit.config import Settings
 
-SECTIONS = ("produce", "process", "latency", "live", "detectors", "ingest", "queries")
-DEFAULT = ("produce", "process", "latency", "detectors")
+SECTIONS = ("produce", "process", "latency", "live", "detectors", "predictor", "ingest", "queries")
+DEFAULT = ("produce", "process", "latency", "detectors", "predictor")
 
 
 def add_arguments(parser) -> None:
@@ -39,7 +39,7 @@ def run(args, settings: Settings) -> int:
     if unknown:
         raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
     results: dict[str, object] = {}
-    needs_stack = set(sections) - {"detectors"}
+    needs_stack = set(sections) - {"detectors", "predictor"}
     stack = LocalStack(settings, log=lambda line: print(line, file=sys.stderr))
     started = stack.up() if needs_stack else []
     try:
@@ -54,6 +54,10 @@ def run(args, settings: Settings) -> int:
                 results[name] = pipeline.bench_latency(settings)
             elif name == "live":
                 results[name] = pipeline.bench_live(settings, args.live_homes, args.live_workers, args.live_duration)
+            elif name == "predictor":
+                from maintenance.bench import measure_predictor_costs
+
+                results[name] = measure_predictor_costs()
             elif name == "detectors":
                 from processors.detectors.bench import measure_detector_costs
 
@@ -111,6 +115,14 @@ def print_report(results: dict) -> None:
         from bench import warehouse
 
         warehouse.print_queries(results["queries"])
+    if "predictor" in results:
+        r = results["predictor"]
+        base = r["baseline_ewzscore"]
+        print("predictor (events/s on one core; baseline: ewzscore score + learn, same run):")
+        print(f"          RulPredictor.update per asset reading   {r['predictor']:>12,.0f}  "
+              f"({r['predictor'] / base:.1%} of baseline {base:,.0f})")
+        print(f"          workflow per telemetry reading          {r['workflow']:>12,.0f}  "
+              f"({r['workflow'] / base:.1%} of baseline)")
     if "detectors" in results:
         print("detectors (events/s on one core, score_one + learn_one):")
         for name, rate in sorted(results["detectors"].items(), key=lambda kv: -kv[1]):

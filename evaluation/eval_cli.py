@@ -30,7 +30,7 @@ from producers.faults import KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="eval_command", metavar="{nab,faults,rul}")
+    sub = parser.add_subparsers(dest="eval_command", metavar="{nab,faults,rul,maintenance}")
     sub.required = True
 
     nab = sub.add_parser("nab", help="score detectors on the Numenta Anomaly Benchmark",
@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rul.add_arguments(sub.add_parser("rul", help="remaining-useful-life predictor on NASA C-MAPSS",
                                      description=(rul.__doc__ or "").strip().split("\n")[0]))
 
+    from evaluation import maintenance_eval
+
+    maintenance_eval.add_arguments(sub.add_parser(
+        "maintenance", help="predictive vs preventive vs run-to-failure on the simulated city",
+        description=(maintenance_eval.__doc__ or "").strip().split("\n")[0]))
+
     faults = sub.add_parser("faults", help="score detectors on simulated homes with injected faults",
                             description="Inject seeded faults into simulated homes and score the detectors "
                                         "(event-level matching), in process or through Kafka.")
@@ -61,6 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: object) -> int:
+    if args.eval_command == "maintenance":
+        from evaluation import maintenance_eval
+
+        return maintenance_eval.run(args, settings)
     if args.eval_command == "rul":
         from evaluation import rul
 

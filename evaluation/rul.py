@@ -134,8 +134,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuts", type=int, default=5, help="random cut points per held-out unit (CV)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw", action="store_true", help="score the uncapped truth (default: capped at 125)")
-    parser.add_argument("--window", type=int, default=30, help="slope window of the health indicators, cycles")
-    parser.add_argument("--alpha", type=float, default=0.1, help="smoothing of the health indicators")
+    parser.add_argument("--alphas", default="0.03,0.1", help="smoothing rates of the health indicators' levels")
+    parser.add_argument("--slope", action="store_true", help="also the least-squares slope over --window cycles")
+    parser.add_argument("--window", type=int, default=30, help="slope window, and the fewest cycles a CV cut keeps")
     parser.add_argument("--ridge", type=float, default=1.0, help="prior precision of the online regressor")
     parser.add_argument("--json", action="store_true", help="print JSON (rmse and score at the top level)")
 
@@ -146,7 +147,11 @@ def run(args: argparse.Namespace, settings: object = None) -> int:
     if args.folds < 2 or args.cuts < 1:
         raise CommandError("--folds >= 2 and --cuts >= 1")
     units = load(args.train)
-    params = {"window": args.window, "alpha": args.alpha, "ridge": args.ridge}
+    try:
+        alphas = tuple(float(a) for a in args.alphas.split(","))
+    except ValueError:
+        raise CommandError(f"--alphas: comma-separated numbers, got {args.alphas!r}") from None
+    params = {"alphas": alphas, "slope": args.slope, "window": args.window, "ridge": args.ridge}
     t0 = time.perf_counter()
     protocol = "raw truth" if args.raw else f"truth capped at {CAP:g}"
     from maintenance.predictor import NAME, VERSION
