@@ -113,6 +113,8 @@ SETBACK = np.where(_HOURS >= 12, _smoothstep(22.5, 23.5), 1.0 - _smoothstep(5.5,
 INTERNAL_GAIN_FRACTION = 0.7
 #: Extra circulation-pump electricity per litre/minute of flow, W.
 PUMP_W_PER_LPM = 6.0
+#: Relative rise of the circulation pump's vibration per litre/minute of flow.
+PUMP_VIB_PER_LPM = 0.015
 #: Proportional thermostat gain, in multiples of the home's loss UA.
 CONTROL_GAIN_PER_UA = 3.0
 
@@ -622,7 +624,7 @@ class CitySimulator:
         volt = 231.0 + self._feeder[self.region_idx] + self.v_offset - 3.0 * city_load - 0.00045 * p_true + 0.3 * zn()
         pump_part = self.pump_vib.copy()
         if nw:
-            pump_part[w] *= 1.0 + 0.015 * flow_w
+            pump_part[w] *= 1.0 + PUMP_VIB_PER_LPM * flow_w
         if self._pump_vib_add is not None:
             pump_part += self._pump_vib_add
         vib = (self.vib_base + pump_part) * np.exp(0.06 * zn())
