@@ -32,6 +32,7 @@ PORT_OFFSETS = {
     "s3": 333,
     "prometheus": 90,
     "twin": 180,  # the digital-twin service (API and dashboard)
+    "assistant": 181,  # the assistant's MCP server over streamable HTTP
     "metrics": 100,  # first /metrics port; services take consecutive ones
     # SeaweedFS internals: every port explicit or it picks defaults (+10000 gRPC).
     "weed_master": 334,
