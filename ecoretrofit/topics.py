@@ -102,6 +102,19 @@ PROSE: dict[str, dict[str, object]] = {
         delivery="At-least-once.",
         dedup="Deduplicate on the event's id field.",
     ),
+    "workorders": dict(
+        title="maintenance work orders",
+        purpose=(
+            "Every version of every maintenance work order on a home's component (corrective, preventive, "
+            "predictive, inspection): opened, failure noted, closed with failure -> cause -> resolution codes. "
+            "The latest version (highest `version`) of an `order_id` is the order's state."
+        ),
+        producers="maintenance systems and the city simulator's technicians (maintenance/fleet.py records)",
+        consumers="the warehouse (ClickHouse `work_orders`, ReplacingMergeTree on version), reliability statistics",
+        ordering="Per asset (key asset_id): an order's versions arrive in order. No order across assets or partitions.",
+        delivery="At-least-once: a version may arrive twice; it is the same record.",
+        dedup="(order_id, version) identifies a record; keep the highest version per order_id.",
+    ),
     "deadletter": dict(
         title="dead letters",
         purpose="Messages the processor could not decode, kept byte for byte for inspection and replay.",
@@ -133,6 +146,8 @@ PROSE: dict[str, dict[str, object]] = {
 
 KEY_TEXT = {
     declared.HOME_ID_KEY: HOME_KEY,
+    declared.ASSET_ID_KEY: "asset_id as UTF-8 bytes, no schema (e.g. H000042-CP): every version of an asset's "
+                           "orders on one partition",
     declared.SOURCE_KEY: "the original message's key bytes, unchanged (null if it had none)",
     declared.INTERNAL_KEY: "internal to the registry",
 }

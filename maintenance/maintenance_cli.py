@@ -1,4 +1,5 @@
-"""``ecoretrofit maintenance stats``: reliability of the city's components.
+"""``ecoretrofit maintenance stats|publish``: reliability of the city's components, and
+its work-order history onto the work-orders topic.
 
 MTBF (Weibull mean life, and total time on test / failures), Kaplan-Meier median and
 restricted mean, Weibull shape/scale and MTTR per component type (``--by model`` or
@@ -18,7 +19,7 @@ from ecoretrofit.errors import CommandError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="maintenance_command", metavar="{stats}")
+    sub = parser.add_subparsers(dest="maintenance_command", metavar="{stats,publish}")
     sub.required = True
     st = sub.add_parser("stats", help="MTBF, MTTR, Kaplan-Meier and Weibull fits per component group")
     st.add_argument("--homes", type=int, help="homes in the simulated city (default: ECO_HOMES)")
@@ -26,22 +27,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     st.add_argument("--by", choices=("type", "model", "region"), default="type", help="grouping")
     st.add_argument("--next", type=int, default=10, metavar="K", help="assets with the soonest expected failure")
     st.add_argument("--json", action="store_true", help="print JSON")
+    pub = sub.add_parser("publish", help="the simulated city's back-dated work orders onto the work-orders topic")
+    pub.add_argument("--homes", type=int, help="homes in the simulated city (default: ECO_HOMES)")
+    pub.add_argument("--years", type=float, default=8.0, help="history: homes commissioned 1..YEARS years ago")
 
 
 def run(args: argparse.Namespace, settings) -> int:
-    from maintenance.fleet import Fleet, MaintenanceConfig
-    from maintenance.stats import next_failures, reliability
+    if args.maintenance_command == "publish":
+        return _publish(args, settings)
+    return _stats(args, settings)
+
+
+def _city(args, settings):
+    """The simulator's own homes (same regions and water systems as `simulate`) and
+    their components' history up to now."""
+    from maintenance.fleet import MaintenanceConfig
     from producers.simulator import CitySimulator
 
     homes = args.homes or settings.homes
     if homes < 1 or args.years < 1:
         raise CommandError("--homes and --years must be >= 1")
     now = int(time.time() * 1000) // 1000 * 1000
-    # The simulator's own homes: the same regions and water systems as `simulate`.
-
     sim = CitySimulator(homes, settings.regions, settings.seed, now,
                         maintenance=MaintenanceConfig(history_years=args.years))
-    fleet: Fleet = sim.fleet
+    return homes, now, sim.fleet
+
+
+def _publish(args, settings) -> int:
+    from maintenance.publish import publish_work_orders
+
+    homes, _, fleet = _city(args, settings)
+    orders = fleet.drain_orders()
+    sent = publish_work_orders(settings, orders)
+    print(f"{sent} work-order versions of {homes} homes -> {settings.topic_workorders}")
+    return 0
+
+
+def _stats(args: argparse.Namespace, settings) -> int:
+    from maintenance.stats import next_failures, reliability
+
+    homes, now, fleet = _city(args, settings)
     register, orders = fleet.register(), fleet.drain_orders()
     fits = reliability(register, orders, now, by=args.by)
     soon = next_failures(register, orders, now, reliability(register, orders, now, by="model"))[: args.next]

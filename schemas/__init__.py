@@ -14,6 +14,7 @@ from importlib import resources
 TELEMETRY_READING = "telemetry_reading"
 ANOMALY_EVENT = "anomaly_event"
 ALERT_EVENT = "alert_event"
+WORK_ORDER = "work_order"
 
 
 @lru_cache(maxsize=None)

@@ -108,6 +108,7 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         "topic_telemetry": settings.topic_telemetry,
         "topic_anomalies": settings.topic_anomalies,
         "topic_alerts": settings.topic_alerts,
+        "topic_workorders": settings.topic_workorders,
         "consumer_group_prefix": "eco-warehouse",
         # the plausibility contract of a reading (schemas/plausibility.py) as SQL
         "telemetry_reasons": reasons,

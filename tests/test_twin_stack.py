@@ -90,6 +90,33 @@ def test_alerts_from_the_topic(twin):
     assert http.get("/city", headers=r).json()["total"]["in_alert"] >= 1
 
 
+def test_work_orders_from_the_topic(twin):
+    """A new version of an order replaces the old one; an older version arriving late does not."""
+    s, http, r = twin["settings"], twin["http"], twin["r"]
+    from confluent_kafka import Producer
+
+    enc = encoder_for(s, s.topic_workorders, schemas.WORK_ORDER)
+    order = {"order_id": "WO-H000006-CP-9001", "asset_id": "H000006-CP", "home_id": "H000006",
+             "region": http.get("/twins/H000006", headers=r).json()["region"], "asset_type": "circulation_pump",
+             "model": "CP-25", "kind": "predictive", "source": "model:test@1", "opened_ms": twin["now"],
+             "status": "open", "closed_ms": None, "failure_ms": None, "failure_code": None, "cause_code": None,
+             "resolution_code": None, "replaced": False, "version": 1}
+    closed = dict(order, status="closed", closed_ms=twin["now"] + 1000, resolution_code="REPLACE_BEARINGS",
+                  replaced=True, version=2)
+    p = Producer(s.producer_config())
+    for rec in (order, closed, order):  # the first version again, late
+        p.produce(s.topic_workorders, enc.encode(rec), rec["asset_id"].encode())
+    p.flush(10)
+    del p
+
+    def held():
+        orders = http.get("/twins/H000006/work-orders", headers=r).json()
+        return next((o for o in orders if o["order_id"] == order["order_id"]), None)
+
+    _wait(lambda: (held() or {}).get("version") == 2 and _health(twin)["live"].get("work_orders", 0) >= 3)
+    assert held()["status"] == "closed"
+
+
 def test_read_endpoints_and_errors(twin):
     s, http, r = twin["settings"], twin["http"], twin["r"]
     assert http.get("/twins").status_code == 401

@@ -1,6 +1,6 @@
 """Keeps a ``TwinStore`` live from the topics: telemetry from the newest offsets (a
-twin's state is its latest readings), anomalies and alerts from the beginning of
-their retention (open alerts must be known). One confluent-kafka consumer, partitions
+twin's state is its latest readings), anomalies, alerts and work orders from the
+beginning of their retention (open alerts and orders must be known). One confluent-kafka consumer, partitions
 assigned explicitly (no consumer group to join: every twin service sees everything).
 
 Hostile input: an undecodable message or a record of an unknown home is counted
@@ -22,7 +22,7 @@ log = logging.getLogger("eco.twin.live")
 
 #: record kind -> (topic declaration, start at the beginning?)
 FEEDS = {"telemetry": (topic_decl.TELEMETRY, False), "anomalies": (topic_decl.ANOMALIES, True),
-         "alerts": (topic_decl.ALERTS, True)}
+         "alerts": (topic_decl.ALERTS, True), "work_orders": (topic_decl.WORK_ORDERS, True)}
 
 
 class LiveFeed:

@@ -185,6 +185,9 @@ class Twin:
             return "silent"
         return "alert" if self.open_alerts() else "online"
 
+    def compliance_overdue(self, now_ms: int) -> bool:
+        return any(c["due_ms"] < now_ms for c in self.attributes["compliance"])
+
     def compliance(self, now_ms: int) -> list[dict]:
         return [dict(c, status=compliance_status(c, now_ms)) for c in self.attributes["compliance"]]
 
@@ -262,19 +265,20 @@ class TwinStore:
     def search(self, now_ms: int, region: str | None = None, status: str | None = None,
                in_alert: bool | None = None, compliance_overdue: bool | None = None, q: str | None = None,
                offset: int = 0, limit: int = 50) -> tuple[int, list[dict]]:
-        out = []
+        # cheap predicates on every twin; the summary only for the page returned
+        hits = []
+        needle = q.lower() if q else None
         for twin in self._candidates(region):
-            s = twin.summary(now_ms)
-            if status is not None and s["status"] != status:
+            if status is not None and twin.status(now_ms) != status:
                 continue
-            if in_alert is not None and (s["open_alerts"] > 0) != in_alert:
+            if in_alert is not None and bool(twin.open_alerts()) != in_alert:
                 continue
-            if compliance_overdue is not None and (s["compliance_overdue"] > 0) != compliance_overdue:
+            if compliance_overdue is not None and twin.compliance_overdue(now_ms) != compliance_overdue:
                 continue
-            if q and q.lower() not in (twin.home_id + " " + s["address"]).lower():
+            if needle and needle not in (twin.home_id + " " + twin.attributes["address"]).lower():
                 continue
-            out.append(s)
-        return len(out), out[offset:offset + limit]
+            hits.append(twin)
+        return len(hits), [t.summary(now_ms) for t in hits[offset:offset + limit]]
 
     def _candidates(self, region: str | None) -> Iterable[Twin]:
         if region is None:

@@ -30,7 +30,7 @@ const Charts = (() => {
     if (opts.zero) y0 = Math.min(0, y0);
     if (y1 - y0 < 1e-9) { y0 -= 1; y1 += 1; }
     const pad = (y1 - y0) * 0.08; y0 -= opts.zero && y0 === 0 ? 0 : pad; y1 += pad;
-    if (x1 === x0) x1 = x0 + 1;
+    if (x1 === x0) { x0 -= 1800000; x1 += 1800000; }  // one sample: half an hour either side
     const sx = (x) => L + (x - x0) / (x1 - x0) * (W - L - R), sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
     const g = node("g", { class: "axis" });
     ticks(y0, y1, 4).forEach((v) => {
@@ -57,6 +57,8 @@ const Charts = (() => {
         d += (pen ? "L" : "M") + sx(t).toFixed(1) + "," + sy(y).toFixed(1); pen = true; prev = t;
       });
       svg.appendChild(node("path", { d, class: "series", stroke: s.color, "data-series": s.name }));
+      const real = s.points.filter((p) => p[1] !== null && p[1] !== undefined);
+      if (real.length === 1) svg.appendChild(node("circle", { cx: sx(real[0][0]), cy: sy(real[0][1]), r: 3, fill: s.color }));
       if (opts.series.length > 1) {
         const lx = L + 8 + k * 130;
         svg.appendChild(node("rect", { x: lx, y: 4, width: 10, height: 4, fill: s.color }));
