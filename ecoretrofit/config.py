@@ -88,12 +88,14 @@ class Settings:
     topic_anomalies: str = topics.ANOMALIES.name
     topic_alerts: str = topics.ALERTS.name
     topic_workorders: str = topics.WORK_ORDERS.name
+    topic_predictions: str = topics.PREDICTIONS.name
     topic_deadletter: str = topics.DEADLETTER.name
     topic_schemas: str = topics.SCHEMAS.name
     telemetry_partitions: int = topics.TELEMETRY.partitions
     anomalies_partitions: int = topics.ANOMALIES.partitions
     alerts_partitions: int = topics.ALERTS.partitions
     workorders_partitions: int = topics.WORK_ORDERS.partitions
+    predictions_partitions: int = topics.PREDICTIONS.partitions
 
     # simulation
     homes: int = 1000

@@ -109,6 +109,7 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         "topic_anomalies": settings.topic_anomalies,
         "topic_alerts": settings.topic_alerts,
         "topic_workorders": settings.topic_workorders,
+        "topic_predictions": settings.topic_predictions,
         "consumer_group_prefix": "eco-warehouse",
         # the plausibility contract of a reading (schemas/plausibility.py) as SQL
         "telemetry_reasons": reasons,
