@@ -126,6 +126,14 @@ class Settings:
     metrics_port: int = 0  # 0 -> derived; each service adds its own offset
     log_level: str = "INFO"
 
+    # the language model behind `ecoretrofit explain` (empty provider: the deterministic
+    # analysis only). "openai": any OpenAI-compatible chat-completions endpoint;
+    # "anthropic": the Messages API. The URL is the API's base, without the path.
+    llm_provider: str = ""
+    llm_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = field(default="", repr=False)
+
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ build

@@ -157,3 +157,90 @@ def test_http_transport_needs_the_bearer_token(tools):
         ok = c.post("/mcp", json=init, headers={**headers, "Authorization": "Bearer s3cret-token"})
         assert ok.status_code == 200, ok.text
         assert "serverInfo" in ok.text
+
+
+# ---------------------------------------------------------------- language-model path
+class StandIn:
+    """A scripted model on loopback speaking the OpenAI chat-completions and Anthropic
+    Messages APIs: first it calls explain_home, then it answers quoting the tool's kWh
+    and, when told to, a number no tool returned."""
+
+    def __init__(self, invent: str | None):
+        import http.server
+        import threading
+
+        self.invent, self.requests = invent, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.path, dict(self.headers), body))
+                reply = outer.reply(self.path, body)
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer(self, tool_text: str) -> str:
+        kwh = json.loads(tool_text)["baseline"]["kwh"]
+        extra = f" Fixing it would save {self.invent} kWh a week." if self.invent else ""
+        return f"Home {HOME} used {kwh} kWh in the window.{extra}"
+
+    def reply(self, path: str, body: dict) -> dict:
+        if path == "/chat/completions":
+            tool_msgs = [m for m in body["messages"] if m["role"] == "tool"]
+            if not tool_msgs:
+                msg = {"role": "assistant", "content": None, "tool_calls": [{
+                    "id": "call_1", "type": "function",
+                    "function": {"name": "explain_home", "arguments": json.dumps({"home_id": HOME})}}]}
+            else:
+                msg = {"role": "assistant", "content": self.answer(tool_msgs[-1]["content"])}
+            return {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": msg,
+                                                                         "finish_reason": "stop"}]}
+        results = [b for m in body["messages"] if m["role"] == "user" and isinstance(m["content"], list)
+                   for b in m["content"] if b.get("type") == "tool_result"]
+        if not results:
+            return {"id": "m1", "type": "message", "role": "assistant", "stop_reason": "tool_use",
+                    "content": [{"type": "tool_use", "id": "tu_1", "name": "explain_home", "input": {"home_id": HOME}}]}
+        return {"id": "m2", "type": "message", "role": "assistant", "stop_reason": "end_turn",
+                "content": [{"type": "text", "text": self.answer(results[-1]["content"])}]}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize("invent", [None, "987.65"])
+def test_a_model_drives_the_tools_and_invented_numbers_are_flagged(tools, stack_settings, provider, invent):
+    import dataclasses
+
+    from assistant.explain_cli import explain_via_model
+
+    model = StandIn(invent)
+    try:
+        settings = dataclasses.replace(stack_settings, llm_provider=provider, llm_url=model.url,
+                                       llm_model="scripted", llm_api_key="test-key")
+        t = explain_via_model(tools, settings, HOME)
+    finally:
+        model.close()
+    assert [c["name"] for c in t["tool_calls"]] == ["explain_home"]
+    assert "kWh in the window" in t["answer"]
+    assert t["unsupported_numbers"] == ([invent] if invent else [])
+    path, headers, first = model.requests[0]
+    assert path == ("/chat/completions" if provider == "openai" else "/v1/messages")
+    names = {t["function"]["name"] if provider == "openai" else t["name"] for t in first["tools"]}
+    assert {"sql", "explain_home", "what_if"} <= names
+    key = headers.get("Authorization") if provider == "openai" else headers.get("x-api-key")
+    assert key in ("Bearer test-key", "test-key")
