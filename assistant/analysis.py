@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
+from scipy.stats import theilslopes
 
 from producers.simulator import INTERNAL_GAIN_FRACTION, PUMP_VIB_PER_LPM
 
@@ -48,7 +49,7 @@ HDD_BASE_C = 15.5
 UA_PER_U_AND_SIZE = 250.0
 #: Thresholds (see the module docstring).
 UA_RATIO_POOR = 1.45
-SAG_LOW_COP = 0.02
+SAG_LOW_COP = 0.03
 SETPOINT_HIGH_C = 22.4
 SETBACK_NONE_C = 0.3
 BASE_NORM_W_PER_SIZE = 170.0
@@ -164,8 +165,11 @@ def indoor_follows_outdoor(series: HourlySeries) -> float:
     ~0 when the heating holds the thermostat's schedule, up to 1 when it cannot."""
     hod = series.hour_of_day
     ri, ro = _demean_by_hour(series.indoor, hod), _demean_by_hour(series.outdoor, hod)
-    var = float(ro @ ro)
-    return float(ri @ ro) / var if var > 1e-9 else 0.0
+    if float(ro @ ro) < 1e-9:
+        return 0.0
+    # Theil-Sen: a few hours off the schedule (a start-up transient, a door left open)
+    # do not make a slope; a heat pump short on every cold hour does
+    return float(theilslopes(ri, ro)[0])
 
 
 def vibration_floor(series: HourlySeries) -> float:
@@ -227,6 +231,8 @@ def analyse(ev: Evidence) -> Analysis:
                   f"avg(vibration_mm_s), avg(water_flow_lpm) FROM telemetry WHERE home_id = '{h}' "
                   f"GROUP BY hour ORDER BY hour")
     profile = f"tool home_profile(home_id='{h}')"
+    # the twin's what-if answer carries its calibration of the home
+    calibrated = f"tool what_if(home_id='{h}', scenario={{}}) -> calibration"
     found: list[Finding] = []
 
     sag = ft["indoor_follows_outdoor"]
@@ -249,7 +255,7 @@ def analyse(ev: Evidence) -> Analysis:
             heat_kwh_day * (1.0 - 1.0 / ratio),
             {"ua_calibrated_w_k": ft["ua_calibrated_w_k"], "ua_register_w_k": ft["ua_register_w_k"],
              "ua_ratio": ratio, "threshold": UA_RATIO_POOR, "u_value_w_m2k": ev.register.u_value_w_m2k},
-            [profile + " -> calibration.ua_w_k", f"tool what_if(home_id='{h}', u_value_w_m2k=...)"]))
+            [calibrated + ".ua_w_k", f"tool retrofit_savings(home_id='{h}') -> candidates.insulation_upgrade"]))
         # the power alone cannot tell a leaky envelope from a heat pump below its rating
         found.append(Finding(
             "low_cop", "or a heat pump below its rated COP (power alone shows only UA/COP)",
@@ -260,7 +266,7 @@ def analyse(ev: Evidence) -> Analysis:
             "high_setpoint", "thermostat set high",
             ua * (ft["setpoint_c"] - COMFORT_SETPOINT_C) * 24.0 / 1000.0 / cop,
             {"setpoint_c": ft["setpoint_c"], "threshold": SETPOINT_HIGH_C, "comfort_c": COMFORT_SETPOINT_C},
-            [profile + " -> calibration.setpoint_c", hourly_sql]))
+            [calibrated + ".setpoint_c", hourly_sql]))
     vib = ft["vibration_floor_mm_s"]
     pump_w = 0.0
     if vib >= VIB_FLOOR_PUMP:
@@ -282,14 +288,14 @@ def analyse(ev: Evidence) -> Analysis:
                 excess_w * 24.0 / 1000.0,
                 {"base_load_w": ft["base_load_w"], "base_norm_w": ft["base_norm_w"], "excess_w": round(excess_w, 1),
                  "threshold_w": BASE_EXCESS_W},
-                [profile + " -> calibration.base_load_w",
+                [calibrated + ".base_load_w",
                  f"SELECT quantile(0.05)(power_w) FROM telemetry WHERE home_id = '{h}' AND toHour(ts) BETWEEN 1 AND 4"]))
     if ft["setback_c"] < SETBACK_NONE_C:
         found.append(Finding(
             "no_setback", "no night set-back",
             ua * TYPICAL_SETBACK_C * SETBACK_HOURS / 1000.0 / cop,
             {"setback_c": ft["setback_c"], "threshold": SETBACK_NONE_C, "typical_setback_c": TYPICAL_SETBACK_C},
-            [profile + " -> calibration.setback_c", hourly_sql]))
+            [calibrated + ".setback_c", hourly_sql]))
     found.sort(key=lambda f: -f.excess_kwh_per_day)
     for f in found:
         f.excess_kwh_per_day = round(f.excess_kwh_per_day, 2)
