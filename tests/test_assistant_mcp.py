@@ -79,7 +79,8 @@ def test_every_tool_through_the_sdk_client(tools):
     out, topics, schema, prompt = asyncio.run(go())
     assert out["sql"]["rows"][0][0] > 0
     assert "telemetry" in {t["name"] for t in out["list_tables"]["tables"]}
-    assert "power_w" in {c["name"] for c in out["describe_table"]["columns"]}
+    comments = {c["name"]: c["comment"] for c in out["describe_table"]["columns"]}
+    assert "watts" in comments["power_w"] and comments["kafka_offset"]  # from the Avro docs
     assert "hourly_energy" in {q["name"] for q in out["named_queries"]["queries"]}
     assert out["run_named_query"]["rows"]
     assert out["home_profile"]["home_id"] == HOME
