@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "assistant": ("assistant.assistant_cli", "MCP server over the warehouse and the twins (stdio, or --http with a token)"),
     "explain": ("assistant.explain_cli", "why is a home inefficient: ranked findings, their numbers, how to check them"),
     "consumers": ("ecoretrofit.consumers_cli", "committed offsets and lag of every consumer group (--serve: /metrics)"),
+    "maintain": ("maintenance.maintain_cli", "run the predictive-maintenance stream processor (predictions, predictive work orders)"),
     "eval": ("evaluation.eval_cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.bench_cli", "measure throughput and latency against baselines"),
     "init": ("infra.init_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),

@@ -260,16 +260,17 @@ class Fleet:
         return out
 
     # ------------------------------------------------------------ actions
-    def open_order(self, aid: str, ts: int, kind: str, source: str) -> str:
+    def open_order(self, aid: str, ts: int, kind: str, source: str, order_id: str | None = None) -> str:
         """Open a work order on an asset at ``ts`` (not before the fleet's clock), or
-        return the asset's open order: one open order per asset."""
+        return the asset's open order: one open order per asset. ``order_id``: the id
+        whoever asked for it gave it (a predictor's ``PM-...``); default ``WO-<asset>-<n>``."""
         if kind not in ORDER_KINDS:
             raise ValueError(f"unknown work order kind {kind!r}")
         row = self.by_id.get(aid)
         if row is None:
             raise KeyError(f"unknown asset {aid!r}")
         self.advance(ts)
-        return self._open(row, max(int(ts), self.now_ms), kind, source).order_id
+        return self._open(row, max(int(ts), self.now_ms), kind, source, order_id=order_id).order_id
 
     def advance(self, ts: int) -> None:
         """Process every event up to and including ``ts``."""
@@ -356,14 +357,15 @@ class Fleet:
         order.resolution_code = mode.resolution_code
         order.version += 1
 
-    def _open(self, row: int, t: int, kind: str, source: str, failure_ms: int | None = None) -> WorkOrder:
+    def _open(self, row: int, t: int, kind: str, source: str, failure_ms: int | None = None,
+              order_id: str | None = None) -> WorkOrder:
         order = self.open_orders.get(row)
         if order is not None:
             return order
         a = self.assets[row]
         n = self._orders_seen.get(row, 0) + 1
         self._orders_seen[row] = n
-        order = WorkOrder(f"WO-{a.asset_id}-{n:04d}", a.asset_id, a.home_id, a.region, a.asset_type, a.model,
+        order = WorkOrder(order_id or f"WO-{a.asset_id}-{n:04d}", a.asset_id, a.home_id, a.region, a.asset_type, a.model,
                           kind, source, int(t))
         ti, k = self._asset_key[row]
         if self.types[TYPE_NAMES[ti]].failed[k]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from maintenance.assets import ASSET_TYPES, DAY_MS, HOUR_MS
+from maintenance.assets import ASSET_TYPES, DAY_MS, HOUR_MS, asset_id
 from maintenance.predictor import RulPredictor
 
 #: The telemetry each type's wear shows on (``power_per_degree``: power over the
@@ -78,9 +78,22 @@ class OrderRequest:
     top_signals: tuple
 
 
+def home_assets(home_id: str, has_water: bool) -> list[dict]:
+    """The predictable components of a home, from what its telemetry shows (a stream
+    processor knows homes only from their readings): one per type, water types only
+    where the home has a water system.
+
+    >>> [a["asset_id"] for a in home_assets("H000001", has_water=False)]
+    ['H000001-HP', 'H000001-INV', 'H000001-ENV']
+    """
+    return [{"asset_id": asset_id(home_id, t), "home_id": home_id, "asset_type": t}
+            for t in TYPE_SIGNALS if has_water or not ASSET_TYPES[t].water_only]
+
+
 class PredictiveWorkflow:
     def __init__(self, assets: list[dict], config: WorkflowConfig | None = None):
-        """``assets``: the asset register (asset_id, home_id, asset_type, ...)."""
+        """``assets``: the asset register (asset_id, home_id, asset_type, ...); more
+        may join later (``add_assets``)."""
         self.config = cfg = config or WorkflowConfig()
         horizon_h = cfg.horizon_days * 24.0
         self.predictors = {
@@ -93,16 +106,28 @@ class PredictiveWorkflow:
         }
         self.failures_seen = {t: 0 for t in TYPE_SIGNALS}
         self.home_assets: dict[str, list[tuple[str, str]]] = {}
-        for a in assets:
-            if a["asset_type"] in TYPE_SIGNALS:
-                self.home_assets.setdefault(a["home_id"], []).append((a["asset_id"], a["asset_type"]))
-        self.asset_type = {a["asset_id"]: a["asset_type"] for a in assets if a["asset_type"] in TYPE_SIGNALS}
+        self.asset_type: dict[str, str] = {}
+        self.add_assets(assets)
         self.open_orders: set[str] = set()
         self.episode: dict[str, int] = {}
         self.requested: set[str] = set()  # request ids already asked for
         self.replaced_at: dict[str, int] = {}  # asset -> when its current unit went in
         self._window: dict[str, tuple[int, list[float], list[int]]] = {}
         self.latest: dict[str, dict] = {}  # asset -> its latest prediction record
+        self._made: list[dict] = []  # predictions since the last drain_predictions()
+
+    def add_assets(self, assets: list[dict]) -> None:
+        """Register components (those of a type this workflow predicts; others are ignored)."""
+        for a in assets:
+            aid, t = a["asset_id"], a["asset_type"]
+            if t in TYPE_SIGNALS and aid not in self.asset_type:
+                self.asset_type[aid] = t
+                self.home_assets.setdefault(a["home_id"], []).append((aid, t))
+
+    def drain_predictions(self) -> list[dict]:
+        """Every prediction made since the last call (one per asset and closed window)."""
+        out, self._made = self._made, []
+        return out
 
     # ------------------------------------------------------------ telemetry
     def observe(self, reading: dict) -> list[OrderRequest]:
@@ -148,14 +173,16 @@ class PredictiveWorkflow:
                 continue  # the window mixes the old unit's readings with the new one's
             p = self.predictors[t]
             pred = p.update(aid, m, ts=ts)
-            self.latest[aid] = {"asset_id": aid, "asset_type": t, "ts": ts, "model": cfg.source,
-                                "p_fail": pred.p_fail, "horizon_hours": pred.horizon, "rul_hours": pred.rul,
-                                "top_signals": pred.top_signals}
+            self.latest[aid] = rec = {"asset_id": aid, "home_id": home, "asset_type": t, "ts": ts,
+                                      "model": cfg.source, "p_fail": pred.p_fail, "horizon_hours": pred.horizon,
+                                      "rul_hours": pred.rul, "top_signals": pred.top_signals, "order_id": None}
+            self._made.append(rec)
             if (pred.p_fail >= cfg.threshold and self.failures_seen[t] >= cfg.min_failures
                     and aid not in self.open_orders):
                 rid = f"PM-{aid}-{self.episode.get(aid, 0)}"
                 if rid not in self.requested:
                     self.requested.add(rid)
+                    rec["order_id"] = rid
                     out.append(OrderRequest(rid, aid, ts, cfg.source, pred.p_fail, pred.rul, pred.top_signals))
         return out
 
@@ -187,6 +214,8 @@ class PredictiveWorkflow:
         predictors, which episode each asset is in, which requests were already made,
         which assets have an open order, and the half-filled windows."""
         return {
+            "assets": [{"asset_id": a, "home_id": h, "asset_type": t}
+                       for h, items in self.home_assets.items() for a, t in items],
             "predictors": {t: p.state() for t, p in self.predictors.items()},
             "failures_seen": dict(self.failures_seen),
             "open_orders": sorted(self.open_orders),
@@ -202,6 +231,7 @@ class PredictiveWorkflow:
         if set(preds) != set(self.predictors):
             raise ValueError("checkpoint predicts other component types")
         self.predictors = preds
+        self.add_assets(state.get("assets", []))
         self.failures_seen = {t: int(state["failures_seen"].get(t, 0)) for t in self.predictors}
         self.open_orders = set(state["open_orders"])
         self.episode = {a: int(e) for a, e in state["episode"].items()}

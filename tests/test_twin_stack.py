@@ -67,7 +67,8 @@ def test_live_state_by_event_time_and_hostile_messages(twin):
     assert h["telemetry_undecodable"] >= 1
     doc = http.get("/twins/H000001", headers=r).json()
     assert doc["metrics"]["power_w"] == {"ts": twin["now"], "value": 1234.5}
-    assert doc["late_readings"] >= 1 and doc["status"] == "online"
+    # other tests of the session share the stack: the home may also be in alert, never silent
+    assert doc["late_readings"] >= 1 and doc["status"] in ("online", "alert")
 
 
 def test_alerts_from_the_topic(twin):
@@ -83,8 +84,12 @@ def test_alerts_from_the_topic(twin):
     p.produce(s.topic_alerts, enc.encode(alert), b"H000002")
     p.flush(10)
     del p
-    _wait(lambda: http.get("/twins/H000002/alerts", headers=r).json())
-    assert http.get("/twins/H000002/alerts", params={"state": "firing"}, headers=r).json()[0]["metric"] == "voltage_v"
+    def ours():
+        return [a for a in http.get("/twins/H000002/alerts", params={"state": "firing"}, headers=r).json()
+                if a["alert_id"] == alert["alert_id"]]
+
+    _wait(ours)
+    assert ours()[0]["metric"] == "voltage_v" and ours()[0]["anomalies"] == 3
     listed = http.get("/twins", params={"in_alert": True}, headers=r).json()
     assert "H000002" in [i["home_id"] for i in listed["items"]]
     assert http.get("/city", headers=r).json()["total"]["in_alert"] >= 1
@@ -115,6 +120,28 @@ def test_work_orders_from_the_topic(twin):
 
     _wait(lambda: (held() or {}).get("version") == 2 and _health(twin)["live"].get("work_orders", 0) >= 3)
     assert held()["status"] == "closed"
+
+
+def test_predictions_from_the_topic(twin):
+    """The newest prediction per asset (by event time) is the twin's; an older one arriving late is not."""
+    s, http, r = twin["settings"], twin["http"], twin["r"]
+    from confluent_kafka import Producer
+
+    enc = encoder_for(s, s.topic_predictions, schemas.MAINTENANCE_PREDICTION)
+    base = {"asset_id": "H000007-HP", "home_id": "H000007", "region": "", "asset_type": "heat_pump",
+            "model": "model:test@1", "horizon_hours": 168.0, "top_signals": ["power_w"],
+            "top_contributions_hours": [12.0], "order_id": None}
+    newer = dict(base, prediction_id=f"H000007-HP/{twin['now']}/test", ts=twin["now"], p_fail=0.8, rul_hours=50.0)
+    older = dict(base, prediction_id=f"H000007-HP/{twin['now'] - 60_000}/test", ts=twin["now"] - 60_000,
+                 p_fail=0.1, rul_hours=900.0)
+    p = Producer(s.producer_config())
+    for rec in (newer, older):
+        p.produce(s.topic_predictions, enc.encode(rec), rec["asset_id"].encode())
+    p.flush(10)
+    del p
+    _wait(lambda: _health(twin)["live"].get("predictions", 0) >= 2)
+    held = http.get("/twins/H000007/predictions", headers=r).json()
+    assert [(x["asset_id"], x["p_fail"]) for x in held] == [("H000007-HP", 0.8)]
 
 
 def test_read_endpoints_and_errors(twin):

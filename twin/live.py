@@ -1,6 +1,6 @@
 """Keeps a ``TwinStore`` live from the topics: telemetry from the newest offsets (a
-twin's state is its latest readings), anomalies, alerts and work orders from the
-beginning of their retention (open alerts and orders must be known). One confluent-kafka consumer, partitions
+twin's state is its latest readings), anomalies, alerts, work orders and maintenance
+predictions from the beginning of their retention (open alerts and orders must be known). One confluent-kafka consumer, partitions
 assigned explicitly (no consumer group to join: every twin service sees everything).
 
 Hostile input: an undecodable message or a record of an unknown home is counted
@@ -22,7 +22,8 @@ log = logging.getLogger("eco.twin.live")
 
 #: record kind -> (topic declaration, start at the beginning?)
 FEEDS = {"telemetry": (topic_decl.TELEMETRY, False), "anomalies": (topic_decl.ANOMALIES, True),
-         "alerts": (topic_decl.ALERTS, True), "work_orders": (topic_decl.WORK_ORDERS, True)}
+         "alerts": (topic_decl.ALERTS, True), "work_orders": (topic_decl.WORK_ORDERS, True),
+         "predictions": (topic_decl.PREDICTIONS, True)}
 
 
 class LiveFeed:

@@ -172,7 +172,11 @@ class Twin:
             self.work_orders[o["order_id"]] = dict(o)
 
     def apply_prediction(self, p: dict) -> None:
-        self.predictions[p["asset"]] = dict(p)
+        """The latest prediction per asset, by event time."""
+        asset = p.get("asset_id") or p["asset"]
+        cur = self.predictions.get(asset)
+        if cur is None or int(p.get("ts", 0)) >= int(cur.get("ts", 0)):
+            self.predictions[asset] = dict(p)
 
     def open_alerts(self) -> list[dict]:
         return [a for a in self.alerts.values() if a["state"] == "firing"]
@@ -243,7 +247,7 @@ class TwinStore:
     # ---- feeding
     def apply(self, kind: str, record: dict) -> bool:
         """Route one record from a topic; False for an unknown home (counted by caller)."""
-        twin = self.twins.get(record.get("home_id") or str(record.get("asset", "")).split("-")[0])
+        twin = self.twins.get(record.get("home_id") or str(record.get("asset_id", "")).split("-")[0])
         if twin is None:
             return False
         if kind == "telemetry":

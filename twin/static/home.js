@@ -74,7 +74,9 @@
     Eco.table($("alerts"), [["metric", (a) => a.metric], ["since", (a) => Eco.time(a.started_at)], ["severity", (a) => Eco.pill(a.severity)],
       ["anomalies", (a) => a.anomalies]], doc.alerts);
     if (!doc.alerts.length) $("alerts").textContent = "none";
-    Eco.table($("predictions"), [["asset", (p) => p.asset], ["RUL", (p) => Eco.fmt(p.rul, 0)], ["P(fail)", (p) => Eco.fmt(p.p_fail, 2)]], doc.predictions);
+    Eco.table($("predictions"), [["asset", (p) => p.asset_id], ["P(fail)", (p) => Eco.fmt(p.p_fail, 2)],
+      ["within", (p) => Eco.fmt(p.horizon_hours, 0) + " h"], ["RUL", (p) => Eco.fmt(p.rul_hours, 0) + " h"],
+      ["signals", (p) => (p.top_signals || []).slice(0, 2).join(", ")], ["model", (p) => p.model]], doc.predictions);
     if (!doc.predictions.length) $("predictions").textContent = "none yet";
   }
 
