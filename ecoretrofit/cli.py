@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "topics": ("ecoretrofit.topics_cli", "print the contract of every topic"),
     "maintenance": ("maintenance.maintenance_cli", "component reliability: MTBF, MTTR, Kaplan-Meier and Weibull fits, next failures"),
     "twin": ("twin.twin_cli", "the digital twin of every home: HTTP API, what-if and the city dashboard"),
+    "assistant": ("assistant.assistant_cli", "MCP server over the warehouse and the twins (stdio, or --http with a token)"),
+    "explain": ("assistant.explain_cli", "why is a home inefficient: ranked findings, their numbers, how to check them"),
     "consumers": ("ecoretrofit.consumers_cli", "committed offsets and lag of every consumer group (--serve: /metrics)"),
     "maintain": ("maintenance.maintain_cli", "run the predictive-maintenance stream processor (predictions, predictive work orders)"),
     "eval": ("evaluation.eval_cli", "score the detectors on injected faults or on NAB"),

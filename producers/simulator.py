@@ -30,6 +30,10 @@ with numpy:
   lamp dims, a filter clogs, a heat pump's COP falls, insulation leaks), a failed one
   stops, and technicians reset the wear. Only homes with a worn or failed component are
   touched, and the fleet draws from its own hash streams, never the noise generator.
+- **causes of inefficiency** (optional, ``causes=CausePlan``, ``producers.causes``):
+  poor insulation, a degraded heat pump, a high thermostat, no night set-back, an
+  always-on load, a pump that never stops, for the whole run, with ground truth. Only
+  the homes with a cause are touched.
 
 Per-home parameters come from a counter-based hash of ``(seed, home index)``, so home
 ``H000042`` is the same home in a city of 100 or of 100,000. Noise comes from one
@@ -66,6 +70,7 @@ import numpy as np
 import schemas
 from ecoretrofit.hashing import uniforms as _uniforms
 from maintenance.fleet import Fleet, MaintenanceConfig
+from producers.causes import CauseEffects, CausePlan
 from producers.faults import FaultPlan, FaultRecord
 
 #: The TelemetryReading fields, in schema order.
@@ -108,6 +113,8 @@ SETBACK = np.where(_HOURS >= 12, _smoothstep(22.5, 23.5), 1.0 - _smoothstep(5.5,
 INTERNAL_GAIN_FRACTION = 0.7
 #: Extra circulation-pump electricity per litre/minute of flow, W.
 PUMP_W_PER_LPM = 6.0
+#: Relative rise of the circulation pump's vibration per litre/minute of flow.
+PUMP_VIB_PER_LPM = 0.015
 #: Proportional thermostat gain, in multiples of the home's loss UA.
 CONTROL_GAIN_PER_UA = 3.0
 
@@ -220,6 +227,7 @@ class CitySimulator:
         water_fraction: float = 0.35,
         faults: FaultPlan | None = None,
         maintenance: MaintenanceConfig | None = None,
+        causes: CausePlan | None = None,
     ):
         if homes < 1:
             raise ValueError("homes must be at least 1")
@@ -286,6 +294,24 @@ class CitySimulator:
         self.uv0 = (30.0 + 15.0 * u(19))[w]
         self.p0 = (2.6 + 0.8 * u(20))[w]
         self.pump_w = np.where(self.has_water, 60.0 + 80.0 * u(21), 0.0)
+
+        # ---- causes of inefficiency (optional): the home as it really is, for the whole
+        # run; the register (``insulation``, the rated COP) keeps what it was built as.
+        self.causes: CausePlan | None = causes
+        self._pump_add_w: np.ndarray | None = None
+        self._pump_vib_add: np.ndarray | None = None
+        if causes is not None and len(causes):
+            e = CauseEffects.of(causes, self.home_index, n)
+            self.ua = self.ua * e.ua_factor  # heat capacity stays: a shorter time constant
+            self.gain = CONTROL_GAIN_PER_UA * self.ua
+            self.q_heat_max = self.ua * 36.0 * e.capacity_factor
+            self.q_cool_max = self.ua * 16.0 * e.capacity_factor
+            self.cop = self.cop * e.cop_factor
+            self.setpoint = self.setpoint + e.setpoint_add_c
+            self.setback = np.where(e.no_setback, 0.0, self.setback)
+            self.base_load = self.base_load + e.base_add_w
+            if e.pump_add_w.any():
+                self._pump_add_w, self._pump_vib_add = e.pump_add_w, e.pump_vib_add
 
         # ---- regions: climate from the region's name, so it does not depend on order
         self.clim_mean, self.clim_season, self.clim_daily = region_climate(self.seed, regions)
@@ -586,6 +612,8 @@ class CitySimulator:
 
         # ---- power and energy
         p_true = self.base_load + occ + hvac_w
+        if self._pump_add_w is not None:
+            p_true = p_true + self._pump_add_w
         if nw:
             p_true[w] += self.pump_w[w] + PUMP_W_PER_LPM * flow_w
         p_true = np.abs(p_true + (8.0 + 0.015 * p_true) * zn())
@@ -596,7 +624,9 @@ class CitySimulator:
         volt = 231.0 + self._feeder[self.region_idx] + self.v_offset - 3.0 * city_load - 0.00045 * p_true + 0.3 * zn()
         pump_part = self.pump_vib.copy()
         if nw:
-            pump_part[w] *= 1.0 + 0.015 * flow_w
+            pump_part[w] *= 1.0 + PUMP_VIB_PER_LPM * flow_w
+        if self._pump_vib_add is not None:
+            pump_part += self._pump_vib_add
         vib = (self.vib_base + pump_part) * np.exp(0.06 * zn())
         if "circulation_pump" in wear:  # bearing wear shakes; a stopped pump does not
             i, x, failed = wear["circulation_pump"]
