@@ -326,6 +326,15 @@ class LocalStack:
         self._stop(comp)
         self._start(comp)
 
+    def reload_broker_auth(self) -> bool:
+        """Ask a running local Mosquitto to re-read its password and ACL files (SIGHUP:
+        no connection is dropped). False if it is not running here."""
+        pid = self._pid("mqtt")
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGHUP)
+        return True
+
     def status(self) -> list[tuple[str, int | None, bool]]:
         return [(c.name, self._pid(c.name), c.healthy()) for c in self.components_for_stop()]
 
