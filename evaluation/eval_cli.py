@@ -5,22 +5,28 @@
   scores the result the way NAB does, beside NAB's published scoreboard. Result
   directories in NAB's layout (``RESULTS_DIR/<detector>/<category>/<detector>_<file>.csv``)
   can be scored too; ``DIR/results`` is scored as a reference when present.
-- ``ecoretrofit eval faults …`` is delegated to ``evaluation.faults`` (fault injection
-  on simulated homes), imported only when chosen.
+- ``ecoretrofit eval faults …`` scores detectors on simulated homes with injected
+  faults (``evaluation.faults``), or the deployed processor through Kafka
+  (``--through-kafka``, ``evaluation.faults_kafka``); both imported only when chosen.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
+import math
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from ecoretrofit.errors import CommandError
+from evaluation.faults import DEFAULT_THRESHOLD
+from producers.faults import KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,31 +49,212 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nab.add_argument("--json", action="store_true", help="print the results as JSON")
     nab.add_argument("--files", action="store_true", help="also print the per-file breakdown (standard profile)")
 
-    # Everything after "faults" goes to evaluation.faults' own parser, built in run():
-    # '+' as prefix so that this placeholder takes "--options" as plain words.
     faults = sub.add_parser("faults", help="score detectors on simulated homes with injected faults",
-                            add_help=False, prefix_chars="+")
-    faults.add_argument("rest", nargs=argparse.REMAINDER)
+                            description="Inject seeded faults into simulated homes and score the detectors "
+                                        "(event-level matching), in process or through Kafka.")
+    faults_arguments(faults)
 
 
 def run(args: argparse.Namespace, settings: object) -> int:
     if args.eval_command == "faults":
-        return _run_faults(args.rest, settings)
+        return run_faults(args, settings)
     return _run_nab(args)
 
 
 # --------------------------------------------------------------------------- faults
+def faults_arguments(parser) -> None:
+    parser.add_argument("--homes", type=int, default=40, help="homes to simulate (default 40)")
+    parser.add_argument("--hours", type=float, default=12.0, help="simulated hours (default 12)")
+    parser.add_argument("--seed", type=int, default=None, help="scenario seed (default: ECO_SEED)")
+    parser.add_argument("--step-s", type=float, default=10.0, help="seconds between readings (default 10)")
+    parser.add_argument(
+        "--start", default="2024-01-15T00:00:00Z", help="simulated start time, ISO 8601 UTC (default mid-January)"
+    )
+    parser.add_argument("--detectors", default="", help="comma-separated detector names (default: all, plus 'gaps')")
+    parser.add_argument("--kinds", default="", help=f"comma-separated fault kinds (default: all of {', '.join(KINDS)})")
+    parser.add_argument("--faults-per-kind", type=int, default=6, help="faults of each kind (default 6)")
+    parser.add_argument(
+        "--threshold",
+        default=str(DEFAULT_THRESHOLD),
+        help="alarm when score >= this: one value for all, and/or NAME=VALUE per detector "
+        f"(default {DEFAULT_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="DET.KEY=VALUE", help="detector parameter, e.g. zscore.window=60"
+    )
+    parser.add_argument("--grace-s", type=float, default=600.0, help="alarms up to this long after a fault's end still match it")
+    parser.add_argument("--merge-gap-s", type=float, default=None, help="alarms this close form one episode (default: one step)")
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="worker processes for the detectors (default: one per CPU)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.add_argument(
+        "--through-kafka", action="store_true",
+        help="measure end to end: produce to a fresh topic, score with one Faust worker, read its anomalies "
+        "(starts the local stack if needed; ignores --start/--detectors/--threshold/--param)",
+    )
 
 
-def _run_faults(argv: list[str], settings: object) -> int:
-    if "evaluation.faults" not in sys.modules and importlib.util.find_spec("evaluation.faults") is None:
-        raise CommandError("'eval faults' is not available yet: evaluation/faults.py "
-                           "(the fault-injection evaluation) is not in this checkout")
-    faults = importlib.import_module("evaluation.faults")
-    parser = argparse.ArgumentParser(prog="ecoretrofit eval faults",
-                                     description=(faults.__doc__ or "").strip().split("\n")[0] or None)
-    faults.add_arguments(parser)
-    return int(faults.run(parser.parse_args(argv), settings) or 0)
+def parse_thresholds(text: str, detectors: Sequence[str]) -> dict[str, float]:
+    """``"0.9999"`` or ``"0.9999,stuck=0.999"`` -> per-detector thresholds.
+
+    >>> parse_thresholds("0.99,stuck=0.5", ["zscore", "stuck"])
+    {'zscore': 0.99, 'stuck': 0.5}
+    """
+    default = DEFAULT_THRESHOLD
+    per: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            per[k.strip()] = float(v)
+        else:
+            default = float(part)
+    return {d: per.get(d, default) for d in detectors}
+
+
+def parse_params(items: Sequence[str]) -> dict[str, dict[str, object]]:
+    """``["zscore.window=60"]`` -> ``{"zscore": {"window": 60}}``.
+
+    >>> parse_params(["zscore.window=60", "stuck.tol=0.001", "x.mode=fast"])
+    {'zscore': {'window': 60}, 'stuck': {'tol': 0.001}, 'x': {'mode': 'fast'}}
+    """
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        det, _, name = key.partition(".")
+        if not (det and name and _):
+            raise ValueError(f"--param {item!r}: expected DET.KEY=VALUE")
+        value: object = raw
+        for conv in (int, float):
+            try:
+                value = conv(raw)
+                break
+            except ValueError:
+                pass
+        out.setdefault(det, {})[name] = value
+    return out
+
+
+def run_faults(args, settings) -> int:
+    from evaluation.faults import GAP_DETECTOR, default_detectors, evaluate, format_table, record
+
+    if args.through_kafka:
+        return run_faults_through_kafka(args, settings)
+    seed = settings.seed if args.seed is None else args.seed
+    step_ms = int(round(args.step_s * 1000))
+    if step_ms <= 0 or args.homes < 1 or args.hours <= 0:
+        raise CommandError("--homes, --hours and --step-s must be positive")
+    try:
+        start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(f"--start {args.start!r}: not an ISO 8601 time") from None
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    start_ms = int(start.timestamp() * 1000)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) or KINDS
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise CommandError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    try:
+        known = default_detectors() + [GAP_DETECTOR]
+    except Exception as exc:  # a broken detector module should say so, not crash the CLI
+        raise CommandError(f"cannot load the detectors: {exc}") from exc
+    detectors = [d.strip() for d in args.detectors.split(",") if d.strip()] or known
+    unknown = [d for d in detectors if d not in known]
+    if unknown:
+        raise CommandError(f"unknown detector(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    try:
+        thresholds = parse_thresholds(args.threshold, [d for d in detectors if d != GAP_DETECTOR])
+        params = parse_params(args.param)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    progress = not args.no_progress
+    t0 = time.perf_counter()
+    rec = record(
+        args.homes, args.hours, seed, step_ms=step_ms, start_ms=start_ms, regions=settings.regions,
+        kinds=kinds, faults_per_kind=args.faults_per_kind, progress=progress,
+    )
+    sim_s = time.perf_counter() - t0
+    merge = None if args.merge_gap_s is None else int(round(args.merge_gap_s * 1000))
+    report = evaluate(
+        rec, detectors, thresholds, params, grace_ms=int(round(args.grace_s * 1000)), merge_gap_ms=merge,
+        progress=progress, jobs=args.jobs or os.cpu_count() or 1,
+    )
+    report.update(
+        seed=seed, hours=args.hours, start=start.isoformat(), kinds=list(kinds), thresholds=thresholds,
+        params=params, simulate_seconds=sim_s,
+    )
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, default=json_default)
+        print()
+        return 0
+    print(
+        f"Fault detection: {report['homes']} homes x {args.hours:g} h at {step_ms / 1000:g} s steps "
+        f"from {start:%Y-%m-%d %H:%M} UTC, seed {seed}: {report['readings']:,} readings, "
+        f"{len(rec.faults)} faults, {report['series']} scored series"
+    )
+    thr = ", ".join(f"{k} {v:g}" for k, v in thresholds.items())
+    print(
+        f"alarm: score >= threshold ({thr}); episode = alarms <= {report['merge_gap_ms'] / 1000:g} s apart; "
+        f"match window = [start, end + {report['grace_ms'] / 1000:g} s]"
+    )
+    print()
+    print(format_table(report))
+    print(
+        "CPU time: simulate {:.1f} s; ".format(sim_s)
+        + ", ".join(f"{k} {v:.1f} s" for k, v in report["detector_seconds"].items())
+    )
+    return 0
+
+
+
+def run_faults_through_kafka(args, settings) -> int:
+    """``ecoretrofit eval faults --through-kafka``."""
+    from evaluation.faults import format_table
+    from evaluation.faults_kafka import evaluate_through_kafka, format_counts
+
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) or KINDS
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise CommandError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    seed = settings.seed if args.seed is None else args.seed
+    try:
+        report = evaluate_through_kafka(
+            settings, homes=args.homes, hours=args.hours, step_s=args.step_s, seed=seed, kinds=kinds,
+            faults_per_kind=args.faults_per_kind, grace_s=args.grace_s, progress=not args.no_progress,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if args.json:
+        json.dump(report, sys.stdout, indent=2, default=json_default)
+        print()
+        return 0
+    print(
+        f"Fault detection through Kafka ({report['detector']} + stuck + gap in one Faust worker): "
+        f"{report['homes']} homes x {report['hours']:g} h at {report['step_ms'] / 1000:g} s steps, seed {seed}, "
+        f"{len(report['faults'])} faults; episode = alarms <= {report['merge_gap_ms'] / 1000:g} s apart; "
+        f"match window = [start, end + {report['grace_ms'] / 1000:g} s]"
+    )
+    print(format_counts(report))
+    print()
+    # format_table's last line is about per-series rates, which do not apply here
+    print("\n".join(format_table({**report, "false_episodes_per_series_day": {}}).splitlines()[:-1]))
+    print(
+        "false episodes per home-day: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in report["false_episodes_per_home_day"].items())
+    )
+    return 0
+
+
+def json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 # --------------------------------------------------------------------------- nab

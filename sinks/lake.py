@@ -254,7 +254,7 @@ class S3Ledger:
 
 
 def lake_writer(settings, spec, prefix: str | None = None) -> tuple[LakeWriter, S3Ledger]:
-    from infra.localstack.stack import s3_client
+    from ecoretrofit.admin import s3_client
 
     if tuple(spec.columns) != TELEMETRY_COLUMNS:
         raise ValueError(f"the lake stores telemetry readings; {spec.topic} has columns {spec.columns}")
@@ -321,7 +321,7 @@ def import_range(settings, client, start: dt.date, end: dt.date, table: str = "t
     inserted with one ``INSERT … SELECT … FROM s3()``. Returns one dict per day:
     ``{"date", "files", "rows"}`` (rows counted in the table afterwards).
     """
-    from infra.localstack.stack import s3_client
+    from ecoretrofit.admin import s3_client
 
     s3 = s3 or s3_client(settings)
     db = settings.clickhouse_database

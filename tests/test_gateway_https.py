@@ -25,7 +25,7 @@ def gateway(stack_settings):
     ca = str(tls_files(s).ca)
 
     def up():
-        assert proc.poll() is None, "gateway exited at start-up; see logs/gateway-https.log"
+        assert proc.running(), "gateway exited at start-up; see logs/gateway-https.log"
         try:
             return httpx.get(f"{s.gateway_url}/healthz", verify=ssl.create_default_context(cafile=ca), timeout=2).status_code == 200
         except httpx.HTTPError:

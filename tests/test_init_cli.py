@@ -12,7 +12,8 @@ import sys
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from infra.localstack.stack import s3_client, topic_specs
+from ecoretrofit.admin import s3_client
+from schemas.topics import TOPICS, partitions_by_name
 from sinks import warehouse
 
 
@@ -33,12 +34,13 @@ def test_init_job_prepares_the_cluster_and_is_idempotent(stack_settings):
             assert f"init: {step:<8} ok" in proc.stdout, proc.stdout
 
     topics = AdminClient({"bootstrap.servers": s.kafka_bootstrap}).list_topics(timeout=10).topics
-    for topic, partitions in topic_specs(s).items():
+    for topic, partitions in partitions_by_name(s).items():
         assert topic in topics and len(topics[topic].partitions) == partitions, topic
 
     registry = SchemaRegistryClient({"url": s.schema_registry_url})
-    for topic in (s.topic_telemetry, s.topic_anomalies):
-        assert registry.get_compatibility(f"{topic}-value") == "BACKWARD"
+    for topic in TOPICS:
+        if topic.value_schema:
+            assert registry.get_compatibility(topic.subject(s)) == topic.compatibility == "BACKWARD"
 
     buckets = {b["Name"] for b in s3_client(s).list_buckets()["Buckets"]}
     assert s.s3_lake_bucket in buckets

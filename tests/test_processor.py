@@ -11,7 +11,7 @@ import numpy as np
 
 from bench.pipeline import scrape
 from conftest import spawn, stop
-from infra.localstack.stack import ensure_topics
+from ecoretrofit.admin import ensure_topics
 from producers.producer import TelemetryProducer
 from producers.simulator import CitySimulator
 from helpers import free_port, unique, wait_for
@@ -36,6 +36,7 @@ def _produce_ticks(settings, region: str, homes: int, ticks: int, start_ms: int,
             cols["power_w"] = cols["power_w"] + spike_power
         producer.send_columns(cols)
     assert producer.flush(15) == 0
+    producer.close()
     return producer.stats.acked
 
 

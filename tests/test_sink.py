@@ -504,7 +504,8 @@ def produce_readings(settings, region, homes, ticks, start_ms, sim=None):
     from producers.simulator import CitySimulator
 
     sim = sim or CitySimulator(homes, [region], seed=11, start_ms=start_ms)
-    stats = run_backfill(sim, TelemetryProducer(settings), start_ms, ticks, progress=False)
+    with TelemetryProducer(settings) as producer:
+        stats = run_backfill(sim, producer, start_ms, ticks, progress=False)
     assert stats.failed == 0 and stats.in_flight == 0, stats
     return sim, stats.acked
 
@@ -530,7 +531,7 @@ def test_sigkill_between_insert_and_commit_then_restart_stores_exactly_once(stac
     from confluent_kafka import Producer
 
     from conftest import spawn, stop
-    from infra.localstack.stack import ensure_topics
+    from ecoretrofit.admin import ensure_topics
     from sinks.warehouse import connect
 
     topic, region, group = unique("eco.test.sink"), unique("sink"), unique("eco-sink-test")
@@ -616,6 +617,7 @@ def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_pr
         stack.restart("warehouse")
         restart_s = time.monotonic() - t0
         thread.join()
+        producer.close()
         produced = producer.stats.acked
         assert produced == homes * ticks
         client = connect(s)

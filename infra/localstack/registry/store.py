@@ -19,6 +19,8 @@ import time
 import uuid
 from typing import Iterator, Protocol
 
+from schemas.topics import SCHEMAS
+
 log = logging.getLogger(__name__)
 
 
@@ -96,7 +98,7 @@ class KafkaLog:
     def __init__(
         self,
         client_config: dict,
-        topic: str = "_schemas",
+        topic: str = SCHEMAS.name,
         *,
         timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,
