@@ -1,4 +1,5 @@
-"""``ecoretrofit gateway serve``: the HTTPS device gateway (``POST /v1/telemetry``).
+"""``ecoretrofit gateway serve``: the HTTPS device gateway (``POST /v1/telemetry``);
+``ecoretrofit gateway bridge``: the MQTT -> Kafka bridge (gateway/bridge.py).
 
 Binds ECO_BIND_HOST on port base + 443 (or ``--port``), TLS only, with the data
 directory's own certificates unless ECO_GATEWAY_TLS_CERT/KEY name real ones.
@@ -13,11 +14,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
     serve = sub.add_parser("serve", help="serve POST /v1/telemetry over HTTPS")
     serve.add_argument("--port", type=int, help="default: ECO_PORT_BASE + 443")
+    bridge = sub.add_parser("bridge", help="MQTT -> Kafka bridge (shared subscription; run several to scale)")
+    bridge.add_argument("--client-id", default="eco-bridge-1",
+                        help="stable per bridge instance: the broker keeps its session (and queue) by it")
 
 
 def run(args: argparse.Namespace, settings) -> int:
     if args.action == "serve":
         return serve(settings, args.port)
+    if args.action == "bridge":
+        return bridge(settings, args.client_id)
     return 2
 
 
@@ -39,6 +45,28 @@ def serve(settings, port: int | None = None) -> int:
             log_level="warning", access_log=False, server_header=False,
             timeout_keep_alive=30, timeout_graceful_shutdown=10,
         )
+    finally:
+        left = producer.close()
+    return 0 if not left else 1
+
+
+def bridge(settings, client_id: str) -> int:
+    import signal
+    import threading
+
+    from gateway.bridge import Bridge
+    from gateway.kafka_out import AckedProducer
+
+    import logging
+
+    # connects, disconnects and subscriptions are worth a line in the log
+    logging.getLogger("gateway.bridge").setLevel(logging.INFO)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    producer = AckedProducer(settings)
+    try:
+        Bridge(settings, producer, client_id).run(stop)
     finally:
         left = producer.close()
     return 0 if not left else 1

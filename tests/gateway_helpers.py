@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 import schemas
 from ecoretrofit.serde import decoder_for
@@ -38,7 +38,7 @@ def telemetry_for(settings, homes: set[str], idle_s: float = 4.0, timeout_s: flo
     decoder = decoder_for(settings, schemas.TELEMETRY_READING)
     c = Consumer({**settings.kafka_client_config(), "group.id": unique("gw-test"),
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([settings.topic_telemetry])
+    _assign_all(c, settings.topic_telemetry)
     out: list[dict] = []
     deadline = time.monotonic() + timeout_s
     last_new = time.monotonic()
@@ -63,3 +63,31 @@ def stored(settings, homes: set[str]) -> tuple[int, int]:
         "WHERE home_id IN %(h)s", parameters={"h": sorted(homes)}
     ).result_rows[0]
     return int(rows), int(distinct)
+
+
+def dead_letters_for(settings, homes: set[str], idle_s: float = 4.0, timeout_s: float = 60.0) -> list[dict]:
+    """Dead letters whose MQTT topic names one of ``homes``: headers and raw value."""
+    c = Consumer({**settings.kafka_client_config(), "group.id": unique("gw-dlq"),
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    _assign_all(c, settings.topic_deadletter)
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - last_new < idle_s:
+            for msg in c.consume(1000, 0.5):
+                if msg.error():
+                    continue
+                headers = {k: v.decode(errors="replace") for k, v in (msg.headers() or [])}
+                if any(h in headers.get("source_topic", "") for h in homes):
+                    out.append({**headers, "value": msg.value()})
+                    last_new = time.monotonic()
+    finally:
+        c.close()
+    return out
+
+
+def _assign_all(consumer: Consumer, topic: str) -> None:
+    """Every partition from the start, without a group join (which takes seconds here)."""
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

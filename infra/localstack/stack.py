@@ -162,9 +162,28 @@ class LocalStack:
                 start_timeout=120.0,
             ),
         ]
+        comps.append(self._mqtt_component())
         if self.with_prometheus:
             comps.append(self._prometheus_component())
         return comps
+
+    def _mqtt_component(self) -> Component:
+        """Mosquitto for the devices: TLS only, per-device credentials and ACL from the
+        device registry (gateway/mqtt_broker.py writes its files)."""
+        from gateway import mqtt_broker
+
+        binary = mqtt_broker.mosquitto_binary()
+        if binary is None:
+            raise CommandError("mosquitto not found: apt-get install mosquitto (make setup does)")
+        s = self.settings
+        conf = self.data_dir / "mqtt" / "mosquitto.conf"
+        return Component(
+            name="mqtt",
+            argv=[str(binary), "-c", str(conf)],
+            ports=[s.port("mqtt")],
+            healthy=lambda: mqtt_broker.tls_ok(s.mqtt_host, s.mqtt_port, mqtt_broker.tls_files(s).ca),
+            stop_timeout=10.0,
+        )
 
     def _created_topics(self) -> None:
         created = ensure_topics(self.settings)
@@ -358,6 +377,9 @@ class LocalStack:
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))
         ident.chmod(0o600)
+        from gateway import mqtt_broker
+
+        mqtt_broker.prepare(s)
 
     def _pidfile(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
