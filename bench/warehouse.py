@@ -349,19 +349,15 @@ def _time_query(client, sql: str, params: dict | None = None, runs: int = 3) -> 
 def named_queries(settings: Settings, until: str) -> dict[str, tuple[str, dict]]:
     """Every sinks/queries/*.sql with its declared defaults, ``until`` (if declared)
     set to the end of the benchmark data."""
-    from sinks import query_cli
+    from sinks.named_queries import QUERIES_DIR, load_named
 
     out = {}
-    for path in sorted(query_cli.QUERIES_DIR.glob("*.sql")):
+    for path in sorted(QUERIES_DIR.glob("*.sql")):
         name = path.stem
         try:
-            load = getattr(query_cli, "load_named", None)
-            if load is not None:
-                q = load(name)
-                params = q.bind({"until": until} if any(p.name == "until" for p in q.params) else {})
-                out[name] = (q.sql(settings), params)
-            else:
-                out[name] = (query_cli.resolve_sql(name, settings), {})
+            q = load_named(name)
+            params = q.bind({"until": until} if any(p.name == "until" for p in q.params) else {})
+            out[name] = (q.sql(settings), params)
         except Exception as exc:  # a query being written right now may not parse yet
             out[name] = (None, {"error": str(exc)})
     return out

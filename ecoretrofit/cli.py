@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sink": ("sinks.sink_cli", "batching ClickHouse sink with exactly-once delivery"),
     "lake": ("sinks.lake_cli", "the telemetry data lake on S3: import days into ClickHouse, stats"),
     "topics": ("ecoretrofit.topics_cli", "print the contract of every topic"),
+    "consumers": ("ecoretrofit.consumers_cli", "committed offsets and lag of every consumer group (--serve: /metrics)"),
     "eval": ("evaluation.eval_cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.bench_cli", "measure throughput and latency against baselines"),
     "init": ("infra.init_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),

@@ -152,10 +152,7 @@ def run_faults(args, settings) -> int:
     if start.tzinfo is None:
         start = start.replace(tzinfo=timezone.utc)
     start_ms = int(start.timestamp() * 1000)
-    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) or KINDS
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise CommandError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    kinds = fault_kinds(args.kinds)
     try:
         known = default_detectors() + [GAP_DETECTOR]
     except Exception as exc:  # a broken detector module should say so, not crash the CLI
@@ -186,9 +183,7 @@ def run_faults(args, settings) -> int:
         params=params, simulate_seconds=sim_s,
     )
     if args.json:
-        json.dump(report, sys.stdout, indent=2, default=json_default)
-        print()
-        return 0
+        return print_json(report)
     print(
         f"Fault detection: {report['homes']} homes x {args.hours:g} h at {step_ms / 1000:g} s steps "
         f"from {start:%Y-%m-%d %H:%M} UTC, seed {seed}: {report['readings']:,} readings, "
@@ -214,10 +209,7 @@ def run_faults_through_kafka(args, settings) -> int:
     from evaluation.faults import format_table
     from evaluation.faults_kafka import evaluate_through_kafka, format_counts
 
-    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) or KINDS
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise CommandError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    kinds = fault_kinds(args.kinds)
     seed = settings.seed if args.seed is None else args.seed
     try:
         report = evaluate_through_kafka(
@@ -227,9 +219,7 @@ def run_faults_through_kafka(args, settings) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     if args.json:
-        json.dump(report, sys.stdout, indent=2, default=json_default)
-        print()
-        return 0
+        return print_json(report)
     print(
         f"Fault detection through Kafka ({report['detector']} + stuck + gap in one Faust worker): "
         f"{report['homes']} homes x {report['hours']:g} h at {report['step_ms'] / 1000:g} s steps, seed {seed}, "
@@ -244,6 +234,21 @@ def run_faults_through_kafka(args, settings) -> int:
         "false episodes per home-day: "
         + ", ".join(f"{k} {v:.2f}" for k, v in report["false_episodes_per_home_day"].items())
     )
+    return 0
+
+
+def fault_kinds(text: str) -> tuple[str, ...]:
+    """``--kinds a,b`` -> the fault kinds (all when empty); unknown ones are an error."""
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip()) or KINDS
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise CommandError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    return kinds
+
+
+def print_json(report: dict) -> int:
+    json.dump(report, sys.stdout, indent=2, default=json_default)
+    print()
     return 0
 
 

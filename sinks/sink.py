@@ -56,37 +56,18 @@ the group's offsets to the start of a long topic re-inserts rows whose tokens ha
 the 10,000-block window), and two sink groups writing the same table (each cuts its own
 ranges, so each stores every message once: run one group per table). Dead letters
 follow the same discipline: they are part of their batch. Decoding is deterministic
-too: an unreachable schema registry is waited for (:func:`registry_fetch`), never
+too: an unreachable schema registry is waited for (:func:`~sinks.kafka_source.registry_fetch`), never
 turned into dead letters, so a replayed batch decodes exactly as it did the first
 time.
 
 The Kafka-engine path (``telemetry_queue`` -> ``telemetry_mv`` -> ``telemetry``) is
 at-least-once: ClickHouse writes a block to the view's target, then commits the
-block's offsets, and a block whose commit failed is read and written again. What was
-measured on the local stack (embedded ClickHouse 26.1 on Tansu, 2 shared cores):
+block's offsets, and a block whose commit failed is read and written again. Dashboards
+over ``telemetry`` should therefore count readings with ``uniqExact(home_id, ts)`` (or
+read the sink's tables) when exact counts matter; what was measured of both paths is in
+docs/delivery.md.
 
-- warehouse restarts while 1,000-2,000 readings/s were produced (SIGTERM via
-  ``LocalStack.restart("warehouse")``, 9 runs; SIGKILL then start, 2 runs): no reading
-  lost and no duplicate in any run. The engine commits right after each block (about
-  one a second here), so a stop rarely lands between write and commit. Consumption
-  resumed 4-15 s after the restart (the group join), except after 4 of the 9 SIGTERM
-  restarts, where it stalled for 100 s or more (one of them traced to the local S3
-  store hanging, see tests/test_lake.py::seaweed_has_room; the others unexplained).
-  The test reports such a stall as an expected failure rather than wait for it.
-- ``ecoretrofit simulate --backfill --readings 1e7`` (112k readings/s) with no restart
-  at all: 10,127,842 rows for 10,000,000 readings, i.e. 127,842 duplicates (1.3 %).
-  ``system.kafka_consumers`` says why: "Maximum application poll interval
-  (max.poll.interval.ms) exceeded" (the warehouse configures 10 s) while big blocks
-  were written under load, then "CANNOT_COMMIT_OFFSET: Last block was already written
-  to target table(s), but was not committed to Kafka"; after the rebalance those
-  blocks were consumed again. The sink drained the same 10.5M-message topic
-  afterwards (~42k rows/s) into ``telemetry_sink``: 10,000,000 rows, 10,000,000
-  distinct.
-
-Dashboards over ``telemetry`` should therefore count readings with ``uniqExact(home_id,
-ts)`` (or read the sink's tables) when exact counts matter.
-
-Pure parts (no broker, no warehouse): :class:`Batcher`, :func:`normalise_ranges`,
+Pure parts (no broker, no warehouse): :class:`~sinks.batching.Batcher`, :func:`~sinks.batching.normalise_ranges`,
 :class:`Sink` driven by any source/writer/ledger with the small interfaces below; the
 unit tests run the whole crash/replay cycle against in-memory fakes.
 """

@@ -215,7 +215,7 @@ def test_stuck_detector_leaves_flat_and_steppy_sensors_alone():
 
 def test_stuck_is_registered():
     import processors.detectors.stuck  # noqa: F401
-    from processors.detectors.base import make
+    from processors.detectors import make
 
     d = make("stuck", min_run=4)
     assert d.name == "stuck" and d.min_run == 4 and math.isfinite(d.score_one(1.0))

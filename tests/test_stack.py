@@ -80,24 +80,25 @@ def test_a_taken_port_is_a_one_line_error_from_the_cli(tmp_path):
     assert status.returncode == 1 and "s3         stopped" in status.stdout
 
 
-def _supervised(local: LocalStack, comps: list[Component]):
-    """Run ``local.supervise`` on a thread over ``comps``; returns (stop event, thread)."""
-    local.components_for_stop = lambda: comps
-    stop = threading.Event()
-    thread = threading.Thread(target=local.supervise, args=(stop, 0.05), daemon=True)
-    thread.start()
-    return stop, thread
-
-
-def test_a_component_killed_with_sigkill_is_restarted_with_growing_backoff(tmp_path):
-    settings = Settings.from_env({"ECO_DATA_DIR": str(tmp_path), "ECO_PORT_BASE": "31000",
-                                  "ECO_RESTART_BACKOFF_S": "0.3", "ECO_RESTART_BACKOFF_MAX_S": "5"})
+def _supervised_sleeper(tmp_path, **env: str):
+    """A long-sleeping component, started, under ``supervise`` on a thread:
+    (stack, component, stop event, thread)."""
+    settings = Settings.from_env({"ECO_DATA_DIR": str(tmp_path), "ECO_PORT_BASE": "31000", **env})
     local = LocalStack(settings, log=lambda _: None)
     local._prepare_dirs()
     comp = Component("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"], ports=[],
                      healthy=lambda: True, stop_timeout=5)
     local.start_component(comp)
-    stop, thread = _supervised(local, [comp])
+    local.components_for_stop = lambda: [comp]
+    stop = threading.Event()
+    thread = threading.Thread(target=local.supervise, args=(stop, 0.05), daemon=True)
+    thread.start()
+    return local, comp, stop, thread
+
+
+def test_a_component_killed_with_sigkill_is_restarted_with_growing_backoff(tmp_path):
+    local, comp, stop, thread = _supervised_sleeper(tmp_path, ECO_RESTART_BACKOFF_S="0.3",
+                                                    ECO_RESTART_BACKOFF_MAX_S="5")
     seen = []
     try:
         for crash in range(3):
@@ -107,8 +108,8 @@ def test_a_component_killed_with_sigkill_is_restarted_with_growing_backoff(tmp_p
             t0 = time.monotonic()
             wait_for(lambda: (local.pid_of("sleeper") or pid) != pid, 30, 0.05, what=f"restart {crash + 1}")
             seen.append(time.monotonic() - t0)
-        state = local.supervisor_state()["sleeper"]
-        assert state["restarts"] == 3
+        state = wait_for(lambda: local.supervisor_state()["sleeper"]["restarts"] == 3 and local.supervisor_state(),
+                         10, 0.05, what="three restarts recorded")["sleeper"]
         assert state["delays_s"] == [0.3, 0.6, 1.2], state  # doubling: crashes in a row
         assert seen[0] >= 0.3 and seen[2] >= 1.2 and seen[2] > seen[0], seen
     finally:
@@ -120,14 +121,7 @@ def test_a_component_killed_with_sigkill_is_restarted_with_growing_backoff(tmp_p
 
 
 def test_a_component_stopped_on_purpose_is_not_restarted(tmp_path):
-    settings = Settings.from_env({"ECO_DATA_DIR": str(tmp_path), "ECO_PORT_BASE": "31000",
-                                  "ECO_RESTART_BACKOFF_S": "0.1"})
-    local = LocalStack(settings, log=lambda _: None)
-    local._prepare_dirs()
-    comp = Component("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"], ports=[],
-                     healthy=lambda: True, stop_timeout=5)
-    local.start_component(comp)
-    stop, thread = _supervised(local, [comp])
+    local, comp, stop, thread = _supervised_sleeper(tmp_path, ECO_RESTART_BACKOFF_S="0.1")
     try:
         assert local.stop_component(comp)
         time.sleep(1.0)  # ten back-offs' worth
@@ -136,3 +130,42 @@ def test_a_component_stopped_on_purpose_is_not_restarted(tmp_path):
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_a_real_component_killed_with_sigkill_comes_back(stack):
+    """The session stack runs its supervisor: the registry, SIGKILLed, is restarted
+    and serves again (its schemas replayed from its topic)."""
+    from ecoretrofit.processes import http_ok
+
+    assert stack.pid_of("supervisor"), "stack up must start the supervisor"
+    before = stack.pid_of("registry")
+    subjects = f"{stack.settings.schema_registry_url}/subjects"
+    assert before and http_ok(subjects)
+    os.kill(before, signal.SIGKILL)
+    wait_for(lambda: (stack.pid_of("registry") or before) != before and http_ok(subjects), 60, 0.2,
+             what="the registry restarted by the supervisor")
+    wait_for(lambda: stack.supervisor_state().get("registry", {}).get("restarts", 0) >= 1, 30, 0.2,
+             what="the restart in the supervisor's state")
+
+
+def test_up_stops_what_it_started_when_a_later_component_fails(tmp_path):
+    settings = Settings.from_env({"ECO_DATA_DIR": str(tmp_path), "ECO_PORT_BASE": "31000"})
+    local = LocalStack(settings, log=lambda _: None)
+    first = Component("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"], ports=[],
+                      healthy=lambda: True, stop_timeout=5)
+    second = Component("crasher", [sys.executable, "-c", "import sys; sys.exit(3)"], ports=[],
+                       healthy=lambda: False, start_timeout=10)
+    seen = {}
+    local.components = lambda: [first, second]
+    local.start_supervisor = lambda: pytest.fail("no supervisor for a stack that did not come up")
+    original = local._start_locked
+
+    def start(comp):
+        original(comp)
+        seen[comp.name] = local.pid_of(comp.name)
+
+    local._start_locked = start
+    with pytest.raises(CommandError, match="crasher exited with code 3"):
+        local.up()
+    assert seen["sleeper"] and not alive(seen["sleeper"]), "the component started before the failure was left running"
+    assert local.pid_of("sleeper") is None

@@ -23,7 +23,7 @@ import pytest
 from ecoretrofit import processes
 from ecoretrofit.config import Settings
 from ecoretrofit.errors import CommandError
-from sinks import query_cli, warehouse
+from sinks import named_queries, warehouse
 
 REPO = Path(__file__).resolve().parent.parent
 PORT_BASE = 22000  # warehouse on 22123
@@ -289,7 +289,7 @@ def test_query_cli_formats_and_named_queries(service, client, monkeypatch, capsy
 
     # a named query: sinks/queries/NAME.sql with {k:Type} parameters
     (tmp_path / "by_region.sql").write_text("SELECT n FROM {database}.cli_t WHERE region = {region:String};\n")
-    monkeypatch.setattr(query_cli, "QUERIES_DIR", tmp_path)
+    monkeypatch.setattr(named_queries, "QUERIES_DIR", tmp_path)
     assert cli.main(["query", "by_region", "--param", "region=south-east", "--format", "csv"]) == 0
     assert capsys.readouterr().out == "n\n12345\n"
 

@@ -2,8 +2,9 @@
 
 Order matters and is encoded in ``components()``: the S3 store first (the broker
 keeps its log there), then the Tansu broker, then the schema registry (its schemas
-live in a Kafka topic), then the warehouse (its Kafka tables need both), and
-Prometheus last (optional).
+live in a Kafka topic), then the warehouse (its Kafka tables need both), the
+consumer-progress exporter (``ecoretrofit consumers --serve``), and Prometheus last
+(optional).
 
 Each component is a process started in its own session (so a Ctrl-C in the
 terminal that ran ``stack up`` does not kill it), with its PID in
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ecoretrofit import processes
+from ecoretrofit import metrics, processes
 from ecoretrofit.admin import ensure_buckets, ensure_topics, kafka_ok, register_schemas
 from ecoretrofit.config import Settings
 from ecoretrofit.errors import CommandError
@@ -161,6 +162,14 @@ class LocalStack:
                 healthy=lambda: http_ok(f"{s.clickhouse_url}/ping"),
                 start_timeout=120.0,
             ),
+            Component(
+                # every consumer group's progress, for the EcoConsumerNotProgressing alert
+                name="consumers",
+                argv=py + ["consumers", "--serve"],
+                ports=[metrics.port_for(s, "consumers")],
+                env=child_env,
+                healthy=lambda: http_ok(f"http://{_connect_host(host)}:{metrics.port_for(s, 'consumers')}/metrics"),
+            ),
         ]
         comps.append(self._mqtt_component())
         if self.with_prometheus:
@@ -216,19 +225,24 @@ class LocalStack:
         """Start every component not already running, then the supervisor that restarts
         any of them that dies (``supervise=False``: none). Returns the names started."""
         self._prepare_dirs()
-        started = []
-        for comp in self.components():
-            with self._lock(comp.name):
-                pid = self.pid_of(comp.name)
-                if pid and comp.healthy():
-                    self.log(f"  {comp.name:<10} already running (pid {pid})")
-                    if comp.after_start:
-                        comp.after_start()
-                    continue
-                if pid:  # stale or unhealthy leftover of an earlier run
-                    self._stop_locked(comp)
-                self._start_locked(comp)
-            started.append(comp.name)
+        started: list[str] = []
+        try:
+            for comp in self.components():
+                with self._lock(comp.name):
+                    pid = self.pid_of(comp.name)
+                    if pid and comp.healthy():
+                        self.log(f"  {comp.name:<10} already running (pid {pid})")
+                        if comp.after_start:
+                            comp.after_start()
+                        continue
+                    if pid:  # stale or unhealthy leftover of an earlier run
+                        self._stop_locked(comp)
+                    self._start_locked(comp)
+                started.append(comp.name)
+        except BaseException:
+            # what this call started must not outlive it (a port taken further down)
+            self.down(only=started)
+            raise
         if supervise:
             self.start_supervisor()
         return started

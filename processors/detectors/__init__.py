@@ -7,6 +7,22 @@ Every detector follows one small protocol (see ``base.Detector``):
 score was based on, for the anomaly event.
 """
 
-from processors.detectors.base import Detector, Evidence, available, make
+from processors.detectors.base import _REGISTRY, Detector, Evidence, create
 
 __all__ = ["Detector", "Evidence", "available", "make"]
+
+
+def make(name: str, **params: object) -> Detector:
+    """A new detector by registered name, e.g. ``make("zscore", window=120)``."""
+    _load_all()
+    return create(name, **params)
+
+
+def available() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def _load_all() -> None:
+    # Importing the modules registers their detectors.
+    from processors.detectors import ensemble, extreme, hst, knn, robust, stuck, zscore  # noqa: F401

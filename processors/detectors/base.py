@@ -43,21 +43,11 @@ def register(name: str) -> Callable[[Callable[..., Detector]], Callable[..., Det
     return deco
 
 
-def make(name: str, **params: object) -> Detector:
-    """A new detector by registered name, e.g. ``make("zscore", window=120)``."""
-    _load_all()
+def create(name: str, **params: object) -> "Detector":
+    """A detector of a registered name (its module must have been imported: use
+    ``processors.detectors.make``, which imports them all)."""
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown detector {name!r}; known: {', '.join(available())}") from None
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     return factory(**params)
-
-
-def available() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
-
-
-def _load_all() -> None:
-    # Importing the modules registers their detectors.
-    from processors.detectors import ensemble, extreme, hst, knn, robust, stuck, zscore  # noqa: F401
