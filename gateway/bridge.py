@@ -22,6 +22,7 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ecoretrofit import metrics
 from gateway.broker_auth import BRIDGE_USER, bridge_password
 from gateway.devices import TOPIC_FILTER, home_of_topic
 from gateway.kafka_out import AckedProducer
@@ -76,11 +77,13 @@ class Bridge:
         # subscribing again on a resumed session is harmless and covers a new one
         client.subscribe(self.subscription, qos=1)
         self.connected.set()
+        metrics.BRIDGE_CONNECTED.set(1)
         log.info("MQTT connected to %s:%s, subscribed to %s", self.settings.mqtt_host, self.settings.mqtt_port,
                  self.subscription)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
         self.connected.clear()
+        metrics.BRIDGE_CONNECTED.set(0)
         log.warning("MQTT disconnected (%s); reconnecting", reason_code)
 
     def _on_message(self, client, _userdata, msg: mqtt.MQTTMessage) -> None:
@@ -141,3 +144,8 @@ class Bridge:
     def _count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.counts[name] += n
+        outcome = {"readings": "stored", "duplicates": "duplicate", "dead_letters": "dead_letter"}.get(name)
+        if outcome:
+            metrics.GATEWAY_READINGS.labels(transport="mqtt", outcome=outcome).inc(n)
+        elif name == "messages":
+            metrics.GATEWAY_REQUESTS.labels(transport="mqtt", status="received").inc(n)

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ecoretrofit import metrics
 from gateway.devices import token_sha256
 from gateway.kafka_out import AckedProducer, DeliveryFailed
 from gateway.limits import RecentSeqs, TokenBuckets
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _error(status: int, message: str, **extra) -> JSONResponse:
+    metrics.GATEWAY_REQUESTS.labels(transport="https", status=str(status)).inc()
     headers = {"WWW-Authenticate": 'Bearer realm="eco"'} if status == 401 else None
     if "retry_after" in extra:
         headers = {"Retry-After": str(max(1, int(extra.pop("retry_after") + 0.999)))}
@@ -90,6 +92,9 @@ def build_app(
             recent.release(home, new)
             raise
         recent.commit(home, new)
+        metrics.GATEWAY_REQUESTS.labels(transport="https", status="200").inc()
+        metrics.GATEWAY_READINGS.labels(transport="https", outcome="stored").inc(len(new))
+        metrics.GATEWAY_READINGS.labels(transport="https", outcome="duplicate").inc(len(checked.readings) - len(new))
         return JSONResponse({"accepted": len(new), "duplicates": len(dup) + len(checked.readings) - len(by_seq)})
 
     async def healthz(_request: Request) -> JSONResponse:

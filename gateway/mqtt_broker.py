@@ -81,7 +81,7 @@ def prepare(settings) -> Path:
     store.mkdir(parents=True, exist_ok=True)
     conf = d / "mosquitto.conf"
     conf.write_text(mosquitto_conf(
-        host=settings.bind_host, port=settings.port("mqtt"), cert=str(tls.cert), key=str(tls.key),
+        host=settings.bind_host, port=settings.mqtt_port, cert=str(tls.cert), key=str(tls.key),
         passwd=str(passwd), acl=str(acl), store=str(store), user=getpass.getuser(),
         # a message carries at most what an HTTPS body may (plus MQTT framing)
         max_packet=settings.gateway_max_body_bytes + 1024,

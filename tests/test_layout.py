@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("ecoretrofit", "producers", "processors", "schemas", "sinks", "infra", "bench", "evaluation")
+PACKAGES = ("ecoretrofit", "producers", "processors", "schemas", "sinks", "infra", "bench", "evaluation", "gateway")
 
 
 def is_cli(module: str) -> bool:

@@ -189,7 +189,7 @@ class LocalStack:
         return Component(
             name="mqtt",
             argv=[str(binary), "-c", str(conf)],
-            ports=[s.port("mqtt")],
+            ports=[s.mqtt_port],
             healthy=lambda: mqtt_broker.tls_ok(s.mqtt_host, s.mqtt_port, mqtt_broker.tls_files(s).ca),
             stop_timeout=10.0,
         )
