@@ -12,7 +12,7 @@ import time
 
 from ecoretrofit.config import Settings
 
-SECTIONS = ("produce", "process", "latency", "live", "detectors", "ingest", "queries")
+SECTIONS = ("produce", "process", "latency", "live", "detectors", "ingest", "queries", "gateway", "gateway_live")
 DEFAULT = ("produce", "process", "latency", "detectors")
 
 
@@ -26,6 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--live-duration", type=float, default=60.0, help="live: seconds of load")
     parser.add_argument("--ingest-readings", type=int, default=300_000,
                         help="ingest: readings stored by each path (Kafka engine, sink, bulk insert)")
+    parser.add_argument("--gateway-devices", type=int, default=1000, help="gateway_live: devices at 1 Hz")
+    parser.add_argument("--gateway-duration", type=float, default=60.0, help="gateway_live: seconds of load")
     parser.add_argument("--query-rows", type=int, default=10_000_000,
                         help="queries: readings bulk-inserted before the queries are timed")
 
@@ -66,6 +68,14 @@ def run(args, settings: Settings) -> int:
                 from bench import warehouse
 
                 results[name] = warehouse.bench_queries(settings, rows=args.query_rows)
+            elif name == "gateway":
+                from bench import gateway
+
+                results[name] = gateway.bench_throughput(settings)
+            elif name == "gateway_live":
+                from bench import gateway
+
+                results[name] = gateway.bench_live(settings, args.gateway_devices, args.gateway_duration)
             print(f"  done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
     finally:
         if started:
@@ -111,6 +121,10 @@ def print_report(results: dict) -> None:
         from bench import warehouse
 
         warehouse.print_queries(results["queries"])
+    if "gateway" in results or "gateway_live" in results:
+        from bench import gateway
+
+        gateway.print_report(results)
     if "detectors" in results:
         print("detectors (events/s on one core, score_one + learn_one):")
         for name, rate in sorted(results["detectors"].items(), key=lambda kv: -kv[1]):

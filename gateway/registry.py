@@ -50,6 +50,7 @@ class DeviceRegistry:
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a process crash
             self._local.conn = conn
         return conn
 

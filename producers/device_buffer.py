@@ -50,6 +50,7 @@ class DeviceBuffer:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a process crash
         self._db.executescript(_SCHEMA)
 
     def credentials(self, home: str) -> tuple[str, str] | None:

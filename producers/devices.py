@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ACKED, RETRY, REFUSED = "acked", "retry", "refused"
 SEND_TIMEOUT_S = 30.0
+CONNECT_WAVE = 50
 
 
 @dataclass
@@ -70,6 +71,7 @@ class MqttLink:
         c.username_pw_set(device_id, token)
         c.tls_set(ca_certs=str(tls_files(settings).ca))
         c.reconnect_delay_set(min_delay=1, max_delay=5)
+        c.connect_timeout = 30.0  # a TLS handshake on a loaded machine can take seconds
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -222,8 +224,12 @@ async def run_devices(
         links = [HttpsLink(settings, http_client, creds[h][1]) for h in ids]
     elif transport == "mqtt":
         links = [MqttLink(settings, h, *creds[h], loop) for h in ids]
-        for link in links:
-            link.set_online(True)
+        # connect in waves: a thousand TLS handshakes at once time out on a small machine
+        for i in range(0, len(links), CONNECT_WAVE):
+            wave = links[i:i + CONNECT_WAVE]
+            for link in wave:
+                link.set_online(True)
+            await asyncio.wait([asyncio.create_task(link.connected.wait()) for link in wave], timeout=60)
     else:
         raise ValueError(f"transport {transport!r}: mqtt or https")
     stats = DeviceStats()
