@@ -28,6 +28,7 @@ from ecoretrofit.processes import http_ok, scrape, start_cli
 from ecoretrofit.serde import encoder_for
 
 Report = dict
+DEVICES_PER_PROCESS = 250
 
 
 def _rss_mb(pid: int | None) -> float | None:
@@ -94,7 +95,7 @@ def _start_services(bs: Settings, https: bool, mqtt: bool) -> list:
         g.wait_healthy(up, 60)
         procs.append(g)
     if mqtt:
-        b = start_cli(bs, "bench-bridge", ["gateway", "bridge", "--client-id", f"bench-{time.time_ns()}"])
+        b = start_cli(bs, "bench-bridge", ["gateway", "bridge", "--client-id", "bench-bridge"])
         b.wait_healthy(lambda: "subscribed to" in b.log_path.read_text(), 60)
         procs.append(b)
     return procs
@@ -260,10 +261,16 @@ def bench_live(settings: Settings, devices: int = 1000, duration: float = 60.0,
         procs = _start_services(bs, https=transport == "https", mqtt=transport == "mqtt")
         server = procs[0]
         first = 900_000 + (int(time.time()) % 90) * 1000 + (0 if transport == "mqtt" else 50_000)
-        buffer = bs.data_dir / "bench" / f"{topic}.sqlite"
-        sim = start_cli(bs, f"bench-devices-{transport}",
-                        ["simulate", "--devices", transport, "--homes", str(devices), "--first-home", str(first),
-                         "--duration", str(duration), "--buffer", str(buffer), "--drain", "60"])
+        # paho waits with select(): fds past 1024 fail, and each client holds 3, so one
+        # process carries at most ~330 MQTT devices. Devices run in groups of 250.
+        sims = []
+        for g, start in enumerate(range(0, devices, DEVICES_PER_PROCESS)):
+            n = min(DEVICES_PER_PROCESS, devices - start)
+            buffer = bs.data_dir / "bench" / f"{topic}-{g}.sqlite"
+            sims.append(start_cli(bs, f"bench-devices-{transport}-{g}",
+                                  ["simulate", "--devices", transport, "--homes", str(n),
+                                   "--first-home", str(first + start), "--duration", str(duration),
+                                   "--buffer", str(buffer), "--drain", "60"]))
         stop = threading.Event()
         samples: list = []
         watcher = threading.Thread(target=_watch_lag, args=(bs, set(), stop, samples), daemon=True)
@@ -271,24 +278,31 @@ def bench_live(settings: Settings, devices: int = 1000, duration: float = 60.0,
         rss: dict[str, list[float]] = {"server": [], "broker": [], "devices": []}
         broker_pid = LocalStack(bs, log=lambda _l: None).pid_of("mqtt")
         try:
-            while sim.running():
-                for name, pid in (("server", server.pid), ("broker", broker_pid), ("devices", sim.pid)):
+            while any(s.running() for s in sims):
+                for name, pid in (("server", server.pid), ("broker", broker_pid)):
                     v = _rss_mb(pid)
                     if v is not None:
                         rss[name].append(v)
+                rss["devices"].append(sum(_rss_mb(s.pid) or 0 for s in sims))
                 time.sleep(5)
             time.sleep(3)
         finally:
             stop.set()
             watcher.join(10)
-            sim.stop()
+            for s in sims:
+                s.stop()
             for p in procs:
                 p.stop()
-        summary = [json.loads(line) for line in sim.log_path.read_text().splitlines() if line.startswith("{")]
+        summary: dict = {}
+        for s in sims:
+            lines = [json.loads(line) for line in s.log_path.read_text().splitlines() if line.startswith("{")]
+            for k, v in (lines[-1] if lines else {}).items():
+                if isinstance(v, (int, float)):
+                    summary[k] = summary.get(k, 0) + v
         full = [s for s in samples if s[1] > 0]
         p50s = [s[2] for s in full[1:-1]] or [s[2] for s in full]
         out[transport] = {
-            "summary": summary[-1] if summary else None,
+            "summary": summary,
             "lag_windows": samples,
             "lag_p50_first_ms": p50s[0] if p50s else None,
             "lag_p50_last_ms": p50s[-1] if p50s else None,
@@ -321,7 +335,7 @@ def print_report(results: dict) -> None:
                   f"({'flat' if t['lag_flat'] else 'GROWING'}); RSS max: "
                   f"{'bridge' if transport == 'mqtt' else 'gateway'} {t['server_rss_mb_max']:.0f} MB"
                   + (f", mosquitto {t['broker_rss_mb_max']:.0f} MB" if t["broker_rss_mb_max"] else "")
-                  + f", device simulator {t['devices_rss_mb_max']:.0f} MB; {t['summary']}")
+                  + f", device simulators {t['devices_rss_mb_max']:.0f} MB; {t['summary']}")
             for w, n, p50, p99 in t["lag_windows"]:
                 if n:
                     print(f"          t={w:>4.0f}s {n:>7,} readings  lag p50 {p50:>7.0f} ms  p99 {p99:>7.0f} ms")

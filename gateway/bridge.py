@@ -8,6 +8,10 @@ telemetry topic, validated exactly as the HTTPS path validates them.
 - A message counts as delivered only after Kafka acknowledged it: acks are manual and
   the PUBACK goes out from Kafka's delivery callback. A bridge killed in between gets the
   message again when it reconnects.
+- A bridge stopped on purpose (SIGTERM) unsubscribes, finishes what it holds and only
+  then disconnects: a persistent session left in the shared group would keep being
+  handed its share of the messages, waiting for a bridge that never comes back. A bridge
+  that crashes keeps its session and resumes it under the same client id.
 - The topic names the home (the broker's ACL lets a device write only its own); a
   payload that is not valid readings of that home goes to the dead-letter topic with the
   reason, and is then acknowledged: a bad message never blocks the ones behind it.
@@ -43,6 +47,9 @@ class Bridge:
         self.counts = {"messages": 0, "readings": 0, "duplicates": 0, "dead_letters": 0, "failed": 0}
         self.connected = threading.Event()
         self._lock = threading.Lock()
+        self._in_flight = 0  # messages received and not yet acknowledged or refused
+        self._last_message = time.monotonic()
+        self._unsubscribed = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                         protocol=mqtt.MQTTv311)
         c.username_pw_set(BRIDGE_USER, bridge_password(settings))
@@ -53,6 +60,7 @@ class Bridge:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_unsubscribe = lambda *_: self._unsubscribed.set()
         self.client = c
 
     @property
@@ -65,9 +73,25 @@ class Bridge:
         c.loop_start()
         try:
             stop.wait()
+            if self.connected.is_set():
+                self._leave_group()
         finally:
             c.disconnect()
             c.loop_stop()
+
+    def _leave_group(self, timeout_s: float = 30.0) -> None:
+        """Unsubscribe, then wait until everything received is acknowledged and nothing
+        more has arrived for a second (what the broker had queued for this session)."""
+        self.client.unsubscribe(self.subscription)
+        self._unsubscribed.wait(5.0)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                idle = self._in_flight == 0 and time.monotonic() - self._last_message > 1.0
+            if idle:
+                return
+            time.sleep(0.1)
+        log.warning("stopping with %d messages unacknowledged: the broker redelivers them", self._in_flight)
 
     # ------------------------------------------------------------ callbacks
     def _on_connect(self, client, _userdata, _flags, reason_code, _props) -> None:
@@ -90,12 +114,17 @@ class Bridge:
         mid, qos = msg.mid, msg.qos
 
         def ack(error: str | None = None) -> None:
+            with self._lock:
+                self._in_flight -= 1
             if error is not None:  # Kafka did not take it: no PUBACK, the broker redelivers
                 self._count("failed")
                 log.warning("not acknowledged, will be redelivered: %s", error)
                 return
             client.ack(mid, qos)
 
+        with self._lock:
+            self._in_flight += 1
+            self._last_message = time.monotonic()
         self._count("messages")
         home = home_of_topic(msg.topic)
         if home is None:

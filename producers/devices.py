@@ -9,6 +9,10 @@ them (PUBACK with success / HTTP 200, which the gateway gives only after Kafka d
 While the link or the broker is down the buffer fills; afterwards it drains, oldest
 first, with the readings' original timestamps. A device process killed and restarted
 on the same buffer file goes on where it was.
+
+Each MQTT device has its own paho client and network thread; paho waits with select(),
+which fails for descriptors past 1024, and a client holds three, so one process carries
+at most ~330 MQTT devices: run more processes (with other ``--first-home``) for more.
 """
 
 from __future__ import annotations

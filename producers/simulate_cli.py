@@ -102,6 +102,9 @@ async def _live(sim, producer, duration, step_s, quiet):
     return await run_live(sim, producer, duration, step_s=step_s, stop=stop, on_tick=progress)
 
 
+MQTT_DEVICES_PER_PROCESS = 300
+
+
 def _devices(args, settings: Settings, homes: int) -> int:
     """Device mode: prints one JSON line of counts at the end; exit 0 when every reading
     generated was acknowledged by the gateway (nothing left in the buffers)."""
@@ -110,6 +113,9 @@ def _devices(args, settings: Settings, homes: int) -> int:
     from producers.device_buffer import DeviceBuffer
     from producers.devices import OfflinePlan, run_devices
 
+    if args.devices == "mqtt" and homes > MQTT_DEVICES_PER_PROCESS:
+        raise CommandError(f"--devices mqtt: at most {MQTT_DEVICES_PER_PROCESS} homes per process (paho's select() "
+                           "limit; see producers/devices.py): run more processes with other --first-home")
     path = Path(args.buffer) if args.buffer else settings.data_dir / "devices" / f"{args.devices}.sqlite"
     buffer = DeviceBuffer(path)
 
