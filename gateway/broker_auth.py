@@ -12,6 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
+from ecoretrofit.config import write_private
 from gateway.devices import acl_file, mosquitto_hash, password_file
 from gateway.registry import DeviceRegistry, registry_path
 
@@ -24,11 +25,7 @@ def mqtt_dir(settings) -> Path:
 
 def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)  # the broker never reads a half-written file
+    write_private(path, text)  # atomic: the broker never reads a half-written file
 
 
 def bridge_password(settings) -> str:
