@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 ACKED, RETRY, REFUSED = "acked", "retry", "refused"
 SEND_TIMEOUT_S = 30.0
 CONNECT_WAVE = 50
+HTTPS_CONNECTIONS = 32
 
 
 @dataclass
@@ -138,10 +139,12 @@ class MqttLink:
 
 
 class HttpsLink:
-    """One device's HTTPS requests (a shared connection pool, its own token)."""
+    """One device's HTTPS requests, sent from a thread pool through a shared synchronous
+    client (measured: httpx's AsyncClient cost ~40 ms per request here, the sync client
+    under 1 ms)."""
 
-    def __init__(self, settings, client, token: str):
-        self.settings, self.client, self.token = settings, client, token
+    def __init__(self, settings, client, token: str, pool):
+        self.settings, self.client, self.token, self.pool = settings, client, token, pool
         self.connected = asyncio.Event()
         self.connected.set()
         self.online = True
@@ -150,14 +153,12 @@ class HttpsLink:
         self.online = online
         (self.connected.set if online else self.connected.clear)()
 
-    async def send(self, batch: list[dict]) -> str:
+    def _post(self, body: str) -> str:
         import httpx
 
-        await self.connected.wait()
         try:
-            r = await self.client.post("/v1/telemetry", content=json.dumps({"readings": batch}),
-                                       headers={"Authorization": f"Bearer {self.token}",
-                                                "Content-Type": "application/json"})
+            r = self.client.post("/v1/telemetry", content=body,
+                                 headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
         except httpx.HTTPError:
             return RETRY
         if r.status_code == 200:
@@ -165,6 +166,10 @@ class HttpsLink:
         if r.status_code in (429, 500, 502, 503, 504):
             return RETRY
         return f"{REFUSED}:{r.status_code} {r.text[:200]}"
+
+    async def send(self, batch: list[dict]) -> str:
+        await self.connected.wait()
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._post, json.dumps({"readings": batch}))
 
     def close(self) -> None:
         pass
@@ -213,19 +218,21 @@ async def run_devices(
     creds = await loop.run_in_executor(None, provision, settings, buffer, ids)
     sim = CitySimulator(homes, settings.regions, settings.seed if seed is None else seed,
                         int(time.time() * 1000), step_ms=int(step_s * 1000))
-    http_client = None
+    http_client = pool = None
     if transport == "https":
         import ssl
+        from concurrent.futures import ThreadPoolExecutor
 
         import httpx
 
         from gateway.tls import tls_files
 
-        http_client = httpx.AsyncClient(
+        http_client = httpx.Client(
             base_url=settings.gateway_url, timeout=SEND_TIMEOUT_S,
             verify=ssl.create_default_context(cafile=str(tls_files(settings).ca)),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
-        links = [HttpsLink(settings, http_client, creds[h][1]) for h in ids]
+            limits=httpx.Limits(max_connections=HTTPS_CONNECTIONS, max_keepalive_connections=HTTPS_CONNECTIONS))
+        pool = ThreadPoolExecutor(HTTPS_CONNECTIONS, thread_name_prefix="https-device")
+        links = [HttpsLink(settings, http_client, creds[h][1], pool) for h in ids]
     elif transport == "mqtt":
         links = [MqttLink(settings, h, *creds[h], loop) for h in ids]
         # connect in waves: a thousand TLS handshakes at once time out on a small machine
@@ -298,7 +305,9 @@ async def run_devices(
         await asyncio.gather(*senders, return_exceptions=True)
         for link in links:
             link.close()
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         if http_client is not None:
-            await http_client.aclose()
+            http_client.close()
     return {**buffer.totals(), "acked": stats.acked_readings, "batches": stats.sent_batches,
             "retries": stats.retries, "refused": stats.refused}
