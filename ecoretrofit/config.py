@@ -103,6 +103,9 @@ class Settings:
     # whole topic, "latest" only what arrives from now on (benchmarks, new deployments).
     processor_offset_reset: str = "earliest"
     checkpoint_interval_s: float = 10.0
+    # How often each home reports (the simulator's live rate): a home silent for three
+    # intervals is reported silent, and seq jumps are checked against elapsed time.
+    reading_interval_ms: int = 1000
 
     # observability
     metrics_port: int = 0  # 0 -> derived; each service adds its own offset

@@ -47,6 +47,7 @@ from collections import deque
 from typing import Mapping, Sequence
 
 from processors.detectors.base import Detector, Evidence, make, register
+from processors.detectors.state import dump, integer, load, number, pack_floats, unpack_floats
 
 #: The default members and weights: extremes against the long-run history carry most
 #: of the weight; a robust rolling window adds spikes that are extreme only locally,
@@ -141,6 +142,28 @@ class Ensemble:
         state = self.__dict__.copy()
         state["_memo"] = None
         return state
+
+    def to_state(self) -> dict:
+        return {"members": [dump(m) for m in self.members], "combine": self.combine,
+                "weights": list(self.weights), "refractory": self.refractory,
+                "recent": pack_floats(self._recent)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Ensemble":
+        members = state["members"]
+        if not isinstance(members, list) or not members or len(members) > 16:
+            raise ValueError("members: a list of 1 to 16 detector states")
+        loaded = [load(m) for m in members]
+        weights = state["weights"]
+        if not isinstance(weights, list):
+            raise TypeError("weights must be a list")
+        refractory = integer(state["refractory"], 0, 100_000)
+        # the constructor validates names, weights and combine; members are then replaced
+        det = cls(members=[m.name for m in loaded], combine=state["combine"],
+                  weights=[number(w, 0.0) for w in weights], refractory=refractory)
+        det.members = loaded
+        det._recent.extend(unpack_floats(state["recent"], max(1, refractory)))
+        return det
 
     def evidence(self) -> Evidence:
         """The location/scale view of normal from the first member that has one
