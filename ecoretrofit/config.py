@@ -106,6 +106,8 @@ class Settings:
     # How often each home reports (the simulator's live rate): a home silent for three
     # intervals is reported silent, and seq jumps are checked against elapsed time.
     reading_interval_ms: int = 1000
+    # How long a home stays in alert on a metric after its last anomaly there.
+    alert_hold_s: float = 120.0
 
     # observability
     metrics_port: int = 0  # 0 -> derived; each service adds its own offset

@@ -28,6 +28,7 @@ by wall time since), so a replay of old data judges silence in event time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter as Tally
@@ -44,12 +45,10 @@ from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
 from processors.alerts import AlertBook
 from processors.intake import dead_letter, screen
 from processors.scoring import MAX_CHECKPOINT_BYTES, HomeModel, ScoringConfig
+from processors.snapshots import SnapshotPointer, SnapshotPolicy
 
 log = logging.getLogger(__name__)
 
-# How long a home stays in alert on a metric after its last anomaly there: the
-# eco_homes_in_alert gauge, and when the alerts topic gets the "resolved" event.
-ALERT_HOLD_S = 120.0
 # How often the timer looks for silent homes (the batch loop also does, per batch).
 SILENCE_CHECK_S = 1.0
 
@@ -159,9 +158,13 @@ class Processor:
             # producers use, hence the same partition as the home's readings.
             use_partitioner=True,
         )
+        # recovery starts at the last full snapshot, not at offset 0 (processors/snapshots.py)
+        self.models.persisted_offset = self._snapshot_start
+        self.snapshot_policy = SnapshotPolicy()
+        self._pointer: SnapshotPointer | None = None
         self.cache: dict[str, HomeModel] = {}
         self.dirty: set[str] = set()
-        self.alert_book = AlertBook(hold_s=ALERT_HOLD_S)
+        self.alert_book = AlertBook(hold_s=settings.alert_hold_s)
         self.last_checkpoint = time.monotonic()
         # messages scored since the last checkpoint: acknowledged once it is written
         self.held: list = []
@@ -170,7 +173,11 @@ class Processor:
         self.partition_of: dict[str, int] = {}
         self.assigned_at = time.monotonic()
         self.restored_all = False
+        self.table_ready = False
         self.warned_unsaved = False
+        # A checkpoint must never fall between a batch's model updates and its alert
+        # bookkeeping (sends yield to the loop): one holder at a time.
+        self.lock = asyncio.Lock()
         self.batch_size = batch_size
         self.batch_within_s = batch_within_s
         self.decoder = None
@@ -191,33 +198,49 @@ class Processor:
         @app.on_partitions_assigned.connect
         async def _assigned(app, assigned, **kwargs) -> None:  # noqa: ANN001
             self.assigned_at = time.monotonic()
-            self.restored_all = False
+            self.restored_all = self.table_ready = False
+
+        @app.on_rebalance_complete.connect
+        async def _recovered(app, **kwargs) -> None:  # noqa: ANN001
+            # sent once the table has read its changelog (or needed none)
+            self.table_ready = True
 
         @app.agent(self.telemetry, name="score-readings")
         async def score(stream):
             async for events in stream.take_events(self.batch_size, within=self.batch_within_s):
-                await self.handle_batch(events)
+                async with self.lock:
+                    await self.handle_batch(events)
 
         @app.timer(interval=5.0)
         async def resolve_alerts() -> None:
-            for alert in self.alert_book.expire(time.time()):
-                await self.send_alert(alert)
-            self.update_alert_gauge()
+            async with self.lock:
+                for alert in self.alert_book.expire(time.time()):
+                    await self.send_alert(alert)
+                self.update_alert_gauge()
 
         @app.timer(interval=SILENCE_CHECK_S)
         async def check_silence() -> None:
-            self.restore_all()
-            await self.report_silence()
+            async with self.lock:
+                self.restore_all()
+                await self.report_silence()
+
+        @app.timer(interval=max(0.5, self.settings.checkpoint_interval_s))
+        async def snapshot_when_due() -> None:
+            async with self.lock:
+                await self.snapshot_due_partitions()
 
         @app.timer(interval=max(0.5, self.settings.checkpoint_interval_s / 2))
         async def checkpoint_when_idle() -> None:
             # Batches checkpoint as they go; this covers a worker that went quiet with
             # models it has not written yet (the next owner would otherwise miss them).
-            if (self.dirty or self.held) and \
-                    time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
-                self.checkpoint()
+            async with self.lock:
+                if (self.dirty or self.held) and \
+                        time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
+                    self.checkpoint()
 
     def forget(self) -> None:
+        self.restored_all = self.table_ready = False
+        self.snapshot_policy.forget()
         self.cache.clear()
         self.dirty.clear()
         self.held.clear()
@@ -252,18 +275,55 @@ class Processor:
         """Load every checkpointed home of our partitions once per assignment, so a
         home that never speaks again is still reported silent, and the alerts a
         crashed worker left open are resolved."""
-        if self.restored_all or not self.app.tables.recovery.completed.is_set():
+        if self.restored_all or not self.table_ready:
             return
         assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.telemetry.get_topic_name()}
-        n = self.settings.telemetry_partitions
         for home_id, data in list(self.models.items()):
             if home_id in self.cache or not isinstance(home_id, str):
                 continue
-            partition = (murmur2(home_id.encode()) & 0x7FFFFFFF) % n
-            if partition in assigned:
+            if self.partition(home_id) in assigned:
                 self.cache[home_id] = self._restore(home_id, data)
-                self.partition_of[home_id] = partition
         self.restored_all = True
+
+    def partition(self, home_id: str) -> int:
+        """The home's partition, in the telemetry topic and in the model changelog
+        (both keyed by home with the murmur2 partitioner)."""
+        p = self.partition_of.get(home_id)
+        if p is None:
+            p = self.partition_of[home_id] = (murmur2(home_id.encode()) & 0x7FFFFFFF) % self.settings.telemetry_partitions
+        return p
+
+    def pointer(self) -> SnapshotPointer:
+        if self._pointer is None:
+            topic = self.models.changelog_topic.get_topic_name()
+            self._pointer = SnapshotPointer(self.settings, topic, f"{self.settings.processor_app_id}-snapshots")
+        return self._pointer
+
+    def _snapshot_start(self, tp) -> int | None:
+        """Faust's "persisted offset" of a changelog partition (the last offset it
+        need not re-read): just before the partition's last full snapshot."""
+        try:
+            start = self.pointer().start(tp.partition)
+        except Exception:  # no pointer readable: replay everything, as without snapshots
+            log.exception("snapshot start of %s unknown; recovering from the beginning", tp)
+            return None
+        return None if start is None else start - 1
+
+    async def snapshot_due_partitions(self) -> None:
+        """Rewrite every home of each partition whose changelog grew past the policy's
+        bound, then move that partition's snapshot start to just before it."""
+        if not self.restored_all:  # a snapshot must hold every home of the partition
+            return
+        live = Tally(self.partition(h) for h in self.cache)
+        for p in self.snapshot_policy.due(live):
+            start = self.pointer().end(p)
+            self.dirty.update(h for h in self.cache if self.partition(h) == p)
+            self.checkpoint()
+            await self.app.producer.flush()
+            self.pointer().commit(p, start)
+            self.snapshot_policy.done(p)
+            log.info("snapshot of changelog partition %d: %d homes, recovery now starts at offset %d",
+                     p, live[p], start)
 
     def clock_ms(self, partition: int | None, wall: float) -> int | None:
         """Event-time "now" on a partition: its newest reading's time plus the wall
@@ -280,7 +340,7 @@ class Processor:
         for home_id, model in list(self.cache.items()):
             if model.silent or model.last_ts is None:
                 continue
-            now_ms = self.clock_ms(self.partition_of.get(home_id), wall)
+            now_ms = self.clock_ms(self.partition(home_id), wall)
             if now_ms is None:
                 continue
             for event in model.check_silence(now_ms, detected_at_ms=int(wall * 1000)):
@@ -316,7 +376,6 @@ class Processor:
                 continue
             if was_silent:
                 spoke.append(home_id)
-            self.partition_of[home_id] = msg.partition
             seen = self.clocks.get(msg.partition)
             if seen is None or reading["ts"] > seen[0]:
                 self.clocks[msg.partition] = (reading["ts"], wall)
@@ -339,6 +398,7 @@ class Processor:
             self.checkpoint()
 
     async def send_anomaly(self, anomaly: dict, wall: float, sticky: bool = False) -> None:
+        self._codecs()  # the silence timer may report before the first batch
         await self.anomalies.send(key=anomaly["home_id"].encode(), value=self.encoder.encode(anomaly))
         metrics.ANOMALIES.labels(anomaly["region"], anomaly["metric"], anomaly["severity"], anomaly["detector"]).inc()
         alert = self.alert_book.on_anomaly(anomaly, wall, sticky=sticky)
@@ -362,6 +422,7 @@ class Processor:
                           MAX_CHECKPOINT_BYTES)
                 continue
             self.models[home_id] = blob
+            self.snapshot_policy.written(self.partition(home_id))
         if self.dirty:
             metrics.CHECKPOINTS.labels(component="processor").inc()
         self.dirty.clear()
@@ -382,6 +443,7 @@ class Processor:
         await self.deadletters.send(key=key, value=value, headers=headers)
 
     async def send_alert(self, alert: dict) -> None:
+        self._codecs()
         await self.alerts.send(key=alert["home_id"].encode(), value=self.alert_encoder.encode(alert))
 
     def update_alert_gauge(self) -> None:
