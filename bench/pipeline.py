@@ -13,26 +13,19 @@ against whatever stack ECO_* points at.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from statistics import median
 
 import schemas
+from ecoretrofit.admin import ensure_topics, unique_topic
 from ecoretrofit.config import Settings
+from ecoretrofit.processes import free_port, scrape, start_cli
 from ecoretrofit.serde import decoder_for, encoder_for
-from infra.stack import ensure_topics
+from processors.workers import start_workers
 
 Report = dict
-
-
-def _topic(prefix: str) -> str:
-    return f"eco.bench.{prefix}.{uuid.uuid4().hex[:6]}"
 
 
 def _bare_produce(settings: Settings, topic: str, payloads: list[tuple[bytes, bytes]]) -> float:
@@ -60,7 +53,7 @@ def bench_produce(settings: Settings, readings: int = 200_000, homes: int = 1000
     from producers.producer import TelemetryProducer, run_backfill
     from producers.simulator import CitySimulator
 
-    topic = _topic("produce")
+    topic = unique_topic("bench.produce")
     ensure_topics(settings, {topic: settings.telemetry_partitions})
     bs = settings.replace(topic_telemetry=topic)
     encoder = encoder_for(bs, topic, schemas.TELEMETRY_READING)
@@ -71,10 +64,10 @@ def bench_produce(settings: Settings, readings: int = 200_000, homes: int = 1000
     baseline, ours = [], []
     for _ in range(rounds):  # interleaved, best of each: the machine is shared and noisy
         baseline.append(_bare_produce(settings, topic, payloads))
-        producer = TelemetryProducer(bs, encoder=encoder)
         sim = CitySimulator(homes, settings.regions, settings.seed, start)
-        t0 = time.perf_counter()
-        stats = run_backfill(sim, producer, start, ticks, progress=False)
+        with TelemetryProducer(bs, encoder=encoder) as producer:
+            t0 = time.perf_counter()
+            stats = run_backfill(sim, producer, start, ticks, progress=False)
         ours.append(stats.acked / (time.perf_counter() - t0))
         if stats.failed:
             raise RuntimeError(f"{stats.failed} readings failed: {stats.errors}")
@@ -93,8 +86,9 @@ def _produce_dataset(settings: Settings, topic: str, homes: int, ticks: int) -> 
 
     bs = settings.replace(topic_telemetry=topic)
     start = int(time.time() * 1000) - ticks * 1000
-    stats = run_backfill(CitySimulator(homes, settings.regions, settings.seed, start),
-                         TelemetryProducer(bs), start, ticks, progress=False)
+    with TelemetryProducer(bs) as producer:
+        stats = run_backfill(CitySimulator(homes, settings.regions, settings.seed, start), producer, start, ticks,
+                             progress=False)
     return stats.acked
 
 
@@ -131,83 +125,31 @@ def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> fl
     return done / elapsed
 
 
-def scrape(port: int, name: str) -> float:
-    """Sum of a counter over its labels from a /metrics endpoint (0 if unreachable)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
-
-
-def _spawn(settings: Settings, args: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
-    out = open(settings.data_dir / "logs" / log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "ecoretrofit.cli", *args],
-                            env={**os.environ, **settings.env(), **env}, stdout=out, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _workers(settings: Settings, topic: str, n: int, offset_reset: str = "earliest"):
-    app_id = f"eco-bench-{uuid.uuid4().hex[:6]}"
-    anomalies = _topic("anomalies")
-    ensure_topics(settings, {anomalies: settings.anomalies_partitions})
-    ports = [_free_port() for _ in range(n)]
-    procs = [
-        _spawn(settings, ["process"], {
-            "ECO_TOPIC_TELEMETRY": topic, "ECO_TOPIC_ANOMALIES": anomalies, "ECO_PROCESSOR_APP_ID": app_id,
-            "ECO_METRICS_PORT": str(port - 1),  # process adds offset 1
-            "ECO_PROCESSOR_OFFSET_RESET": offset_reset,
-        }, f"bench-worker-{i}.log")
-        for i, port in enumerate(ports)
-    ]
-    return procs, ports, anomalies
-
-
 def bench_process(settings: Settings, homes: int = 1000, ticks: int = 100) -> Report:
-    topic = _topic("process")
+    topic = unique_topic("bench.process")
     ensure_topics(settings, {topic: settings.telemetry_partitions})
     expected = _produce_dataset(settings, topic, homes, ticks)
     baseline = _bare_consume_and_score(settings, topic, expected)
-    procs, ports, _ = _workers(settings, topic, 1)
+    workers = start_workers(settings, topic, 1, label="bench-worker")
     try:
         first = last = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            n = scrape(ports[0], "eco_readings_processed_total")
+            n = workers.processed()
             now = time.perf_counter()
             if n > 0 and first is None:
                 first = (now, n)
             if n >= expected:
                 last = (now, n)
                 break
-            if procs[0].poll() is not None:
+            if workers.died():
                 raise RuntimeError("the Faust worker died; see bench-worker-0.log")
             time.sleep(0.2)
         if last is None:
             raise RuntimeError(f"Faust worker processed {n:.0f} of {expected} within the time limit")
         faust_rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
     finally:
-        for p in procs:
-            _stop(p)
+        workers.stop()
     return {"readings": expected, "baseline_readings_per_s": baseline,
             "faust_readings_per_s_per_worker": faust_rate, "ratio": faust_rate / baseline}
 
@@ -215,35 +157,34 @@ def bench_process(settings: Settings, homes: int = 1000, ticks: int = 100) -> Re
 # ------------------------------------------------------------------------ live
 def bench_live(settings: Settings, homes: int = 10_000, workers: int = 2, duration: float = 60.0) -> Report:
     """Live load: does the processor keep up (lag flat) at ``homes`` readings/s?"""
-    topic = _topic("live")
+    topic = unique_topic("bench.live")
     ensure_topics(settings, {topic: settings.telemetry_partitions})
-    procs, ports, _ = _workers(settings, topic, workers, offset_reset="earliest")
-    sim_port = _free_port()
+    pool = start_workers(settings, topic, workers, offset_reset="earliest", label="bench-worker")
+    sim_port = free_port()
     time.sleep(8)  # let the workers join before load starts (JoinGroup takes ~3 s on Tansu)
-    sim = _spawn(settings, ["simulate", "--homes", str(homes), "--duration", str(duration), "--quiet"],
-                 {"ECO_TOPIC_TELEMETRY": topic, "ECO_METRICS_PORT": str(sim_port)}, "bench-live-sim.log")
+    sim = start_cli(settings, "bench-live-sim", ["simulate", "--homes", str(homes), "--duration", str(duration), "--quiet"],
+                    env={"ECO_TOPIC_TELEMETRY": topic, "ECO_METRICS_PORT": str(sim_port)})
     samples = []
     produced = processed = 0.0
     try:
         t0 = time.monotonic()
-        while sim.poll() is None and time.monotonic() - t0 < duration + 60:
+        while sim.running() and time.monotonic() - t0 < duration + 60:
             time.sleep(5)
             # the simulator's /metrics goes away when it exits: keep the last reading
             produced = max(produced, scrape(sim_port, "eco_readings_produced_total"))
-            processed = sum(scrape(p, "eco_readings_processed_total") for p in ports)
+            processed = pool.processed()
             samples.append((round(time.monotonic() - t0, 1), produced, processed, produced - processed))
         # drain: how long after the load stops until the workers have caught up
         t_end = time.monotonic()
         while time.monotonic() - t_end < 60:
-            processed = sum(scrape(p, "eco_readings_processed_total") for p in ports)
+            processed = pool.processed()
             if processed >= produced:
                 break
             time.sleep(1)
         drain_s = time.monotonic() - t_end
     finally:
-        _stop(sim)
-        for p in procs:
-            _stop(p)
+        sim.stop()  # the producer first: it flushes to a broker that is still there
+        pool.stop()
     loaded = [x for x in samples if 0 < x[0] <= duration]
     lags = [x[3] for x in loaded]
     third = max(1, len(lags) // 3)
@@ -268,7 +209,8 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
     from producers.simulator import CitySimulator
     from sinks.warehouse import connect
 
-    procs, ports, anomalies_topic = _workers(settings, settings.topic_telemetry, 1, offset_reset="latest")
+    workers = start_workers(settings, settings.topic_telemetry, 1, offset_reset="latest", label="bench-worker")
+    anomalies_topic = workers.anomalies_topic
     latencies: list[float] = []
     stop = threading.Event()
     decoder = decoder_for(settings, schemas.ANOMALY_EVENT)
@@ -294,14 +236,14 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
                                     seed=start_ms, kinds=("spike",), faults_per_kind=spikes,
                                     warmup_ms=0, tail_ms=1000))
     try:
-        asyncio.run(run_live(sim, TelemetryProducer(settings), duration))
+        with TelemetryProducer(settings) as producer:
+            asyncio.run(run_live(sim, producer, duration))
         end_ms = int(time.time() * 1000)
         time.sleep(5)
     finally:
         stop.set()
         listener.join(5)
-        for p in procs:
-            _stop(p)
+        workers.stop()
     client = connect(settings)
     db = settings.clickhouse_database
     deadline = time.monotonic() + 60

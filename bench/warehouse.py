@@ -30,18 +30,17 @@ the last day, inside the 7-day TTL of ``telemetry``.
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import schemas
+from ecoretrofit import processes
+from ecoretrofit.admin import ensure_topics
 from ecoretrofit.config import Settings
-from infra.stack import ensure_topics
+from ecoretrofit.errors import CommandError
 
 BENCH_DB = "eco_bench"
 READING_FIELDS = tuple(schemas.field_names(schemas.TELEMETRY_READING))
@@ -130,21 +129,15 @@ def _count(client, table: str) -> int:
 
 
 # ----------------------------------------------------------------- ingest
-def _spawn_sink(settings: Settings, log_path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ecoretrofit.cli", "sink", "--topic", "telemetry", *args],
-                            env={**os.environ, **settings.env()}, stdout=open(log_path, "ab"),
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+def _spawn_sink(settings: Settings, log_path, *args: str) -> processes.Proc:
+    return processes.start_cli(settings, "sink", ["sink", "--topic", "telemetry", *args], log_path)
 
 
-def _wait_assigned(proc: subprocess.Popen, log_path, timeout: float = 60.0) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if " assigned " in open(log_path, errors="replace").read():
-            return time.monotonic() - t0
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"the sink did not get its partitions (see {log_path})")
+def _wait_assigned(proc: processes.Proc, log_path, timeout: float = 60.0) -> float:
+    try:
+        return proc.wait_healthy(lambda: " assigned " in open(log_path, errors="replace").read(), timeout, 0.1)
+    except CommandError:
+        raise RuntimeError(f"the sink did not get its partitions (see {log_path})") from None
 
 
 def _watch_many(client, targets: dict[str, str], expected: int, t_origin: float, t_produced, timeout: float) -> dict:
@@ -267,7 +260,8 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
             import threading
 
             def produce():
-                run_backfill(sim, producer, start_ms, ticks, progress=False)
+                with producer:
+                    run_backfill(sim, producer, start_ms, ticks, progress=False)
                 finished["t"] = time.monotonic()
 
             thread = threading.Thread(target=produce, daemon=True)
@@ -287,16 +281,16 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
                 "sink": client.query(f"SELECT count(), uniqExact(home_id, ts) FROM {db}.telemetry_sink {where}").result_rows[0],
             }
         finally:
-            sink.terminate()
-            sink.wait(60)
+            sink.stop(timeout=60)
 
         # 2. the sink alone, from a backlog
         topic = f"eco.bench.ingest.{uuid.uuid4().hex[:6]}"
         ensure_topics(settings, {topic: settings.telemetry_partitions})
         bclient = create_bench_database(settings, database)
         bs = bench_settings(settings, database).replace(topic_telemetry=topic)
-        run_backfill(CitySimulator(homes, [region], settings.seed, start_ms), TelemetryProducer(bs),
-                     start_ms, ticks, progress=False)
+        with TelemetryProducer(bs) as producer:
+            run_backfill(CitySimulator(homes, [region], settings.seed, start_ms), producer, start_ms, ticks,
+                         progress=False)
         log2 = log_dir / f"bench-{group}-backlog.log"
         t_spawn = time.monotonic()
         sink = _spawn_sink(bs, log2, "--group", group + "-backlog", "--exit-when-idle", "2")
@@ -307,9 +301,7 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
                                          expected, t_start, t_start, 300)["sink"]
             out["backlog"]["start_and_join_s"] = t_start - t_spawn
         finally:
-            if sink.poll() is None:
-                sink.terminate()
-            sink.wait(60)
+            sink.stop(timeout=60)
 
         # 3. bulk insert of the same readings (same simulator, same seed)
         bclient.command(f"CREATE TABLE {database}.ingest_bulk AS {database}.telemetry_sink")
@@ -357,19 +349,15 @@ def _time_query(client, sql: str, params: dict | None = None, runs: int = 3) -> 
 def named_queries(settings: Settings, until: str) -> dict[str, tuple[str, dict]]:
     """Every sinks/queries/*.sql with its declared defaults, ``until`` (if declared)
     set to the end of the benchmark data."""
-    from sinks import query_cli
+    from sinks.named_queries import QUERIES_DIR, load_named
 
     out = {}
-    for path in sorted(query_cli.QUERIES_DIR.glob("*.sql")):
+    for path in sorted(QUERIES_DIR.glob("*.sql")):
         name = path.stem
         try:
-            load = getattr(query_cli, "load_named", None)
-            if load is not None:
-                q = load(name)
-                params = q.bind({"until": until} if any(p.name == "until" for p in q.params) else {})
-                out[name] = (q.sql(settings), params)
-            else:
-                out[name] = (query_cli.resolve_sql(name, settings), {})
+            q = load_named(name)
+            params = q.bind({"until": until} if any(p.name == "until" for p in q.params) else {})
+            out[name] = (q.sql(settings), params)
         except Exception as exc:  # a query being written right now may not parse yet
             out[name] = (None, {"error": str(exc)})
     return out

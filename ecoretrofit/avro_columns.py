@@ -1,7 +1,8 @@
 """Avro encoding of a whole batch of records given as columns.
 
 The simulator produces a tick of readings as numpy columns; encoding them one dict at
-a time through fastavro costs ~6 µs per reading, more than the Kafka client itself.
+a time through fastavro costs more than the Kafka client itself (``ecoretrofit bench
+--only produce`` and the README give the figures).
 For flat record schemas (string, int/long, double, boolean fields, and unions of
 ``null`` with one of those) the Avro binary encoding is simple enough to build from
 the columns directly: doubles are 8 little-endian bytes, longs zig-zag varints,

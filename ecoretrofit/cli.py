@@ -17,19 +17,20 @@ from ecoretrofit.errors import CommandError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "stack": ("infra.stack_cli", "start, stop or inspect the local stack (broker, S3, registry, warehouse)"),
-    "demo": ("ecoretrofit.demo", "run the whole city for a minute and print what happened"),
-    "simulate": ("producers.cli", "stream simulated homes to Kafka, live or as a backfill"),
-    "process": ("processors.cli", "run the Faust stream processor (anomaly detection)"),
+    "stack": ("infra.localstack.stack_cli", "start, stop or inspect the local stack (broker, S3, registry, warehouse)"),
+    "demo": ("ecoretrofit.demo_cli", "run the whole city for a minute and print what happened"),
+    "simulate": ("producers.simulate_cli", "stream simulated homes to Kafka, live or as a backfill"),
+    "process": ("processors.process_cli", "run the Faust stream processor (anomaly detection)"),
     "query": ("sinks.query_cli", "run SQL or a named query against the warehouse"),
     "sink": ("sinks.sink_cli", "batching ClickHouse sink with exactly-once delivery"),
     "lake": ("sinks.lake_cli", "the telemetry data lake on S3: import days into ClickHouse, stats"),
-    "topics": ("ecoretrofit.topics", "print the contract of every topic"),
-    "eval": ("evaluation.cli", "score the detectors on injected faults or on NAB"),
-    "bench": ("bench.cli", "measure throughput and latency against baselines"),
-    "init": ("infra.ddl_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),
-    "registry": ("registry.cli", "run the Confluent-compatible schema registry"),
-    "warehouse": ("sinks.warehouse_cli", "run the embedded-ClickHouse warehouse service"),
+    "topics": ("ecoretrofit.topics_cli", "print the contract of every topic"),
+    "consumers": ("ecoretrofit.consumers_cli", "committed offsets and lag of every consumer group (--serve: /metrics)"),
+    "eval": ("evaluation.eval_cli", "score the detectors on injected faults or on NAB"),
+    "bench": ("bench.bench_cli", "measure throughput and latency against baselines"),
+    "init": ("infra.init_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),
+    "registry": ("infra.localstack.registry_cli", "run the Confluent-compatible schema registry"),
+    "warehouse": ("infra.localstack.warehouse_cli", "run the embedded-ClickHouse warehouse service"),
 }
 
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from schemas import topics
+
 # Offsets from ECO_PORT_BASE, so a second stack (a test session, a benchmark) is one
 # variable away: ECO_PORT_BASE=30000 moves every port at once.
 PORT_OFFSETS = {
@@ -74,15 +76,15 @@ class Settings:
     clickhouse_kafka_bootstrap: str = ""
     clickhouse_schema_registry_url: str = ""
 
-    # topics
-    topic_telemetry: str = "eco.telemetry.v1"
-    topic_anomalies: str = "eco.anomalies.v1"
-    topic_alerts: str = "eco.alerts.v1"
-    topic_deadletter: str = "eco.deadletter.v1"
-    topic_schemas: str = "_schemas"
-    telemetry_partitions: int = 8
-    anomalies_partitions: int = 4
-    alerts_partitions: int = 4
+    # topics: names and partition counts default to their declaration (schemas/topics.py)
+    topic_telemetry: str = topics.TELEMETRY.name
+    topic_anomalies: str = topics.ANOMALIES.name
+    topic_alerts: str = topics.ALERTS.name
+    topic_deadletter: str = topics.DEADLETTER.name
+    topic_schemas: str = topics.SCHEMAS.name
+    telemetry_partitions: int = topics.TELEMETRY.partitions
+    anomalies_partitions: int = topics.ANOMALIES.partitions
+    alerts_partitions: int = topics.ALERTS.partitions
 
     # simulation
     homes: int = 1000
@@ -108,6 +110,11 @@ class Settings:
     reading_interval_ms: int = 1000
     # How long a home stays in alert on a metric after its last anomaly there.
     alert_hold_s: float = 120.0
+
+    # local stack: a component that dies is restarted after this delay, doubling with
+    # each crash in a row up to the maximum
+    restart_backoff_s: float = 1.0
+    restart_backoff_max_s: float = 60.0
 
     # observability
     metrics_port: int = 0  # 0 -> derived; each service adds its own offset

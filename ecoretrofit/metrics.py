@@ -82,6 +82,17 @@ WAREHOUSE_QUERY_SECONDS = Histogram(
 )
 WAREHOUSE_ROWS = Gauge("eco_warehouse_rows", "Rows stored per table", ["table"])
 
+# --- consumer progress (read from the broker by `ecoretrofit consumers --serve`) --
+# group and topic are bounded: our own groups and topics.
+CONSUMER_COMMITTED = Gauge(
+    "eco_consumer_committed_offset",
+    "Committed offsets of a consumer group on a topic, summed over partitions (grows while it makes progress)",
+    ["group", "topic"],
+)
+CONSUMER_LAG = Gauge(
+    "eco_consumer_lag_messages", "Messages after a consumer group's committed offsets on a topic", ["group", "topic"]
+)
+
 # --- schema registry --------------------------------------------------------
 REGISTRY_REQUESTS = Counter(
     "eco_registry_requests_total", "Schema registry HTTP requests", ["method", "status"]
@@ -110,7 +121,7 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 # Each service's /metrics port is Settings.metrics_port + its offset. The processor
 # adds its worker index (0..3); the registry and warehouse serve /metrics on their
 # own HTTP port instead.
-PORT_OFFSETS = {"simulate": 0, "process": 1, "sink": 5, "demo": 6}
+PORT_OFFSETS = {"simulate": 0, "process": 1, "sink": 5, "demo": 6, "consumers": 7}
 
 
 def port_for(settings, service: str, index: int = 0) -> int:

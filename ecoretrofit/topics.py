@@ -1,12 +1,11 @@
-"""``ecoretrofit topics [--format text|markdown] [--output FILE]``: the contract of
-every topic, for the teams that consume them.
+"""The contract of every topic, for the teams that consume them (``ecoretrofit topics``).
 
 Per topic: name, key (what and how it is encoded), value (format, registry subject and
 the Avro schema's fields with their types and docs), partitions, retention/compaction,
 ordering and delivery guarantees, and the schema compatibility mode.
 
-Nothing here restates a schema or a partition count: fields come from
-``schemas/*.avsc`` and partitions from ``infra.stack.topic_specs``, so the output
+Nothing here restates a topic fact: fields come from
+``schemas/*.avsc``, names, partitions, keys and configs from ``schemas/topics.py``, so the output
 cannot drift from what the code produces. ``docs/topics.md`` is this command's
 Markdown output with default settings (``tests/test_topics.py`` fails when it is stale):
 
@@ -15,16 +14,14 @@ Markdown output with default settings (``tests/test_topics.py`` fails when it is
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import schemas
 from ecoretrofit.config import Settings
+from schemas import topics as declared
 
-COMPATIBILITY = "BACKWARD"
+COMPATIBILITY = declared.BACKWARD
 
 WIRE_FORMAT = (
     "Avro binary in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, "
@@ -66,124 +63,114 @@ class Contract:
 
 
 # ---------------------------------------------------------------- contracts
-def alert_schema() -> str | None:
-    """The alerts topic's schema, if one is shipped (schemas/*alert*.avsc)."""
-    found = [name for name in schemas.available() if "alert" in name]
-    return found[0] if found else None
+# What a consumer may rely on beyond the declared facts, per topic kind.
+PROSE: dict[str, dict[str, object]] = {
+    "telemetry": dict(
+        title="telemetry readings",
+        purpose="Every sensor reading of every home: the pipeline's input.",
+        producers="`ecoretrofit simulate` (producers/producer.py)",
+        consumers="the stream processor (`ecoretrofit process`), the warehouse (ClickHouse Kafka engine)",
+        ordering=(
+            "Per home: all readings of a home share a key, hence a partition, and arrive in the order "
+            "produced (`seq` +1 per reading). No order across homes or partitions."
+        ),
+        delivery=(
+            "Idempotent producer with acks=all: a broker retry neither duplicates nor reorders "
+            "readings within a partition. A producer restart may re-send readings it had not seen "
+            "acknowledged, so consumers treat the topic as at-least-once."
+        ),
+        dedup="(home_id, seq) identifies a reading; a gap in seq means readings lost at the source.",
+    ),
+    "anomalies": dict(
+        title="anomaly events",
+        purpose="One event per anomalous reading of one home's metric, emitted by the stream processor.",
+        producers="the stream processor (`ecoretrofit process`, processors/app.py)",
+        consumers="the warehouse (ClickHouse Kafka engine), other teams (see examples/consume_anomalies.py)",
+        ordering="Per home, in detection order (key home_id). No order across homes or partitions.",
+        delivery=(
+            "At-least-once: offsets are committed after processing, so after a crash or a rebalance the "
+            "readings since the last commit are scored again and their anomalies emitted again."
+        ),
+        dedup="`event_id` (home_id/metric/reading ts/detector) is stable across re-processing: deduplicate on it.",
+    ),
+    "alerts": dict(
+        title="alerts",
+        purpose="Alerts raised from anomaly events.",
+        producers="the stream processor",
+        consumers="other teams",
+        ordering="Per key, in the order raised.",
+        delivery="At-least-once.",
+        dedup="Deduplicate on the event's id field.",
+    ),
+    "deadletter": dict(
+        title="dead letters",
+        purpose="Messages the processor could not decode, kept byte for byte for inspection and replay.",
+        producers="the stream processor (processors/app.py `dead_letter`)",
+        consumers="operators; alert EcoDeadLettersGrowing counts them (eco_dead_letters_total)",
+        value="the original message's value bytes, unchanged (not necessarily Avro: that is why it is here)",
+        ordering="One partition: in the order the processor met them.",
+        delivery="At-least-once (a re-processed bad message is dead-lettered again).",
+        dedup="(source_topic, source_partition, source_offset) headers identify the original message.",
+        headers=[
+            ("source_topic", "topic the message came from (UTF-8)"),
+            ("source_partition", "its partition, decimal UTF-8"),
+            ("source_offset", "its offset, decimal UTF-8"),
+            ("reason", "short label: truncated, bad_magic, unknown_schema, corrupt"),
+            ("error", "the decoder's full message (UTF-8)"),
+        ],
+    ),
+    "schemas": dict(
+        title="schema registry log",
+        purpose="The schema registry's own storage: every registration and config change, replayed at start.",
+        producers="the schema registry only: never produce to it",
+        consumers="the schema registry only: read schemas through its REST API",
+        value="internal to the registry (JSON records)",
+        ordering="One partition: the registry's log is totally ordered.",
+        delivery="Written by one registry leader; each record is applied idempotently.",
+        dedup="Not needed: replaying a record twice yields the same state.",
+    ),
+}
+
+KEY_TEXT = {
+    declared.HOME_ID_KEY: HOME_KEY,
+    declared.SOURCE_KEY: "the original message's key bytes, unchanged (null if it had none)",
+    declared.INTERNAL_KEY: "internal to the registry",
+}
+
+
+def retention_text(topic: declared.Topic) -> str:
+    """The declared broker config, in words."""
+    if not topic.config:
+        return DEFAULT_RETENTION
+    settings = ", ".join(f"{k}={v}" for k, v in topic.config.items())
+    if topic.compacted:
+        return (f"{settings}: must never expire (as Confluent's registry creates it); "
+                "`ecoretrofit registry` replays it whole at start")
+    return settings
+
+
+def contract(settings: Settings, topic: declared.Topic) -> Contract:
+    prose = dict(PROSE[topic.kind])
+    name = topic.name_in(settings)
+    if topic.compatibility:
+        compatibility = COMPATIBILITY_TEXT if topic.compatibility == COMPATIBILITY else f"{topic.compatibility} on the subject."
+    else:
+        compatibility = "None: raw bytes, no schema." if topic.key == declared.SOURCE_KEY else "Not applicable."
+    return Contract(
+        name=name,
+        key=KEY_TEXT[topic.key],
+        value=prose.pop("value", WIRE_FORMAT),
+        schema=topic.value_schema,
+        subject=topic.subject(settings),
+        partitions=topic.partitions_in(settings),
+        retention=retention_text(topic),
+        compatibility=compatibility,
+        **prose,
+    )
 
 
 def contracts(settings: Settings) -> list[Contract]:
-    from infra.stack import topic_specs
-
-    parts = topic_specs(settings)
-    out = [
-        Contract(
-            name=settings.topic_telemetry,
-            title="telemetry readings",
-            purpose="Every sensor reading of every home: the pipeline's input.",
-            producers="`ecoretrofit simulate` (producers/producer.py)",
-            consumers="the stream processor (`ecoretrofit process`), the warehouse (ClickHouse Kafka engine)",
-            key=HOME_KEY,
-            value=WIRE_FORMAT,
-            schema=schemas.TELEMETRY_READING,
-            subject=f"{settings.topic_telemetry}-value",
-            partitions=parts[settings.topic_telemetry],
-            retention=DEFAULT_RETENTION,
-            ordering=(
-                "Per home: all readings of a home share a key, hence a partition, and arrive in the order "
-                "produced (`seq` +1 per reading). No order across homes or partitions."
-            ),
-            delivery=(
-                "Idempotent producer with acks=all: a broker retry neither duplicates nor reorders "
-                "readings within a partition. A producer restart may re-send readings it had not seen "
-                "acknowledged, so consumers treat the topic as at-least-once."
-            ),
-            dedup="(home_id, seq) identifies a reading; a gap in seq means readings lost at the source.",
-            compatibility=COMPATIBILITY_TEXT,
-        ),
-        Contract(
-            name=settings.topic_anomalies,
-            title="anomaly events",
-            purpose="One event per anomalous reading of one home's metric, emitted by the stream processor.",
-            producers="the stream processor (`ecoretrofit process`, processors/app.py)",
-            consumers="the warehouse (ClickHouse Kafka engine), other teams (see examples/consume_anomalies.py)",
-            key=HOME_KEY,
-            value=WIRE_FORMAT,
-            schema=schemas.ANOMALY_EVENT,
-            subject=f"{settings.topic_anomalies}-value",
-            partitions=parts[settings.topic_anomalies],
-            retention=DEFAULT_RETENTION,
-            ordering="Per home, in detection order (key home_id). No order across homes or partitions.",
-            delivery=(
-                "At-least-once: offsets are committed after processing, so after a crash or a rebalance the "
-                "readings since the last commit are scored again and their anomalies emitted again."
-            ),
-            dedup="`event_id` (home_id/metric/reading ts/detector) is stable across re-processing: deduplicate on it.",
-            compatibility=COMPATIBILITY_TEXT,
-        ),
-    ]
-    alert = alert_schema()
-    if alert is not None:
-        out.append(Contract(
-            name=settings.topic_alerts,
-            title="alerts",
-            purpose="Alerts raised from anomaly events.",
-            producers="the stream processor",
-            consumers="other teams",
-            key=HOME_KEY,
-            value=WIRE_FORMAT,
-            schema=alert,
-            subject=f"{settings.topic_alerts}-value",
-            partitions=parts[settings.topic_alerts],
-            retention=DEFAULT_RETENTION,
-            ordering="Per key, in the order raised.",
-            delivery="At-least-once.",
-            dedup="Deduplicate on the event's id field.",
-            compatibility=COMPATIBILITY_TEXT,
-        ))
-    out += [
-        Contract(
-            name=settings.topic_deadletter,
-            title="dead letters",
-            purpose="Messages the processor could not decode, kept byte for byte for inspection and replay.",
-            producers="the stream processor (processors/app.py `dead_letter`)",
-            consumers="operators; alert EcoDeadLettersGrowing counts them (eco_dead_letters_total)",
-            key="the original message's key bytes, unchanged (null if it had none)",
-            value="the original message's value bytes, unchanged (not necessarily Avro: that is why it is here)",
-            partitions=parts[settings.topic_deadletter],
-            retention=DEFAULT_RETENTION,
-            ordering="One partition: in the order the processor met them.",
-            delivery="At-least-once (a re-processed bad message is dead-lettered again).",
-            dedup="(source_topic, source_partition, source_offset) headers identify the original message.",
-            compatibility="None: raw bytes, no schema.",
-            headers=[
-                ("source_topic", "topic the message came from (UTF-8)"),
-                ("source_partition", "its partition, decimal UTF-8"),
-                ("source_offset", "its offset, decimal UTF-8"),
-                ("reason", "short label: truncated, bad_magic, unknown_schema, corrupt"),
-                ("error", "the decoder's full message (UTF-8)"),
-            ],
-        ),
-        Contract(
-            name=settings.topic_schemas,
-            title="schema registry log",
-            purpose="The schema registry's own storage: every registration and config change, replayed at start.",
-            producers="the schema registry only: never produce to it",
-            consumers="the schema registry only: read schemas through its REST API",
-            key="internal to the registry",
-            value="internal to the registry (JSON records)",
-            partitions=parts[settings.topic_schemas],
-            retention=(
-                "must never expire: Confluent's registry creates it with cleanup.policy=compact; "
-                "`ecoretrofit registry` replays it whole at start"
-            ),
-            ordering="One partition: the registry's log is totally ordered.",
-            delivery="Written by one registry leader; each record is applied idempotently.",
-            dedup="Not needed: replaying a record twice yields the same state.",
-            compatibility="Not applicable.",
-        ),
-    ]
-    return out
+    return [contract(settings, t) for t in declared.TOPICS]
 
 
 # ------------------------------------------------------------ Avro rendering
@@ -276,7 +263,7 @@ def render_markdown(settings: Settings) -> str:
         "# Topic contracts",
         "",
         "<!-- Generated by `ecoretrofit topics --format markdown --output docs/topics.md` "
-        "(default settings) from schemas/*.avsc and infra.stack.topic_specs. Do not edit by hand: "
+        "(default settings) from schemas/*.avsc and schemas/topics.py. Do not edit by hand: "
         "tests/test_topics.py fails when this file is stale. -->",
         "",
         "Every topic the platform owns, with what a consumer may rely on. Avro values use the "
@@ -315,20 +302,3 @@ def render_markdown(settings: Settings) -> str:
 
 
 RENDERERS = {"text": render_text, "markdown": render_markdown}
-
-
-# ---------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=sorted(RENDERERS), default="text", help="output format (default text)")
-    parser.add_argument("--output", type=Path, default=None, help="write to this file instead of stdout")
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    text = RENDERERS[args.format](settings)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0

@@ -51,10 +51,11 @@ def evaluate_through_kafka(
     from tqdm import tqdm
 
     import schemas
-    from bench.pipeline import _stop, _topic, _workers, scrape
+    from ecoretrofit.admin import ensure_topics, unique_topic
     from ecoretrofit.serde import decoder_for
     from evaluation.faults import score
-    from infra.stack import LocalStack, ensure_topics
+    from infra.localstack.stack import LocalStack
+    from processors.workers import start_workers
     from producers.faults import FaultPlan
     from producers.producer import TelemetryProducer
     from producers.simulator import CitySimulator
@@ -73,12 +74,14 @@ def evaluate_through_kafka(
 
     local = LocalStack(settings, log=lambda line: print(line, file=sys.stderr))
     started = local.up()
-    procs: list = []
+    workers = None
     try:
-        topic = _topic("evalfaults")
+        topic = unique_topic("evalfaults")
         ensure_topics(settings, {topic: settings.telemetry_partitions})
         # the worker judges silence in reading intervals: tell it the simulator's step
-        procs, ports, anomalies_topic = _workers(settings.replace(reading_interval_ms=step_ms), topic, 1, "earliest")
+        workers = start_workers(settings.replace(reading_interval_ms=step_ms), topic, 1, "earliest",
+                                label="evalfaults-worker")
+        anomalies_topic = workers.anomalies_topic
 
         sim = CitySimulator(homes, settings.regions, seed, start_ms, step_ms=step_ms)
         plan = FaultPlan.random(
@@ -104,12 +107,11 @@ def evaluate_through_kafka(
         produce_s = time.perf_counter() - t0
 
         alarms, processed, wait_s = _collect(
-            settings, anomalies_topic, procs[0], ports[0], produced, settle_s, timeout_s, progress,
-            decoder_for(settings, schemas.ANOMALY_EVENT), scrape,
+            settings, workers, produced, settle_s, timeout_s, progress, decoder_for(settings, schemas.ANOMALY_EVENT),
         )
     finally:
-        for p in procs:
-            _stop(p)
+        if workers is not None:
+            workers.stop()
         if started:
             local.down(only=started)
 
@@ -163,7 +165,7 @@ def evaluate_through_kafka(
     }
 
 
-def _collect(settings, topic, proc, port, expected, settle_s, timeout_s, progress, decoder, scrape):
+def _collect(settings, workers, expected, settle_s, timeout_s, progress, decoder):
     """Read the worker's anomalies until it has processed ``expected`` readings and
     nothing new arrived for ``settle_s``; alarms per detector, processed, seconds."""
     from confluent_kafka import Consumer
@@ -171,7 +173,7 @@ def _collect(settings, topic, proc, port, expected, settle_s, timeout_s, progres
 
     c = Consumer({**settings.kafka_client_config(), "group.id": f"eval-faults-{uuid.uuid4().hex[:6]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    c.subscribe([topic])
+    c.subscribe([workers.anomalies_topic])
     alarms: dict[str, list[tuple[str, str, int]]] = {}
     processed = 0
     t0 = time.monotonic()
@@ -185,14 +187,14 @@ def _collect(settings, topic, proc, port, expected, settle_s, timeout_s, progres
                 ev = decoder.decode(msg.value())
                 alarms.setdefault(ev["detector"], []).append((ev["home_id"], ev["metric"], int(ev["ts"])))
                 last_new = time.monotonic()
-            now_processed = int(scrape(port, "eco_readings_processed_total"))
+            now_processed = int(workers.processed())
             bar.update(max(0, now_processed - processed))
             processed = max(processed, now_processed)
             now = time.monotonic()
             if processed >= expected and now - last_new >= settle_s:
                 break
-            if proc.poll() is not None:
-                raise RuntimeError("the Faust worker died; see bench-worker-0.log in the stack's logs")
+            if workers.died():
+                raise RuntimeError("the Faust worker died; see evalfaults-worker-0.log in the stack's logs")
             if now - t0 > timeout_s:
                 raise RuntimeError(f"the worker processed {processed} of {expected} readings in {timeout_s:.0f} s")
     finally:
@@ -208,43 +210,3 @@ def format_counts(report: dict) -> str:
         f"anomaly events {report['anomalies']:,} ({by}); produce {report['produce_seconds']:.1f} s, "
         f"drain {report['wait_seconds']:.1f} s"
     )
-
-
-def run_cli(args, settings) -> int:
-    """``ecoretrofit eval faults --through-kafka``."""
-    import json
-
-    from ecoretrofit.errors import CommandError
-    from evaluation.faults import _json_default, format_table
-
-    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip()) or KINDS
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown:
-        raise CommandError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(KINDS)}")
-    seed = settings.seed if args.seed is None else args.seed
-    try:
-        report = evaluate_through_kafka(
-            settings, homes=args.homes, hours=args.hours, step_s=args.step_s, seed=seed, kinds=kinds,
-            faults_per_kind=args.faults_per_kind, grace_s=args.grace_s, progress=not args.no_progress,
-        )
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
-    if args.json:
-        json.dump(report, sys.stdout, indent=2, default=_json_default)
-        print()
-        return 0
-    print(
-        f"Fault detection through Kafka ({report['detector']} + stuck + gap in one Faust worker): "
-        f"{report['homes']} homes x {report['hours']:g} h at {report['step_ms'] / 1000:g} s steps, seed {seed}, "
-        f"{len(report['faults'])} faults; episode = alarms <= {report['merge_gap_ms'] / 1000:g} s apart; "
-        f"match window = [start, end + {report['grace_ms'] / 1000:g} s]"
-    )
-    print(format_counts(report))
-    print()
-    # format_table's last line is about per-series rates, which do not apply here
-    print("\n".join(format_table({**report, "false_episodes_per_series_day": {}}).splitlines()[:-1]))
-    print(
-        "false episodes per home-day: "
-        + ", ".join(f"{k} {v:.2f}" for k, v in report["false_episodes_per_home_day"].items())
-    )
-    return 0

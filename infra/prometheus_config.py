@@ -17,6 +17,7 @@ def scrape_targets(settings: Settings) -> dict[str, list[str]]:
         "processor": [f"{host}:{metrics.port_for(settings, 'process', i)}" for i in range(4)],
         "sink": [f"{host}:{metrics.port_for(settings, 'sink')}"],
         "demo": [f"{host}:{metrics.port_for(settings, 'demo')}"],
+        "consumers": [f"{host}:{metrics.port_for(settings, 'consumers')}"],
         "registry": [f"{host}:{settings.port('registry')}"],
         "warehouse": [f"{host}:{settings.port('warehouse')}"],
     }

@@ -48,9 +48,9 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from processors.detectors import make
+from processors.detectors import load_state, make
 from processors.detectors.gaps import GapDetector
-from processors.detectors.state import dump, integer, load
+from processors.detectors.state import dump, integer
 from processors.detectors.zscore import z_to_score
 from schemas import SCORED_METRICS
 
@@ -289,11 +289,11 @@ class HomeModel:
         for metric, blob in detectors.items():
             if metric not in allowed:
                 raise ValueError(f"unknown metric {metric!r}")
-            model.detectors[metric] = load(blob)
+            model.detectors[metric] = load_state(blob)
         for metric, blob in extras:
             if metric not in allowed:
                 raise ValueError(f"unknown metric {metric!r}")
-            det = load(blob)
+            det = load_state(blob)
             if det.name not in config.extra_detectors:
                 raise ValueError(f"{det.name!r} is not an extra detector of this configuration")
             model.extras[(metric, det.name)] = det

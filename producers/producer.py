@@ -139,6 +139,12 @@ class TelemetryProducer:
         """Wait for every in-flight reading; returns how many are still unacknowledged."""
         return self._producer.flush(timeout)
 
+    def __enter__(self) -> "TelemetryProducer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self, timeout: float = 5.0) -> int:
         """Give in-flight readings ``timeout`` to be acknowledged, then drop the rest
         (counted as failed): the client must not outlive the broker it talks to.

@@ -41,7 +41,8 @@ import re
 from typing import Iterable
 from urllib.parse import quote
 
-from sinks.sink import Batch, TransientError
+from sinks.batching import Batch
+from sinks.sink import TransientError
 
 log = logging.getLogger("eco.lake")
 
@@ -253,7 +254,7 @@ class S3Ledger:
 
 
 def lake_writer(settings, spec, prefix: str | None = None) -> tuple[LakeWriter, S3Ledger]:
-    from infra.stack import s3_client
+    from ecoretrofit.admin import s3_client
 
     if tuple(spec.columns) != TELEMETRY_COLUMNS:
         raise ValueError(f"the lake stores telemetry readings; {spec.topic} has columns {spec.columns}")
@@ -320,7 +321,7 @@ def import_range(settings, client, start: dt.date, end: dt.date, table: str = "t
     inserted with one ``INSERT … SELECT … FROM s3()``. Returns one dict per day:
     ``{"date", "files", "rows"}`` (rows counted in the table afterwards).
     """
-    from infra.stack import s3_client
+    from ecoretrofit.admin import s3_client
 
     s3 = s3 or s3_client(settings)
     db = settings.clickhouse_database

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks.sink import build
+    from sinks.wiring import build
 
     log = logging.getLogger("eco.sink")
     if not log.isEnabledFor(logging.INFO):

@@ -3,7 +3,7 @@
 Every process reaches ClickHouse the same way: ``clickhouse_connect`` over HTTP to
 ``Settings.clickhouse_url``. Locally that URL points at ``ecoretrofit warehouse serve``
 (embedded ClickHouse behind ClickHouse's own HTTP interface, see
-``sinks/warehouse_service.py``); in docker-compose it points at a real server. No code
+``infra/localstack/warehouse_service.py``); in docker-compose it points at a real server. No code
 here knows which one it talks to.
 
 The schema lives in ``sinks/sql/*.sql``: applied in filename order, with

@@ -4,15 +4,16 @@ once per test session on its own ports and data directory, and stopped at the en
 from __future__ import annotations
 
 import os
-import subprocess
+import signal
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from ecoretrofit import processes
 from ecoretrofit.config import Settings
-from infra.stack import LocalStack
+from infra.localstack.stack import LocalStack
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,25 +52,14 @@ def stack_settings(stack) -> Settings:
     return stack.settings
 
 
-def spawn(settings: Settings, *args: str, log_name: str) -> subprocess.Popen:
+def spawn(settings: Settings, *args: str, log_name: str) -> processes.Proc:
     """Start an ``ecoretrofit`` subcommand against the test stack."""
-    log = open(settings.data_dir / "logs" / f"{log_name}.log", "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "ecoretrofit.cli", *args],
-        env={**os.environ, **settings.env()}, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, cwd=settings.data_dir,
-    )
+    return processes.start_cli(settings, log_name, args, cwd=settings.data_dir)
 
 
-def stop(proc: subprocess.Popen, sig: int = 15, timeout: float = 20.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
+def stop(proc: processes.Proc, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+    """Stop it with ``sig`` (SIGKILL after ``timeout``); its exit code."""
+    return proc.stop(sig, timeout)
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +67,6 @@ def processor(stack_settings):
     """One Faust worker for the whole session."""
     proc = spawn(stack_settings, "process", log_name="processor")
     time.sleep(1.0)
-    assert proc.poll() is None, "processor exited at start-up; see its log in the stack data dir"
+    assert proc.running(), "processor exited at start-up; see its log in the stack data dir"
     yield proc
     stop(proc)

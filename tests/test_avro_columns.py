@@ -52,6 +52,7 @@ def test_producer_counts_failures_when_the_broker_is_unreachable():
     producer = TelemetryProducer(settings, encoder=encoder, **{"message.timeout.ms": 500})
     sent = producer.send_columns(CitySimulator(20, ["north"], seed=1, start_ms=START).tick_columns())
     producer.flush(10)
+    producer.close()
     stats = producer.stats
     assert (stats.sent, stats.acked, stats.failed, stats.in_flight) == (sent, 0, 20, 0)
     assert stats.errors == {"_MSG_TIMED_OUT": 20}

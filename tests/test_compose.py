@@ -289,7 +289,7 @@ def test_start_up_order_is_enforced(services):
             assert "healthcheck" in svc, f"{name} is long-running but has no healthcheck"
     init = services["warehouse-init"]
     assert set(init["depends_on"]) >= {"kafka", "schema-registry", "clickhouse", "s3"}
-    assert init["entrypoint"][-1] == "infra.ddl_cli" and importlib.util.find_spec("infra.ddl_cli")
+    assert init["entrypoint"][-1] == "infra.init_cli" and importlib.util.find_spec("infra.init_cli")
     for name in ("simulate", "process"):
         assert services[name]["depends_on"]["warehouse-init"]["condition"] == "service_completed_successfully"
 
@@ -324,7 +324,7 @@ def test_metrics_ports_agree_with_healthchecks_and_scrape_config(services, our_s
         for sd in job.get("dns_sd_configs", []):
             for host in sd["names"]:
                 ports[host] = int(sd["port"])
-    for service, role in (("simulate", "simulate"), ("process", "process")):
+    for service, role in (("simulate", "simulate"), ("process", "process"), ("consumers", "consumers")):
         env = {k: interpolate(v, example) for k, v in environment(our_services[service]).items()}
         port = metrics.port_for(Settings.from_env(env), role)
         assert ports.get(service) == port, f"Prometheus scrapes {service} on {ports.get(service)}, it serves {port}"
@@ -474,3 +474,17 @@ def test_dashboard_queries_use_defined_metrics():
             expr = re.sub(r'"[^"]*"', '""', expr)
             for name in re.findall(r"\b(eco[a-zA-Z0-9_:]*|ALERTS)\b", expr):
                 assert name in defined, f"{path.name}: {name} is neither a metric nor a recording rule"
+
+
+def test_topic_facts_in_compose_come_from_their_declarations(services, our_services):
+    """Our services take topic names and partitions from schemas/topics.py (through the
+    Settings defaults): compose must not restate them, and the Confluent registry's own
+    topic and default compatibility must be the declared ones."""
+    from schemas.topics import BACKWARD, SCHEMAS
+
+    for name, svc in our_services.items():
+        restated = sorted(k for k in environment(svc) if k.startswith("ECO_TOPIC_") or k.endswith("_PARTITIONS"))
+        assert not restated, f"{name} restates topic facts declared in schemas/topics.py: {restated}"
+    registry = environment(services["schema-registry"])
+    assert registry["SCHEMA_REGISTRY_KAFKASTORE_TOPIC"] == SCHEMAS.name
+    assert registry["SCHEMA_REGISTRY_SCHEMA_COMPATIBILITY_LEVEL"].upper() == BACKWARD

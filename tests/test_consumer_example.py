@@ -18,7 +18,7 @@ from pathlib import Path
 import schemas
 from confluent_kafka import Producer
 from ecoretrofit.serde import encoder_for
-from infra.stack import ensure_topics
+from ecoretrofit.admin import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "consume_anomalies.py"

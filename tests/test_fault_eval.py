@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from evaluation import eval_cli
 from evaluation import faults as fe
 from evaluation.faults import Episode, match, merge_episodes, score
 from processors.detectors.gaps import GapDetector
@@ -131,11 +132,11 @@ def test_scores_without_detections_or_faults():
 
 
 def test_threshold_and_param_parsing():
-    assert fe.parse_thresholds("", ["a"]) == {"a": fe.DEFAULT_THRESHOLD}
-    assert fe.parse_thresholds("0.5,b=0.7", ["a", "b"]) == {"a": 0.5, "b": 0.7}
-    assert fe.parse_params(["zscore.window=60"]) == {"zscore": {"window": 60}}
+    assert eval_cli.parse_thresholds("", ["a"]) == {"a": fe.DEFAULT_THRESHOLD}
+    assert eval_cli.parse_thresholds("0.5,b=0.7", ["a", "b"]) == {"a": 0.5, "b": 0.7}
+    assert eval_cli.parse_params(["zscore.window=60"]) == {"zscore": {"window": 60}}
     with pytest.raises(ValueError):
-        fe.parse_params(["window=60"])
+        eval_cli.parse_params(["window=60"])
 
 
 # ------------------------------------------------------------------ gap detector
@@ -214,7 +215,7 @@ def test_stuck_detector_leaves_flat_and_steppy_sensors_alone():
 
 def test_stuck_is_registered():
     import processors.detectors.stuck  # noqa: F401
-    from processors.detectors.base import make
+    from processors.detectors import make
 
     d = make("stuck", min_run=4)
     assert d.name == "stuck" and d.min_run == 4 and math.isfinite(d.score_one(1.0))
@@ -239,13 +240,13 @@ def test_cli_json(capsys):
     from ecoretrofit.config import Settings
 
     parser = argparse.ArgumentParser()
-    fe.add_arguments(parser)
+    eval_cli.faults_arguments(parser)
     args = parser.parse_args(
         ["--homes", "5", "--hours", "2", "--step-s", "30", "--detectors", "zscore,stuck,gaps", "--faults-per-kind",
          "1", "--json", "--no-progress", "--jobs", "2", "--threshold", "0.9999,stuck=0.999"]
     )
     settings = Settings(clickhouse_password="x", s3_access_key="x", s3_secret_key="x")
-    assert fe.run(args, settings) == 0
+    assert eval_cli.run_faults(args, settings) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["homes"] == 5 and out["thresholds"] == {"zscore": 0.9999, "stuck": 0.999}
     assert {r["detector"] for r in out["results"]} == {"zscore", "stuck", "gaps"}

@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 
 from sinks.lake import LakeWriter, S3Ledger, day_of, group_rows
-from sinks.sink import Batch
+from sinks.batching import Batch
 from helpers import unique
 
 DAY_MS = 86_400_000
@@ -122,7 +122,7 @@ def lake_run(stack_settings):
     from confluent_kafka import Producer
 
     from conftest import spawn, stop
-    from infra.stack import ensure_topics, s3_client
+    from ecoretrofit.admin import ensure_topics, s3_client
     from producers.producer import TelemetryProducer, run_backfill
     from producers.simulator import CitySimulator
 
@@ -138,8 +138,9 @@ def lake_run(stack_settings):
     midnight = int(dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc).timestamp() * 1000)
     homes, ticks = 200, 100
     start_ms = midnight - 40_000  # 40 ticks on `day`, 60 on the next
-    stats = run_backfill(CitySimulator(homes, regions, seed=21, start_ms=start_ms), TelemetryProducer(s),
-                         start_ms, ticks, progress=False)
+    with TelemetryProducer(s) as producer:
+        stats = run_backfill(CitySimulator(homes, regions, seed=21, start_ms=start_ms), producer,
+                             start_ms, ticks, progress=False)
     assert stats.acked == homes * ticks and stats.failed == 0
     bad = Producer({"bootstrap.servers": s.kafka_bootstrap})
     for p in (0, 1):
@@ -158,7 +159,7 @@ def lake_run(stack_settings):
     finally:
         stop(proc, signal.SIGKILL)  # files written, offsets not committed
     proc = spawn(s, *args, "--batch-rows", "4000", "--exit-when-idle", "3", log_name=f"{group}-2")
-    assert proc.wait(90) == 0
+    assert proc.popen.wait(90) == 0
     return {"settings": s, "s3": s3, "topic": topic, "prefix": prefix, "regions": regions,
             "days": (day.isoformat(), (day + dt.timedelta(days=1)).isoformat()),
             "per_day": {day.isoformat(): homes * 40, (day + dt.timedelta(days=1)).isoformat(): homes * 60},

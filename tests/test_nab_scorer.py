@@ -194,21 +194,11 @@ def test_cli_table_runs_a_detector(corpus, capsys):
     assert "extreme" in out and "Numenta HTM" in out and "low FN" in out
 
 
-def test_cli_faults_dispatch(monkeypatch, capsys):
-    import sys
-    import types
+def test_cli_faults_dispatch(monkeypatch):
+    from ecoretrofit.cli import main
+    from evaluation import eval_cli
 
-    from evaluation import cli
-
-    fake = types.ModuleType("evaluation.faults")
-    fake.add_arguments = lambda p: p.add_argument("--homes", type=int)
-    fake.run = lambda args, settings: 7 if args.homes == 3 else 1
-    monkeypatch.setitem(sys.modules, "evaluation.faults", fake)
-    assert cli._run_faults(["--homes", "3"], None) == 7
-
-    monkeypatch.delitem(sys.modules, "evaluation.faults")
-    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
-    from ecoretrofit.errors import CommandError
-
-    with pytest.raises(CommandError, match="not available"):
-        cli._run_faults([], None)
+    seen = {}
+    monkeypatch.setattr(eval_cli, "run_faults_through_kafka", lambda args, settings: seen.update(vars(args)) or 7)
+    assert main(["eval", "faults", "--through-kafka", "--homes", "3", "--hours", "6"]) == 7
+    assert seen["homes"] == 3 and seen["hours"] == 6.0 and seen["through_kafka"]

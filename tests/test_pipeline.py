@@ -27,8 +27,8 @@ from helpers import home_ids, unique, wait_for
 def produce_region(settings, region: str, homes: int, ticks: int, start_ms: int | None = None) -> int:
     start_ms = start_ms or int(time.time() * 1000) - ticks * 1000
     sim = CitySimulator(homes, [region], seed=7, start_ms=start_ms)
-    producer = TelemetryProducer(settings)
-    stats = run_backfill(sim, producer, start_ms, ticks, progress=False)
+    with TelemetryProducer(settings) as producer:
+        stats = run_backfill(sim, producer, start_ms, ticks, progress=False)
     assert stats.failed == 0 and stats.in_flight == 0, stats
     return stats.acked
 
@@ -95,6 +95,7 @@ def test_spike_produces_anomaly_event(stack_settings, processor):
             spike_ts = r["ts"]
         producer.send(r)
     assert producer.flush(10) == 0
+    producer.close()
     dec = decoder_for(s, schemas.ANOMALY_EVENT)
     c = Consumer({**s.kafka_client_config(), "group.id": unique("g"), "auto.offset.reset": "earliest"})
     c.subscribe([s.topic_anomalies])

@@ -14,7 +14,7 @@ import numpy as np
 
 from bench.pipeline import scrape
 from conftest import spawn, stop
-from infra.stack import ensure_topics
+from ecoretrofit.admin import ensure_topics
 from producers.producer import TelemetryProducer
 from producers.simulator import CitySimulator
 from helpers import free_port, home_ids, unique, wait_for

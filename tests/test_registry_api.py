@@ -23,8 +23,8 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from registry.server import RegistryServer
-from registry.store import KafkaLog, MemoryLog, StoreError
+from infra.localstack.registry.server import RegistryServer
+from infra.localstack.registry.store import KafkaLog, MemoryLog, StoreError
 from helpers import free_port
 
 TOPIC = "eco.telemetry.v1"

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from registry.core import (
+from infra.localstack.registry.core import (
     BACKWARD,
     BACKWARD_TRANSITIVE,
     FORWARD,

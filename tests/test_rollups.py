@@ -336,7 +336,8 @@ def test_kafka_readings_reach_the_rollups(client, stack_settings):
     region = unique("ru-kafka")
     start_ms = int(time.time() * 1000) // 1000 * 1000 - 120_000
     sim = CitySimulator(5, [region], seed=11, start_ms=start_ms)
-    stats = run_backfill(sim, TelemetryProducer(stack_settings), start_ms, 40, progress=False)
+    with TelemetryProducer(stack_settings) as producer:
+        stats = run_backfill(sim, producer, start_ms, 40, progress=False)
     assert stats.failed == 0 and stats.acked == 200
     q = "SELECT count() FROM telemetry WHERE region = %(r)s"
     deadline = time.monotonic() + 90

@@ -20,7 +20,8 @@ from collections import deque
 import pytest
 
 from ecoretrofit.serde import DecodeError
-from sinks.sink import Batch, Batcher, Sink, TransientError, normalise_ranges
+from sinks.batching import Batch, Batcher, normalise_ranges
+from sinks.sink import Sink, TransientError
 from helpers import unique, wait_for
 
 
@@ -432,7 +433,8 @@ def test_registry_outage_is_waited_for_and_unknown_ids_are_dead_letters():
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     from ecoretrofit.serde import AvroDecoder
-    from sinks.sink import Interrupted, registry_fetch
+    from sinks.kafka_source import registry_fetch
+    from sinks.sink import Interrupted
 
     class Registry:
         def __init__(self, failures):
@@ -463,7 +465,7 @@ def test_decoders_map_records_to_table_rows():
     import schemas
     from ecoretrofit.config import Settings
     from ecoretrofit.serde import AvroDecoder, AvroEncoder
-    from sinks.sink import make_decoder, topic_spec
+    from sinks.kafka_source import make_decoder, topic_spec
 
     settings = Settings.from_env({"ECO_DATA_DIR": "/nonexistent", "ECO_CLICKHOUSE_PASSWORD": "x",
                                   "ECO_S3_ACCESS_KEY": "k", "ECO_S3_SECRET_KEY": "s"})
@@ -502,7 +504,8 @@ def produce_readings(settings, region, homes, ticks, start_ms, sim=None):
     from producers.simulator import CitySimulator
 
     sim = sim or CitySimulator(homes, [region], seed=11, start_ms=start_ms)
-    stats = run_backfill(sim, TelemetryProducer(settings), start_ms, ticks, progress=False)
+    with TelemetryProducer(settings) as producer:
+        stats = run_backfill(sim, producer, start_ms, ticks, progress=False)
     assert stats.failed == 0 and stats.in_flight == 0, stats
     return sim, stats.acked
 
@@ -528,7 +531,7 @@ def test_sigkill_between_insert_and_commit_then_restart_stores_exactly_once(stac
     from confluent_kafka import Producer
 
     from conftest import spawn, stop
-    from infra.stack import ensure_topics
+    from ecoretrofit.admin import ensure_topics
     from sinks.warehouse import connect
 
     topic, region, group = unique("eco.test.sink"), unique("sink"), unique("eco-sink-test")
@@ -614,6 +617,7 @@ def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_pr
         stack.restart("warehouse")
         restart_s = time.monotonic() - t0
         thread.join()
+        producer.close()
         produced = producer.stats.acked
         assert produced == homes * ticks
         client = connect(s)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from processors.detectors.zscore import RollingZScore
-from sinks import query_cli, warehouse
+from sinks import named_queries, warehouse
 from helpers import unique
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +53,7 @@ def insert(client, rows: list[dict]) -> None:
 
 def run_named(client, settings, name: str, **params) -> list[dict]:
     """A named query as the CLI runs it: declared defaults, then the given parameters."""
-    q = query_cli.load_named(name)
+    q = named_queries.load_named(name)
     res = client.query(q.sql(settings), parameters=q.bind({k: str(v) for k, v in params.items()}))
     return [dict(zip(res.column_names, r)) for r in res.result_rows]
 

@@ -1,4 +1,5 @@
-"""The local stack's supervisor: clear one-line errors, and nothing left running."""
+"""The local stack's supervisor: clear one-line errors, nothing left running, and a
+component that dies comes back, later each time it keeps dying."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from ecoretrofit.config import Settings
 from ecoretrofit.errors import CommandError
-from infra.stack import Component, LocalStack, _alive
+from ecoretrofit.processes import alive
+from helpers import wait_for
+from infra.localstack.stack import Component, LocalStack
 
 
 @pytest.fixture
@@ -26,8 +31,8 @@ def test_a_component_that_dies_at_start_up_is_reported_with_its_log(local):
     comp = Component("crasher", [sys.executable, "-c", "import sys; print('boom: no config'); sys.exit(3)"],
                      ports=[], healthy=lambda: False, start_timeout=10)
     with pytest.raises(CommandError, match=r"crasher exited with code 3 at start-up: boom: no config"):
-        local._start(comp)
-    assert local._pid("crasher") is None
+        local.start_component(comp)
+    assert local.pid_of("crasher") is None
 
 
 def test_a_component_that_never_gets_healthy_is_stopped(local):
@@ -42,8 +47,8 @@ def test_a_component_that_never_gets_healthy_is_stopped(local):
     comp = Component("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
                      ports=[], healthy=healthy, start_timeout=1.5, stop_timeout=5)
     with pytest.raises(CommandError, match=r"sleeper failed its health check within 2s"):
-        local._start(comp)
-    assert not _alive(seen["pid"]), "an unhealthy component must not be left running"
+        local.start_component(comp)
+    assert not alive(seen["pid"]), "an unhealthy component must not be left running"
     assert not (local.run_dir / "sleeper.pid").exists()
 
 
@@ -52,11 +57,11 @@ def test_stop_uses_the_components_signal_and_escalates(local):
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
     comp = Component("stubborn", [sys.executable, "-c", code], ports=[], healthy=lambda: True,
                      stop_signal=signal.SIGINT, stop_timeout=5)
-    local._start(comp)
-    pid = local._pid("stubborn")
-    assert pid and _alive(pid)
-    assert local._stop(comp)
-    assert not _alive(pid)
+    local.start_component(comp)
+    pid = local.pid_of("stubborn")
+    assert pid and alive(pid)
+    assert local.stop_component(comp)
+    assert not alive(pid)
 
 
 def test_a_taken_port_is_a_one_line_error_from_the_cli(tmp_path):
@@ -73,3 +78,71 @@ def test_a_taken_port_is_a_one_line_error_from_the_cli(tmp_path):
     status = subprocess.run([sys.executable, "-m", "ecoretrofit.cli", "stack", "status"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert status.returncode == 1 and "s3         stopped" in status.stdout
+
+
+def _supervised_sleeper(tmp_path, **env: str):
+    """A long-sleeping component, started, under ``supervise`` on a thread:
+    (stack, component, stop event, thread)."""
+    settings = Settings.from_env({"ECO_DATA_DIR": str(tmp_path), "ECO_PORT_BASE": "31000", **env})
+    local = LocalStack(settings, log=lambda _: None)
+    local._prepare_dirs()
+    comp = Component("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"], ports=[],
+                     healthy=lambda: True, stop_timeout=5)
+    local.start_component(comp)
+    local.components_for_stop = lambda: [comp]
+    stop = threading.Event()
+    thread = threading.Thread(target=local.supervise, args=(stop, 0.05), daemon=True)
+    thread.start()
+    return local, comp, stop, thread
+
+
+def test_a_component_killed_with_sigkill_is_restarted_with_growing_backoff(tmp_path):
+    local, comp, stop, thread = _supervised_sleeper(tmp_path, ECO_RESTART_BACKOFF_S="0.3",
+                                                    ECO_RESTART_BACKOFF_MAX_S="5")
+    seen = []
+    try:
+        for crash in range(3):
+            pid = local.pid_of("sleeper")
+            assert pid, f"sleeper not running before crash {crash + 1}"
+            os.kill(pid, signal.SIGKILL)
+            t0 = time.monotonic()
+            wait_for(lambda: (local.pid_of("sleeper") or pid) != pid, 30, 0.05, what=f"restart {crash + 1}")
+            seen.append(time.monotonic() - t0)
+        state = wait_for(lambda: local.supervisor_state()["sleeper"]["restarts"] == 3 and local.supervisor_state(),
+                         10, 0.05, what="three restarts recorded")["sleeper"]
+        assert state["delays_s"] == [0.3, 0.6, 1.2], state  # doubling: crashes in a row
+        assert seen[0] >= 0.3 and seen[2] >= 1.2 and seen[2] > seen[0], seen
+    finally:
+        stop.set()
+        thread.join(10)
+        local.stop_component(comp)
+    assert not thread.is_alive()
+    assert local.pid_of("sleeper") is None
+
+
+def test_a_component_stopped_on_purpose_is_not_restarted(tmp_path):
+    local, comp, stop, thread = _supervised_sleeper(tmp_path, ECO_RESTART_BACKOFF_S="0.1")
+    try:
+        assert local.stop_component(comp)
+        time.sleep(1.0)  # ten back-offs' worth
+        assert local.pid_of("sleeper") is None
+        assert local.supervisor_state() == {}
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_a_real_component_killed_with_sigkill_comes_back(stack):
+    """The session stack runs its supervisor: the registry, SIGKILLed, is restarted
+    and serves again (its schemas replayed from its topic)."""
+    from ecoretrofit.processes import http_ok
+
+    assert stack.pid_of("supervisor"), "stack up must start the supervisor"
+    before = stack.pid_of("registry")
+    subjects = f"{stack.settings.schema_registry_url}/subjects"
+    assert before and http_ok(subjects)
+    os.kill(before, signal.SIGKILL)
+    wait_for(lambda: (stack.pid_of("registry") or before) != before and http_ok(subjects), 60, 0.2,
+             what="the registry restarted by the supervisor")
+    wait_for(lambda: stack.supervisor_state().get("registry", {}).get("restarts", 0) >= 1, 30, 0.2,
+             what="the restart in the supervisor's state")

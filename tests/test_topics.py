@@ -7,9 +7,9 @@ import argparse
 from pathlib import Path
 
 import schemas
-from ecoretrofit import topics
+from ecoretrofit import topics, topics_cli
 from ecoretrofit.config import Settings
-from infra.stack import topic_specs
+from schemas.topics import TOPICS, partitions_by_name
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "topics.md"
@@ -18,10 +18,10 @@ REGENERATE = "ecoretrofit topics --format markdown --output docs/topics.md"
 
 def run_cli(tmp_path, *argv: str, settings: Settings | None = None) -> str:
     parser = argparse.ArgumentParser()
-    topics.add_arguments(parser)
+    topics_cli.add_arguments(parser)
     out = tmp_path / "out.txt"
     args = parser.parse_args([*argv, "--output", str(out)])
-    assert topics.run(args, settings or Settings()) == 0
+    assert topics_cli.run(args, settings or Settings()) == 0
     return out.read_text()
 
 
@@ -34,12 +34,9 @@ def test_committed_doc_is_what_the_command_generates(tmp_path):
 def test_every_topic_the_platform_owns_is_described():
     s = Settings()
     described = {c.name for c in topics.contracts(s)}
-    expected = set(topic_specs(s))
-    if topics.alert_schema() is None:
-        expected.discard(s.topic_alerts)  # no schema yet: nothing to promise
-    assert described == expected
+    assert described == set(partitions_by_name(s)) == {t.name for t in TOPICS}
     for c in topics.contracts(s):
-        assert c.partitions == topic_specs(s)[c.name]
+        assert c.partitions == partitions_by_name(s)[c.name]
 
 
 def test_every_schema_field_with_type_and_doc_is_in_both_formats(tmp_path):
@@ -66,11 +63,14 @@ def test_settings_drive_names_and_partitions(tmp_path):
     assert "partitions:    12" in section.split("\n\n", 1)[0]
 
 
-def test_alerts_topic_appears_once_it_has_a_schema(monkeypatch, tmp_path):
-    s = Settings()
-    assert topics.alert_schema() is None or s.topic_alerts in run_cli(tmp_path, settings=s)
-    monkeypatch.setattr(topics, "alert_schema", lambda: schemas.ANOMALY_EVENT)
-    assert f"{s.topic_alerts}: alerts" in run_cli(tmp_path, settings=s)
+def test_every_schemad_topic_carries_its_declared_schema_and_compatibility():
+    s = Settings(topic_alerts="team.alerts.v2")
+    by_name = {c.name: c for c in topics.contracts(s)}
+    for declared in TOPICS:
+        c = by_name[declared.name_in(s)]
+        assert c.schema == declared.value_schema and c.subject == declared.subject(s)
+        assert ("BACKWARD" in c.compatibility) == (declared.compatibility == "BACKWARD")
+    assert by_name["team.alerts.v2"].subject == "team.alerts.v2-value"
 
 
 def test_type_rendering():

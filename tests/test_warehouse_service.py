@@ -12,19 +12,18 @@ import datetime as dt
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from ecoretrofit import processes
 from ecoretrofit.config import Settings
 from ecoretrofit.errors import CommandError
-from sinks import query_cli, warehouse
+from sinks import named_queries, warehouse
 
 REPO = Path(__file__).resolve().parent.parent
 PORT_BASE = 22000  # warehouse on 22123
@@ -58,33 +57,19 @@ def run_cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.C
     )
 
 
-def start_service(settings: Settings, *extra: str) -> subprocess.Popen:
+def start_service(settings: Settings, *extra: str) -> processes.Proc:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(settings.data_dir / "warehouse.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ecoretrofit.cli", "warehouse", "serve", *extra],
-        env=child_env(settings), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"warehouse exited with {proc.returncode}: {service_log(settings)}")
-        if http_get(settings, "/ping")[0] == 200:
-            return proc
-        time.sleep(0.1)
-    stop_service(proc)
-    pytest.fail(f"warehouse not ready within 60 s: {service_log(settings)}")
+    proc = processes.start("warehouse", processes.cli_argv("warehouse", "serve", *extra),
+                           settings.data_dir / "warehouse.log", env=child_env(settings), cwd=REPO, stop_timeout=15.0)
+    try:
+        proc.wait_healthy(lambda: http_get(settings, "/ping")[0] == 200, 60, 0.1)
+    except CommandError as exc:
+        pytest.fail(f"{exc}: {service_log(settings)}")
+    return proc
 
 
-def stop_service(proc: subprocess.Popen, timeout: float = 15.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
+def stop_service(proc: processes.Proc) -> int:
+    return proc.stop()
 
 
 def service_log(settings: Settings) -> str:
@@ -304,7 +289,7 @@ def test_query_cli_formats_and_named_queries(service, client, monkeypatch, capsy
 
     # a named query: sinks/queries/NAME.sql with {k:Type} parameters
     (tmp_path / "by_region.sql").write_text("SELECT n FROM {database}.cli_t WHERE region = {region:String};\n")
-    monkeypatch.setattr(query_cli, "QUERIES_DIR", tmp_path)
+    monkeypatch.setattr(named_queries, "QUERIES_DIR", tmp_path)
     assert cli.main(["query", "by_region", "--param", "region=south-east", "--format", "csv"]) == 0
     assert capsys.readouterr().out == "n\n12345\n"
 
@@ -413,7 +398,7 @@ def test_request_bodies_of_several_compressed_blocks():
     block); the service must read every frame, not just the first."""
     from clickhouse_connect.driver.compression import get_compressor
 
-    from sinks.warehouse_service import _decompress
+    from infra.localstack.warehouse_service import _decompress
 
     blocks = [b"a" * 1000, b"b" * 2000, b"c" * 10]
     for encoding in ("lz4", "zstd", "gzip"):

@@ -7,6 +7,30 @@ Every detector follows one small protocol (see ``base.Detector``):
 score was based on, for the anomaly event.
 """
 
-from processors.detectors.base import Detector, Evidence, available, make
+from processors.detectors.base import _REGISTRY, Detector, Evidence, create
 
-__all__ = ["Detector", "Evidence", "available", "make"]
+__all__ = ["Detector", "Evidence", "available", "load_state", "make"]
+
+
+def make(name: str, **params: object) -> Detector:
+    """A new detector by registered name, e.g. ``make("zscore", window=120)``."""
+    _load_all()
+    return create(name, **params)
+
+
+def load_state(blob: object) -> Detector:
+    """The detector a ``state.dump`` describes (any registered detector)."""
+    from processors.detectors import state
+
+    _load_all()
+    return state.load(blob)
+
+
+def available() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def _load_all() -> None:
+    # Importing the modules registers their detectors.
+    from processors.detectors import ensemble, extreme, hst, knn, robust, stuck, zscore  # noqa: F401

@@ -50,28 +50,18 @@ def register(name: str) -> Callable[[Callable[..., Detector]], Callable[..., Det
     return deco
 
 
-def make(name: str, **params: object) -> Detector:
-    """A new detector by registered name, e.g. ``make("zscore", window=120)``."""
-    _load_all()
+def create(name: str, **params: object) -> "Detector":
+    """A detector of a registered name (its module must have been imported: use
+    ``processors.detectors.make``, which imports them all)."""
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown detector {name!r}; known: {', '.join(available())}") from None
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     return factory(**params)
 
 
 def detector_class(name: object) -> type | None:
-    """The registered class called ``name`` (for ``from_state``), or None."""
-    _load_all()
+    """The registered class called ``name`` (for ``from_state``), or None (also when
+    its module was not imported: ``processors.detectors.load_state`` imports them all)."""
     factory = _REGISTRY.get(name) if isinstance(name, str) else None
     return factory if isinstance(factory, type) else None
-
-
-def available() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
-
-
-def _load_all() -> None:
-    # Importing the modules registers their detectors.
-    from processors.detectors import ensemble, extreme, hst, knn, robust, stuck, zscore  # noqa: F401

@@ -14,7 +14,7 @@ import random
 import time
 from typing import Iterable
 
-from processors.detectors.base import available, make
+from processors.detectors import available, make
 
 
 def _signal(n_events: int, seed: int) -> list[float]:

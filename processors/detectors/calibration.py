@@ -21,7 +21,7 @@ Exponential tails are heavier than Gaussian ones, so the estimate errs towards *
 alarming.
 
 Cost: one ``bisect`` in a sorted list of ``size`` floats per score, plus a sorted
-insert/delete per learn (a memmove): about 1-2 µs for ``size`` in the low thousands.
+insert/delete per learn (a memmove).
 
 >>> import random
 >>> rng = random.Random(1)

@@ -10,7 +10,7 @@ value at least that unusual in normal operation). ``Ensemble`` combines them:
   others. For independent members it is conservative in the tail
   (``P(p <= t) <= t`` for small ``t``), for identical ones exact; under arbitrary
   dependence it can overstate surprise by at most a factor ``e`` (Vovk & Wang, 2020).
-  On NAB, with the default members, it beat Bonferroni clearly (65.1 vs 56.4 standard).
+  On NAB, with the default members, it beat Bonferroni clearly (figures in the README).
 - ``"bonferroni"``: weighted Bonferroni, ``p = min(1, min_i p_i / w_i)`` with
   the weights summing to 1 (equal weights: ``n * min_i p_i``): the most surprised
   member decides, corrected for having asked several, so the combined score keeps the
@@ -46,7 +46,8 @@ import math
 from collections import deque
 from typing import Mapping, Sequence
 
-from processors.detectors.base import Detector, Evidence, make, register
+from processors.detectors import extreme, hst, knn, robust, stuck, zscore  # noqa: F401 (registers the members)
+from processors.detectors.base import Detector, Evidence, create, register
 from processors.detectors.state import dump, integer, load, number, pack_floats, unpack_floats
 
 #: The default members and weights: extremes against the long-run history carry most
@@ -64,9 +65,8 @@ DEFAULT_WEIGHTS: tuple[float, ...] = (0.6, 0.2, 0.2)
 class Ensemble:
     """Several detectors on the same series, their calibrated scores combined.
 
-    Cost and state: the sum of the members' plus ``refractory`` floats: about 70 µs
-    per event (some 14,000 events/s on one core) and 55 KB pickled with the default
-    members, most of both ``knn``'s. ``score_one`` memoises the combined score for
+    Cost and state: the sum of the members' plus ``refractory`` floats, most of both
+    ``knn``'s (``ecoretrofit bench --only detectors`` measures them). ``score_one`` memoises the combined score for
     the ``learn_one`` that follows.
     """
 
@@ -82,7 +82,7 @@ class Ensemble:
             raise ValueError("an ensemble needs at least one member")
         if any(name == "ensemble" for name, _ in specs):
             raise ValueError("an ensemble cannot contain an ensemble")
-        self.members: list[Detector] = [make(name, **params) for name, params in specs]
+        self.members: list[Detector] = [create(name, **params) for name, params in specs]
         self.combine = combine
         if weights is None and members is DEFAULT_MEMBERS:
             weights = DEFAULT_WEIGHTS

@@ -62,7 +62,7 @@ class ExtremeValue:
 
     The history is kept as blocks of ``horizon // blocks`` events, each with its own
     top-k and bottom-k; the union of the live blocks' extremes contains the exact
-    extremes of the horizon. Cost: about 2 µs per event; state: ``2 k`` floats per
+    extremes of the horizon. Cost: O(k) per event; state: ``2 k`` floats per
     block.
     """
 

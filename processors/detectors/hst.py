@@ -47,10 +47,10 @@ class HalfSpaceTreesDetector:
     until ``warmup`` values were learnt (at least ``window_size + 10``: HST has no
     reference mass before one window).
 
-    Cost: about 40-60 µs per event with the defaults (``score_one`` memoises the raw
-    score for the ``learn_one`` that follows); pickles to about 60 KB (height 6).
+    Cost: a walk down every tree per event (``score_one`` memoises the raw score for
+    the ``learn_one`` that follows); state: the trees' mass counts.
 
-    On NAB it is weak (about 18 standard): HST compares each point with the mass of
+    On NAB it is weak (README): HST compares each point with the mass of
     the previous window only, so it is a local density detector, and NAB's anomalies
     are mostly departures from the long-run range. It is not in the default ensemble
     (adding it lowered the ensemble's score).

@@ -37,8 +37,8 @@ class ContextKNN:
 
     The history is the last ``history + lags`` values in one array; the candidate
     vectors are a sliding-window view of it (no copies), so the state is a few
-    thousand floats (about 35 KB pickled, with the calibrator and scale window). Cost: one vectorised distance computation over
-    ``history x lags`` floats per event, about 50 µs with the defaults
+    thousand floats (with the calibrator and scale window). Cost: one vectorised distance computation over
+    ``history x lags`` floats per event
     (``score_one`` memoises the distance for the ``learn_one`` that follows, so a
     score+learn pair pays it once).
     """

@@ -10,7 +10,7 @@ last ``window`` values, each turned into a calibrated score by its own
 - optionally (``short > 1``) the *level* statistic
   ``|mean of the last `short` robust z's| * sqrt(short)``: a sustained move of the
   level that single values are too noisy to show. Off by default: on NAB it added
-  more false alarms (autocorrelated series) than detections (42.2 -> 31.8 standard).
+  more false alarms (autocorrelated series) than detections (README, NAB).
 
 With the level statistic on, the score is the larger of the two calibrated scores,
 corrected for taking the best of two (``p = 2 * min(p_point, p_level)``), so its
@@ -39,7 +39,7 @@ from processors.detectors.state import integer, number, pack_floats, params_of, 
 class RollingQuantiles:
     """The last ``window`` values, kept both in arrival order and sorted.
 
-    Insert/delete are a bisect and a memmove (about 1 µs for a few hundred values);
+    Insert/delete are a bisect and a memmove;
     any quantile is then O(1).
     """
 
@@ -101,7 +101,7 @@ class RobustZ:
     ``short > 1``, a short-window level statistic), calibrated. Score 0 until
     ``warmup`` values were learnt.
 
-    Cost: about 5 µs per event (calibrators and one rolling sorted window);
+    Cost: the calibrators and one rolling sorted window per event;
     state: ``window`` values plus ``calib_size`` raw values per calibrator.
     """
 

@@ -15,14 +15,14 @@ state. Every detector implements two methods:
 To add a detector: implement the two methods (``tests/test_detectors.py`` checks
 every registered detector round-trips to identical scores through ``dump``/``load``).
 
->>> from processors.detectors import make
+>>> from processors.detectors import load_state, make
 >>> d = make("ewzscore", halflife=10, warmup=5)
 >>> for x in (1.0, 2.0, 3.0, 2.0, 1.0, 2.0):
 ...     d.learn_one(x)
 >>> blob = dump(d)
 >>> blob["name"], sorted(blob["state"])
 ('ewzscore', ['count', 'mean', 'params', 'var'])
->>> load(blob).score_one(9.0) == d.score_one(9.0)
+>>> load_state(blob).score_one(9.0) == d.score_one(9.0)
 True
 >>> unpack_floats(pack_floats([1.5, float("inf")]))
 [1.5, inf]
@@ -38,6 +38,8 @@ import base64
 import math
 import struct
 from typing import Any, Mapping, Sequence
+
+from processors.detectors.base import detector_class
 
 # One detector's state must stay far below the producer's message limit (1 MB): a
 # home's checkpoint holds a few detectors per metric.
@@ -100,8 +102,9 @@ def dump(det: Any) -> dict:
 
 
 def load(blob: object) -> Any:
-    """The detector a ``dump`` describes, rebuilt through its class's ``from_state``."""
-    from processors.detectors.base import detector_class
+    """The detector a ``dump`` describes, rebuilt through its class's ``from_state``
+    (its module must have been imported; ``processors.detectors.load_state`` imports
+    every detector module first)."""
 
     if not isinstance(blob, dict) or not isinstance(blob.get("state"), dict):
         raise TypeError("a detector checkpoint is {'name': str, 'state': dict}")

@@ -66,7 +66,7 @@ class RollingZScore:
     Welford's update with removal of the value leaving the window (differences from
     the running mean, never a sum of squares of raw values), and an exact recompute
     from the window every ``window`` updates so rounding cannot accumulate.
-    Amortised O(1) per value (about 1 µs), state = the window.
+    Amortised O(1) per value, state = the window.
 
     Until ``warmup`` values were seen the score is 0: a model with five readings has
     no business calling anything anomalous. ``min_std`` keeps a flat signal from
@@ -168,7 +168,7 @@ class EWZScore:
     """Exponentially weighted mean and variance (``halflife`` in events).
 
     Adapts to level shifts in a few half-lives with O(1) state (three floats) and
-    about 1 µs per value; the update works on differences from the running mean, so
+    O(1) work per value; the update works on differences from the running mean, so
     large offsets are harmless. Score 0 until ``warmup`` values were learnt.
     """
 

@@ -6,7 +6,7 @@ Two implementations of one small interface (:class:`SchemaLog`):
 * :class:`KafkaLog` keeps them in a one-partition Kafka topic (``_schemas`` by default),
   as Confluent's registry does, so the registry survives restarts with the broker.
 
-Records are JSON objects (see ``registry.core``); both logs store them as JSON bytes so
+Records are JSON objects (see ``infra.localstack.registry.core``); both logs store them as JSON bytes so
 a record that cannot round-trip through JSON fails in tests too, not only on Kafka.
 """
 
@@ -18,6 +18,8 @@ import threading
 import time
 import uuid
 from typing import Iterator, Protocol
+
+from schemas.topics import SCHEMAS
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class KafkaLog:
     def __init__(
         self,
         client_config: dict,
-        topic: str = "_schemas",
+        topic: str = SCHEMAS.name,
         *,
         timeout_s: float = 30.0,
         connect_timeout_s: float = 10.0,

@@ -205,8 +205,8 @@ class _Session:
 class Engine:
     """The one chdb connection of this process, shared by every HTTP request.
 
-    chdb runs one query at a time per connection (its own mutex; measured: three
-    concurrent queries take the time of three in a row) and the connection carries
+    chdb runs one query at a time per connection (its own mutex: concurrent queries
+    take the time of as many in a row) and the connection carries
     state (current database, settings). Every request therefore runs under one lock:
     first the request's database and settings are applied, then its query. Settings
     are applied as differences from what the connection currently has, so the steady

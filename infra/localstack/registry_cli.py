@@ -11,8 +11,8 @@ import signal
 import threading
 
 from ecoretrofit.errors import CommandError
-from registry.server import RegistryServer
-from registry.store import StoreError, open_log
+from infra.localstack.registry.server import RegistryServer
+from infra.localstack.registry.store import StoreError, open_log
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

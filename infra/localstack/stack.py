@@ -2,35 +2,43 @@
 
 Order matters and is encoded in ``components()``: the S3 store first (the broker
 keeps its log there), then the Tansu broker, then the schema registry (its schemas
-live in a Kafka topic), then the warehouse (its Kafka tables need both), and
-Prometheus last (optional).
+live in a Kafka topic), then the warehouse (its Kafka tables need both), the
+consumer-progress exporter (``ecoretrofit consumers --serve``), and Prometheus last
+(optional).
 
 Each component is a process started in its own session (so a Ctrl-C in the
 terminal that ran ``stack up`` does not kill it), with its PID in
 ``DATA_DIR/run/NAME.pid`` and its output in ``DATA_DIR/logs/NAME.log``. ``down``
 stops them in reverse order by PID, with the signal each one honours (Tansu ignores
-SIGTERM and needs SIGINT).
+SIGTERM and needs SIGINT). Starting and stopping is ``ecoretrofit.processes``'; this
+module only knows the components and their order.
+
+``up`` also starts a supervisor (``ecoretrofit stack supervise``, PID in
+``run/supervisor.pid``) that restarts a component that died, with a back-off that
+grows on repeated crashes (:class:`Backoff`); ``down`` stops it first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import sysconfig
+import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ecoretrofit import metrics, processes
+from ecoretrofit.admin import ensure_buckets, ensure_topics, kafka_ok, register_schemas
 from ecoretrofit.config import Settings
 from ecoretrofit.errors import CommandError
+from ecoretrofit.processes import http_ok
 
 
 @dataclass
@@ -70,114 +78,6 @@ def weed_binary() -> Path:
 def prometheus_binary() -> Path | None:
     found = shutil.which("prometheus")
     return Path(found) if found else None
-
-
-# ------------------------------------------------------------ health checks
-def http_ok(url: str, timeout: float = 1.0, accept: tuple[int, ...] = (200,)) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status in accept
-    except urllib.error.HTTPError as exc:
-        return exc.code in accept
-    except (OSError, ValueError):
-        return False
-
-
-def kafka_ok(bootstrap: str, timeout: float = 2.0) -> bool:
-    from confluent_kafka.admin import AdminClient
-
-    try:
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout)
-        return True
-    except Exception:
-        return False
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
-
-
-# ---------------------------------------------------------- set-up actions
-def s3_client(settings: Settings):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint,
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key,
-        region_name=settings.s3_region,
-        config=Config(retries={"max_attempts": 2}, connect_timeout=3, read_timeout=30),
-    )
-
-
-def ensure_buckets(settings: Settings) -> None:
-    s3 = s3_client(settings)
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in (settings.s3_broker_bucket, settings.s3_lake_bucket):
-        if bucket not in existing:
-            s3.create_bucket(Bucket=bucket)
-
-
-def topic_specs(settings: Settings) -> dict[str, int]:
-    """Every topic the platform owns, with its partition count."""
-    return {
-        settings.topic_telemetry: settings.telemetry_partitions,
-        settings.topic_anomalies: settings.anomalies_partitions,
-        settings.topic_alerts: settings.alerts_partitions,
-        settings.topic_deadletter: 1,
-        settings.topic_schemas: 1,  # one partition: the registry's log must be totally ordered
-    }
-
-
-def topic_config(settings: Settings, topic: str) -> dict[str, str]:
-    """The registry's log must never expire: compacted, infinite retention (as
-    Confluent's registry creates it). Everything else takes the broker defaults."""
-    if topic == settings.topic_schemas:
-        return {"cleanup.policy": "compact", "retention.ms": "-1"}
-    return {}
-
-
-def ensure_topics(settings: Settings, specs: dict[str, int] | None = None) -> list[str]:
-    """Create missing topics explicitly (Tansu would auto-create with 4 partitions)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    specs = topic_specs(settings) if specs is None else specs
-    existing = set(admin.list_topics(timeout=10).topics)
-    missing = [NewTopic(t, num_partitions=n, replication_factor=1, config=topic_config(settings, t))
-               for t, n in specs.items() if t not in existing]
-    for topic, fut in admin.create_topics(missing, operation_timeout=10).items() if missing else []:
-        try:
-            fut.result(timeout=15)
-        except Exception as exc:  # created concurrently by someone else is fine
-            if "already exists" not in str(exc).lower():
-                raise CommandError(f"cannot create topic {topic}: {exc}") from None
-    return [t.topic for t in missing]
-
-
-def register_schemas(settings: Settings) -> dict[str, int]:
-    """Register every topic's value schema under ``<topic>-value`` (TopicNameStrategy)."""
-    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-
-    import schemas
-
-    client = SchemaRegistryClient({"url": settings.schema_registry_url})
-    ids = {}
-    for topic, name in (
-        (settings.topic_telemetry, schemas.TELEMETRY_READING),
-        (settings.topic_anomalies, schemas.ANOMALY_EVENT),
-        (settings.topic_alerts, schemas.ALERT_EVENT),
-    ):
-        ids[f"{topic}-value"] = client.register_schema(f"{topic}-value", Schema(schemas.schema_text(name), "AVRO"))
-    return ids
 
 
 # ---------------------------------------------------------------- the stack
@@ -262,6 +162,14 @@ class LocalStack:
                 healthy=lambda: http_ok(f"{s.clickhouse_url}/ping"),
                 start_timeout=120.0,
             ),
+            Component(
+                # every consumer group's progress, for the EcoConsumerNotProgressing alert
+                name="consumers",
+                argv=py + ["consumers", "--serve"],
+                ports=[metrics.port_for(s, "consumers")],
+                env=child_env,
+                healthy=lambda: http_ok(f"http://{_connect_host(host)}:{metrics.port_for(s, 'consumers')}/metrics"),
+            ),
         ]
         if self.with_prometheus:
             comps.append(self._prometheus_component())
@@ -294,50 +202,149 @@ class LocalStack:
         )
 
     # -------------------------------------------------------------- control
-    def up(self) -> list[str]:
-        """Start every component not already running; returns the names started."""
+    def up(self, supervise: bool = True) -> list[str]:
+        """Start every component not already running, then the supervisor that restarts
+        any of them that dies (``supervise=False``: none). Returns the names started."""
         self._prepare_dirs()
         started = []
         for comp in self.components():
-            pid = self._pid(comp.name)
-            if pid and comp.healthy():
-                self.log(f"  {comp.name:<10} already running (pid {pid})")
-                if comp.after_start:
-                    comp.after_start()
-                continue
-            if pid:  # stale or unhealthy leftover of an earlier run
-                self._stop(comp)
-            self._start(comp)
+            with self._lock(comp.name):
+                pid = self.pid_of(comp.name)
+                if pid and comp.healthy():
+                    self.log(f"  {comp.name:<10} already running (pid {pid})")
+                    if comp.after_start:
+                        comp.after_start()
+                    continue
+                if pid:  # stale or unhealthy leftover of an earlier run
+                    self._stop_locked(comp)
+                self._start_locked(comp)
             started.append(comp.name)
+        if supervise:
+            self.start_supervisor()
         return started
 
     def down(self, only: list[str] | None = None) -> list[str]:
+        # The supervisor first, or it would restart what is being stopped.
+        if only is None or set(only) >= {c.name for c in self.components_for_stop() if self.pid_of(c.name)}:
+            self.stop_supervisor()
         stopped = []
         for comp in reversed(self.components_for_stop()):
             if only is not None and comp.name not in only:
                 continue
-            if self._stop(comp):
+            if self.stop_component(comp):
                 stopped.append(comp.name)
         return stopped
 
     def restart(self, name: str) -> None:
         """Stop and start one component (the others keep running)."""
         comp = next(c for c in self.components_for_stop() if c.name == name)
-        self._stop(comp)
-        self._start(comp)
+        with self._lock(comp.name):
+            self._stop_locked(comp)
+            self._start_locked(comp)
 
     def status(self) -> list[tuple[str, int | None, bool]]:
-        return [(c.name, self._pid(c.name), c.healthy()) for c in self.components_for_stop()]
+        return [(c.name, self.pid_of(c.name), c.healthy()) for c in self.components_for_stop()]
 
     def components_for_stop(self) -> list[Component]:
         # Stop Prometheus too if it was started, whatever this invocation's flags say.
         comps = self.components()
-        if not self.with_prometheus and self._pid("prometheus"):
+        if not self.with_prometheus and self.pid_of("prometheus"):
             try:
                 comps.append(self._prometheus_component())
             except CommandError:
                 pass
         return comps
+
+    def start_component(self, comp: Component) -> None:
+        with self._lock(comp.name):
+            self._start_locked(comp)
+
+    def stop_component(self, comp: Component) -> bool:
+        """Stop one component (its own signal, then SIGKILL); False if it was not running."""
+        with self._lock(comp.name):
+            return self._stop_locked(comp)
+
+    def pid_of(self, name: str) -> int | None:
+        """The component's PID if it is running."""
+        pid = self._recorded_pid(name)
+        return pid if pid and processes.alive(pid) else None
+
+    # ----------------------------------------------------------- supervisor
+    def start_supervisor(self) -> int:
+        """Start ``ecoretrofit stack supervise`` in the background (once per data dir)."""
+        pid = self.pid_of(SUPERVISOR)
+        if pid:
+            return pid
+        args = ["stack", "supervise"] + (["--prometheus"] if self.with_prometheus else [])
+        proc = processes.start_cli(self.settings, SUPERVISOR, args, self.log_dir / f"{SUPERVISOR}.log",
+                                   cwd=self.data_dir)
+        proc.close_log()
+        self._pidfile(SUPERVISOR).write_text(str(proc.pid))
+        return proc.pid
+
+    def stop_supervisor(self) -> bool:
+        pid = self.pid_of(SUPERVISOR)
+        self._pidfile(SUPERVISOR).unlink(missing_ok=True)
+        if not pid:
+            return False
+        processes.stop_pid(pid, signal.SIGTERM, timeout=10.0)
+        return True
+
+    def supervise(self, stop: threading.Event, interval_s: float = 0.5) -> None:
+        """Until ``stop`` is set: restart every component that died (its PID file is
+        there, its process is not), after a back-off that grows with each crash in a
+        row (``ECO_RESTART_BACKOFF_S`` doubling up to ``ECO_RESTART_BACKOFF_MAX_S``) and
+        starts afresh once a component has run for a while. A component stopped on
+        purpose has no PID file and is left alone."""
+        s = self.settings
+        backoffs: dict[str, Backoff] = {}
+        due: dict[str, float] = {}
+        restarts: dict[str, int] = {}
+        while not stop.is_set():
+            for comp in self.components_for_stop():
+                name = comp.name
+                with self._lock(name):
+                    recorded = self._recorded_pid(name)
+                    if recorded is None or processes.alive(recorded):
+                        due.pop(name, None)
+                        continue
+                    now = time.monotonic()
+                    backoff = backoffs.setdefault(name, Backoff(s.restart_backoff_s, 2.0, s.restart_backoff_max_s))
+                    if name not in due:
+                        delay = backoff.next_delay(now)
+                        due[name] = now + delay
+                        self.log(f"{name} (pid {recorded}) died; restarting in {delay:g}s (crash {backoff.crashes} in a row)")
+                        self._write_supervisor_state(name, backoff, restarts.get(name, 0), delay)
+                        continue
+                    if now < due[name]:
+                        continue
+                    del due[name]
+                    try:
+                        self._start_locked(comp)
+                        restarts[name] = restarts.get(name, 0) + 1
+                        backoff.started(time.monotonic())
+                    except Exception as exc:  # keep it wanted: the next attempt waits longer
+                        self.log(f"{name}: restart failed: {exc}")
+                        self._pidfile(name).write_text(str(recorded))
+                    self._write_supervisor_state(name, backoff, restarts.get(name, 0), None)
+            stop.wait(interval_s)
+
+    def supervisor_state(self) -> dict[str, dict]:
+        """Per component: restarts so far, crashes in a row, the last back-off delay."""
+        try:
+            return json.loads((self.run_dir / f"{SUPERVISOR}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_supervisor_state(self, name: str, backoff: "Backoff", restarts: int, delay: float | None) -> None:
+        state = self.supervisor_state()
+        entry = state.setdefault(name, {"delays_s": []})
+        entry.update(restarts=restarts, crashes_in_a_row=backoff.crashes)
+        if delay is not None:
+            entry["delays_s"] = (entry.get("delays_s", []) + [delay])[-20:]
+        tmp = self.run_dir / f"{SUPERVISOR}.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.run_dir / f"{SUPERVISOR}.json")
 
     # ------------------------------------------------------------ internals
     def _prepare_dirs(self) -> None:
@@ -355,99 +362,87 @@ class LocalStack:
     def _pidfile(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
-    def _pid(self, name: str) -> int | None:
+    def _recorded_pid(self, name: str) -> int | None:
         try:
-            pid = int(self._pidfile(name).read_text().strip())
+            return int(self._pidfile(name).read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
 
-    def _start(self, comp: Component) -> None:
-        busy = [p for p in comp.ports if not port_free(self.settings.bind_host, p)]
+    @contextlib.contextmanager
+    def _lock(self, name: str):
+        """One starter or stopper per component at a time (CLI, tests, supervisor)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / f"{name}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _start_locked(self, comp: Component) -> None:
+        busy = [p for p in comp.ports if not processes.port_free(self.settings.bind_host, p)]
         if busy:
             raise CommandError(
                 f"{comp.name}: port {busy[0]} on {self.settings.bind_host} is already in use "
                 f"(another stack? set ECO_PORT_BASE to move every port)"
             )
-        log_path = self.log_dir / f"{comp.name}.log"
-        env = {**os.environ, **comp.env}
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(
-                comp.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=comp.cwd or self.data_dir, start_new_session=True,
-            )
+        proc = processes.start(comp.name, comp.argv, self.log_dir / f"{comp.name}.log", env=comp.env,
+                               cwd=comp.cwd or self.data_dir, stop_signal=comp.stop_signal,
+                               stop_timeout=comp.stop_timeout)
         self._pidfile(comp.name).write_text(str(proc.pid))
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < comp.start_timeout:
-            if proc.poll() is not None:
-                self._pidfile(comp.name).unlink(missing_ok=True)
-                raise CommandError(f"{comp.name} exited with code {proc.returncode} at start-up: {_tail(log_path)}")
-            if comp.healthy():
-                break
-            time.sleep(0.25)
-        else:
-            self._stop(comp)
-            raise CommandError(f"{comp.name} failed its health check within {comp.start_timeout:.0f}s: {_tail(log_path)}")
+        try:
+            took = proc.wait_healthy(comp.healthy, comp.start_timeout)
+        except CommandError:
+            self._pidfile(comp.name).unlink(missing_ok=True)
+            raise
+        finally:
+            proc.close_log()
         if comp.after_start:
             comp.after_start()
-        self.log(f"  {comp.name:<10} up in {time.monotonic() - t0:4.1f}s (pid {proc.pid}, log {log_path})")
+        self.log(f"  {comp.name:<10} up in {took:4.1f}s (pid {proc.pid}, log {proc.log_path})")
 
-    def _stop(self, comp: Component) -> bool:
-        pid = self._pid(comp.name)
+    def _stop_locked(self, comp: Component) -> bool:
+        pid = self.pid_of(comp.name)
         self._pidfile(comp.name).unlink(missing_ok=True)
         if not pid:
             return False
-        _signal_group(pid, comp.stop_signal)
-        deadline = time.monotonic() + comp.stop_timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if _alive(pid):
-            _signal_group(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.1)
+        processes.stop_pid(pid, comp.stop_signal, comp.stop_timeout)
         return True
+
+
+SUPERVISOR = "supervisor"
+
+
+@dataclass
+class Backoff:
+    """Restart delays: ``initial_s`` doubling (``factor``) with each crash in a row, at
+    most ``max_s``; a component that ran ``stable_s`` before crashing starts afresh.
+
+    >>> b = Backoff(initial_s=1, factor=2, max_s=5, stable_s=60)
+    >>> [b.next_delay(now=t) for t in (0, 1, 2, 3, 4)]  # a crash loop
+    [1, 2, 4, 5, 5]
+    >>> b.started(now=10)
+    >>> b.next_delay(now=100)  # it had run for 90 s: a fresh crash
+    1
+    """
+
+    initial_s: float = 1.0
+    factor: float = 2.0
+    max_s: float = 60.0
+    stable_s: float = 60.0
+    crashes: int = 0
+    last_start: float | None = None
+
+    def next_delay(self, now: float) -> float:
+        if self.last_start is not None and now - self.last_start >= self.stable_s:
+            self.crashes = 0
+        delay = min(self.max_s, self.initial_s * self.factor ** self.crashes)
+        self.crashes += 1
+        return delay
+
+    def started(self, now: float) -> None:
+        self.last_start = now
 
 
 def _connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child of this very process counts as gone: reap it.
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    """Signal the component's whole process group (it may have children)."""
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log)"
-    return " | ".join(text[-lines:]) or "(empty log)"

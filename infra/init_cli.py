@@ -1,13 +1,13 @@
-"""Prepare a cluster for the pipeline, once: ``python -m infra.ddl_cli`` (the
+"""Prepare a cluster for the pipeline, once: ``python -m infra.init_cli`` (the
 docker-compose ``warehouse-init`` job), or ``ecoretrofit init`` once registered.
 
 Steps, in order, each retried until ``--wait`` seconds have passed (a service that
 reports healthy may still refuse its first requests):
 
-1. ``topics``:  create every topic of ``infra.stack.topic_specs`` that is missing, with
-   its partition count (brokers would auto-create them with the wrong one, or not at all);
+1. ``topics``:  create every topic declared in ``schemas/topics.py`` that is missing, with
+   its partition count and config (brokers would auto-create them with the wrong one, or not at all);
 2. ``schemas``: register each topic's value schema under ``<topic>-value`` and pin the
-   subject's compatibility to BACKWARD (the contract of docs/topics.md);
+   subject's declared compatibility (the contract of docs/topics.md);
 3. ``buckets``: create the data-lake bucket in the S3 store;
 4. ``ddl``:     apply ``sinks/sql`` to ``ECO_CLICKHOUSE_URL`` (``sinks.warehouse.apply_ddl``;
    idempotent: every statement is ``IF NOT EXISTS``).
@@ -28,7 +28,6 @@ from ecoretrofit.config import ConfigError, Settings
 from ecoretrofit.errors import CommandError
 
 STEPS = ("topics", "schemas", "buckets", "ddl")
-COMPATIBILITY = "BACKWARD"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,33 +77,26 @@ def _retry(step: str, action: Callable[[], str], wait_s: float) -> str:
 
 # ------------------------------------------------------------------------ steps
 def create_topics(settings: Settings) -> str:
-    from infra.stack import ensure_topics, topic_specs
+    from ecoretrofit.admin import ensure_topics
+    from schemas.topics import partitions_by_name
 
     created = ensure_topics(settings)
-    specs = topic_specs(settings)
+    specs = partitions_by_name(settings)
     return "created " + (", ".join(f"{t} ({specs[t]} partitions)" for t in created) if created else "none: all exist")
 
 
 def register_schemas(settings: Settings) -> str:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    from infra.stack import register_schemas as register
+    from ecoretrofit.admin import register_schemas as register
 
     ids = register(settings)
-    client = SchemaRegistryClient({"url": settings.schema_registry_url})
-    for subject in ids:
-        client.set_compatibility(subject_name=subject, level=COMPATIBILITY)
-    return ", ".join(f"{subject} id {i} ({COMPATIBILITY})" for subject, i in ids.items())
+    return ", ".join(f"{subject} id {i} ({level})" for subject, (i, level) in ids.items())
 
 
 def create_lake_bucket(settings: Settings) -> str:
-    from infra.stack import s3_client
+    from ecoretrofit.admin import ensure_buckets
 
-    s3 = s3_client(settings)
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    if settings.s3_lake_bucket in existing:
+    if not ensure_buckets(settings, (settings.s3_lake_bucket,)):
         return f"bucket {settings.s3_lake_bucket} exists"
-    s3.create_bucket(Bucket=settings.s3_lake_bucket)
     return f"created bucket {settings.s3_lake_bucket}"
 
 
@@ -120,7 +112,7 @@ def apply_ddl(settings: Settings) -> str:
 # ------------------------------------------------------------------ entry point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infra.ddl_cli",
+        prog="python -m infra.init_cli",
         description="Create topics, register schemas, create the lake bucket and apply the "
         "ClickHouse DDL, against the endpoints of the ECO_* environment variables.",
     )

@@ -1,13 +1,18 @@
-"""``ecoretrofit stack up|down|status``."""
+"""``ecoretrofit stack up|down|status`` (and ``supervise``, which ``up`` starts in the
+background: it restarts a component that dies)."""
 
 from __future__ import annotations
 
+import signal
+import threading
+
 from ecoretrofit.config import Settings
-from infra.stack import LocalStack
+from infra.localstack.stack import LocalStack
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "down", "status", "supervise"],
+                        help="supervise: restart components that die, until SIGTERM (started by up)")
     parser.add_argument("--prometheus", action="store_true", help="also start Prometheus with the alert rules")
 
 
@@ -18,6 +23,13 @@ def run(args, settings: Settings) -> int:
         stack.up()
         print_endpoints(settings)
         return 0
+    if args.action == "supervise":
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        stack = LocalStack(settings, with_prometheus=args.prometheus, log=lambda line: print(line, flush=True))
+        stack.supervise(stop)
+        return 0
     if args.action == "down":
         stopped = stack.down()
         print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -26,6 +38,10 @@ def run(args, settings: Settings) -> int:
     for name, pid, healthy in rows:
         state = "healthy" if healthy else ("UNHEALTHY" if pid else "stopped")
         print(f"{name:<10} {state:<10} {'pid ' + str(pid) if pid else ''}")
+    restarts = {name: s["restarts"] for name, s in stack.supervisor_state().items() if s.get("restarts")}
+    supervisor = stack.pid_of("supervisor")
+    print(f"{'supervisor':<10} {'running' if supervisor else 'stopped':<10} {'pid ' + str(supervisor) if supervisor else ''}"
+          + (f"  restarts: {', '.join(f'{n} {k}' for n, k in restarts.items())}" if restarts else ""))
     print_endpoints(settings)
     return 0 if all(h for _, _, h in rows) else 1
 

@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
 
 def run(args, settings: Settings) -> int:
     from bench import pipeline
-    from infra.stack import LocalStack
+    from infra.localstack.stack import LocalStack
 
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)

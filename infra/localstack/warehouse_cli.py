@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from sinks import warehouse
 
     if args.action == "serve":
-        from sinks.warehouse_service import serve
+        from infra.localstack.warehouse_service import serve
 
         serve(settings, host=args.host, port=args.port, apply_schema=not args.no_ddl, ddl_dir=args.ddl_dir)
         return 0

@@ -10,14 +10,11 @@ everything it started.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
-from ecoretrofit import metrics
+from ecoretrofit import metrics, processes
 from ecoretrofit.config import Settings
 from ecoretrofit.errors import CommandError
 
@@ -39,7 +36,7 @@ class DemoRun:
 
 
 def run(args, settings: Settings) -> int:
-    from infra.stack import LocalStack
+    from infra.localstack.stack import LocalStack
 
     homes = args.homes or settings.homes
     stack = LocalStack(settings, with_prometheus=args.prometheus)
@@ -61,34 +58,20 @@ def run(args, settings: Settings) -> int:
         return 130
     finally:
         if processor is not None:
-            _stop(processor)
+            processor.stop()
         if not args.keep_running and started:
             stack.down(only=started)
         elif started:
             print("\nthe stack keeps running: `ecoretrofit stack down` stops it")
 
 
-def _start_processor(settings: Settings) -> subprocess.Popen:
-    log = open(settings.data_dir / "logs" / "processor.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ecoretrofit.cli", "process"],
-        env={**os.environ, **settings.env()}, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True,
-    )
+def _start_processor(settings: Settings) -> processes.Proc:
+    proc = processes.start_cli(settings, "processor", ["process"])
     time.sleep(1.0)
-    if proc.poll() is not None:
-        raise CommandError(f"the processor exited at start-up (code {proc.returncode}); see {log.name}")
+    if not proc.running():
+        proc.close_log()
+        raise CommandError(f"the processor exited at start-up (code {proc.popen.returncode}); see {proc.log_path}")
     return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def _simulate(settings: Settings, homes: int, duration: float, faults_per_kind: int):

@@ -3,7 +3,7 @@
 Event sourcing
 --------------
 Every change (a registration, a delete, a config change) is a *record*: a small JSON-able
-dict. The registry appends the record to a log (``registry.store``) and only then folds
+dict. The registry appends the record to a log (``infra.localstack.registry.store``) and only then folds
 it into :class:`RegistryState` with :meth:`RegistryState.apply`. The state is therefore
 nothing but the fold of the log, and restarting is replaying the log from the start.
 

@@ -5,8 +5,8 @@ ClickHouse's ``AvroConfluent`` format use, plus /metrics and /health.
 
 Usage from Python::
 
-    from registry.server import RegistryServer
-    from registry.store import MemoryLog
+    from infra.localstack.registry.server import RegistryServer
+    from infra.localstack.registry.store import MemoryLog
 
     with RegistryServer(MemoryLog(), host="127.0.0.1", port=0).start() as server:
         print(server.url)          # http://127.0.0.1:<free port>
@@ -32,8 +32,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ecoretrofit import metrics
-from registry.core import STORE_ERROR, RegistryError, RegistryState
-from registry.store import SchemaLog, StoreError
+from infra.localstack.registry.core import STORE_ERROR, RegistryError, RegistryState
+from infra.localstack.registry.store import SchemaLog, StoreError
 
 log = logging.getLogger(__name__)
 
