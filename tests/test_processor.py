@@ -251,7 +251,7 @@ def test_hostile_messages_go_to_dead_letters_and_nothing_crashes_or_stalls(stack
         wait_for(lambda: scrape(s.metrics_port + 1, "eco_readings_processed_total") >= len(goods), 60,
                  what="every good reading scored")
         time.sleep(2)
-        assert worker.poll() is None, "the worker died"
+        assert worker.running(), "the worker died"
         assert scrape(s.metrics_port + 1, "eco_readings_processed_total") == len(goods)
     finally:
         stop(worker)
@@ -303,11 +303,11 @@ def test_a_pickle_in_the_model_changelog_runs_no_code_and_the_home_starts_afresh
     try:
         n = _produce_ticks(s, "north", [home], ticks=40, start_ms=int(time.time() * 1000) - 40_000)
         wait_for(lambda: scrape(s.metrics_port + 1, "eco_readings_processed_total") >= n, 90, what="the readings")
-        assert worker.poll() is None
+        assert worker.running()
     finally:
         stop(worker)
     assert not marker.exists(), "a pickle from the changelog was executed"
-    log = (s.data_dir / "logs" / f"worker-{name}.log").read_text()
+    log = worker.log_path.read_text()
     assert f"home {home} starts afresh" in log and "pickle" in log
 
 
@@ -349,7 +349,7 @@ def test_a_killed_worker_restarts_without_false_dropouts_and_resolves_its_alerts
         except AssertionError:
             raise AssertionError(f"alerts seen: {[(a['alert_id'], a['state']) for a in got_alerts]}") from None
         _collect(anomalies, got_anomalies, dec_anomaly, 2.0)
-        assert worker.poll() is None
+        assert worker.running()
     finally:
         stop(worker)
         alerts.close()
