@@ -19,7 +19,7 @@ log = logging.getLogger("eco.consumers")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--serve", action="store_true", help="export the figures on /metrics until SIGTERM")
-    parser.add_argument("--interval", type=float, default=5.0, help="--serve: seconds between measurements (default 5)")
+    parser.add_argument("--interval", type=float, default=10.0, help="--serve: seconds between measurements (default 10)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

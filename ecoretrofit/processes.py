@@ -107,17 +107,25 @@ def start(
     cwd: Path | None = None,
     stop_signal: int = signal.SIGTERM,
     stop_timeout: float = 20.0,
+    capture: bool = False,
 ) -> Proc:
     """Start ``argv`` in its own session, output appended to ``log_path`` (``None``:
-    inherited), environment = ours + ``env``."""
+    inherited; ``capture``: text pipes in ``popen.stdout``/``popen.stderr``),
+    environment = ours + ``env``."""
     log_file = None
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         log_file = open(log_path, "ab")
+    if log_file is not None:
+        out, err = log_file, subprocess.STDOUT
+    elif capture:
+        out, err = subprocess.PIPE, subprocess.PIPE
+    else:
+        out, err = None, None
     try:
         popen = subprocess.Popen(
-            list(argv), stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
-            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+            cwd=cwd, start_new_session=True, text=capture or None,
         )
     except BaseException:
         if log_file is not None:

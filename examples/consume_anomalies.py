@@ -5,7 +5,10 @@ Needs only confluent-kafka with its schema-registry extra:
 
     pip install "confluent-kafka[avro,schemaregistry]"
     python consume_anomalies.py --bootstrap 127.0.0.1:19092 \\
-        --registry http://127.0.0.1:19081 --group my-team --from-beginning
+        --registry http://127.0.0.1:19081 --topic TOPIC --group my-team --from-beginning
+
+TOPIC is the anomaly events topic: its name is in docs/topics.md (or set
+ECO_TOPIC_ANOMALIES, as the platform's own services read it).
 
 Each event is printed as one JSON line: topic, partition, offset, key and the decoded
 value (timestamps as ISO-8601 strings). The topic contract (key, schema, ordering,
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import date, datetime
@@ -34,7 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Print EcoRetrofit anomaly events as JSON lines.")
     p.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers")
     p.add_argument("--registry", default="http://127.0.0.1:19081", help="schema registry URL")
-    p.add_argument("--topic", default="eco.anomalies.v1", help="topic to read")
+    topic = os.environ.get("ECO_TOPIC_ANOMALIES")
+    p.add_argument("--topic", default=topic, required=topic is None,
+                   help="topic to read: the anomaly events topic (docs/topics.md; default $ECO_TOPIC_ANOMALIES)")
     p.add_argument("--group", default="anomaly-example", help="consumer group id")
     p.add_argument("--from-beginning", action="store_true",
                    help="a group with no committed offset starts at the oldest event (default: only new ones)")

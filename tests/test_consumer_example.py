@@ -8,7 +8,6 @@ import ast
 import json
 import queue
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,8 +16,9 @@ from pathlib import Path
 
 import schemas
 from confluent_kafka import Producer
-from ecoretrofit.serde import encoder_for
+from ecoretrofit import processes
 from ecoretrofit.admin import ensure_topics
+from ecoretrofit.serde import encoder_for
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "consume_anomalies.py"
@@ -53,17 +53,18 @@ class Example:
     """The example as a subprocess, its stdout read line by line on a thread."""
 
     def __init__(self, settings, topic: str, *extra: str):
-        self.proc = subprocess.Popen(
+        self.proc = processes.start(
+            "example",
             [sys.executable, str(EXAMPLE), "--bootstrap", settings.kafka_bootstrap,
              "--registry", settings.schema_registry_url, "--topic", topic,
              "--group", f"example-test-{uuid.uuid4().hex[:8]}", "--from-beginning", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=EXAMPLE.parent,
+            None, cwd=EXAMPLE.parent, capture=True, stop_signal=signal.SIGINT, stop_timeout=15,
         )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        for line in self.proc.stdout:
+        for line in self.proc.popen.stdout:
             self.lines.put(line)
         self.lines.put(None)
 
@@ -82,14 +83,9 @@ class Example:
         return got
 
     def stop(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        return self.proc.returncode, self.proc.stderr.read()
+        """SIGINT (Ctrl-C, what a user would press), SIGKILL after 15 s."""
+        code = self.proc.stop()
+        return code, self.proc.popen.stderr.read()
 
 
 def assert_in_order_per_home(printed: list[dict], sent: dict[str, list[str]]) -> None:

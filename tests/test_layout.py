@@ -176,7 +176,8 @@ def test_each_topic_name_is_declared_in_exactly_one_module(kind):
 
     name = BY_KIND[kind].name
     holders = []
-    for module, path in MODULES.items():
+    examples = {f"examples.{p.stem}": p for p in sorted((REPO / "examples").glob("*.py"))}
+    for module, path in {**MODULES, **examples}.items():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and node.value == name:
                 holders.append(module)

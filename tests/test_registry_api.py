@@ -8,11 +8,9 @@ KafkaLog against the local stack's broker and restarts it.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import uuid
 
@@ -23,6 +21,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from ecoretrofit import processes
 from infra.localstack.registry.server import RegistryServer
 from infra.localstack.registry.store import KafkaLog, MemoryLog, StoreError
 from helpers import free_port
@@ -301,11 +300,8 @@ def test_kafka_log_survives_a_registry_restart(stack_settings):
 
 
 def _cli(tmp_path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "ECO_DATA_DIR": str(tmp_path)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "ecoretrofit.cli", "registry", "serve", "--memory", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    return processes.start("registry", processes.cli_argv("registry", "serve", "--memory", *args), None,
+                           env={"ECO_DATA_DIR": str(tmp_path)}, capture=True, stop_timeout=10).popen
 
 
 def test_cli_serves_until_sigterm_and_exits_0(tmp_path):
@@ -320,7 +316,7 @@ def test_cli_serves_until_sigterm_and_exits_0(tmp_path):
         assert proc.stderr.read() == ""
     finally:
         if proc.poll() is None:
-            proc.kill()
+            processes.stop_pid(proc.pid, signal.SIGKILL, 5)
             proc.wait()
 
 

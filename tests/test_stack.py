@@ -146,3 +146,26 @@ def test_a_real_component_killed_with_sigkill_comes_back(stack):
              what="the registry restarted by the supervisor")
     wait_for(lambda: stack.supervisor_state().get("registry", {}).get("restarts", 0) >= 1, 30, 0.2,
              what="the restart in the supervisor's state")
+
+
+def test_up_stops_what_it_started_when_a_later_component_fails(tmp_path):
+    settings = Settings.from_env({"ECO_DATA_DIR": str(tmp_path), "ECO_PORT_BASE": "31000"})
+    local = LocalStack(settings, log=lambda _: None)
+    first = Component("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"], ports=[],
+                      healthy=lambda: True, stop_timeout=5)
+    second = Component("crasher", [sys.executable, "-c", "import sys; sys.exit(3)"], ports=[],
+                       healthy=lambda: False, start_timeout=10)
+    seen = {}
+    local.components = lambda: [first, second]
+    local.start_supervisor = lambda: pytest.fail("no supervisor for a stack that did not come up")
+    original = local._start_locked
+
+    def start(comp):
+        original(comp)
+        seen[comp.name] = local.pid_of(comp.name)
+
+    local._start_locked = start
+    with pytest.raises(CommandError, match="crasher exited with code 3"):
+        local.up()
+    assert seen["sleeper"] and not alive(seen["sleeper"]), "the component started before the failure was left running"
+    assert local.pid_of("sleeper") is None

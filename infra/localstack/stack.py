@@ -206,19 +206,24 @@ class LocalStack:
         """Start every component not already running, then the supervisor that restarts
         any of them that dies (``supervise=False``: none). Returns the names started."""
         self._prepare_dirs()
-        started = []
-        for comp in self.components():
-            with self._lock(comp.name):
-                pid = self.pid_of(comp.name)
-                if pid and comp.healthy():
-                    self.log(f"  {comp.name:<10} already running (pid {pid})")
-                    if comp.after_start:
-                        comp.after_start()
-                    continue
-                if pid:  # stale or unhealthy leftover of an earlier run
-                    self._stop_locked(comp)
-                self._start_locked(comp)
-            started.append(comp.name)
+        started: list[str] = []
+        try:
+            for comp in self.components():
+                with self._lock(comp.name):
+                    pid = self.pid_of(comp.name)
+                    if pid and comp.healthy():
+                        self.log(f"  {comp.name:<10} already running (pid {pid})")
+                        if comp.after_start:
+                            comp.after_start()
+                        continue
+                    if pid:  # stale or unhealthy leftover of an earlier run
+                        self._stop_locked(comp)
+                    self._start_locked(comp)
+                started.append(comp.name)
+        except BaseException:
+            # what this call started must not outlive it (a port taken further down)
+            self.down(only=started)
+            raise
         if supervise:
             self.start_supervisor()
         return started
