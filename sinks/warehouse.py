@@ -29,6 +29,11 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # Statements end with a semicolon at the end of a line.
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+# A materialized view writing into a table: IF NOT EXISTS leaves an existing one as it
+# is, so each is followed by an ALTER ... MODIFY QUERY giving it today's query (a view
+# made by an older DDL, or for other regions, is brought up to date; a no-op otherwise).
+_MATERIALIZED_VIEW = re.compile(
+    r"CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\S+)\s+TO\s+\S+\s+AS\s+(?P<query>.*)", re.S)
 
 
 def connect(settings: Settings, **kw):
@@ -92,6 +97,9 @@ def error_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------- DDL
 def ddl_params(settings: Settings) -> dict[str, str]:
     """Values for the ``{placeholders}`` in ``sinks/sql/*.sql``."""
+    from sinks.plausibility_sql import dead_letter_error_sql, reasons_sql
+
+    reasons = reasons_sql(settings.regions)
     return {
         "database": settings.clickhouse_database,
         # how ClickHouse itself reaches Kafka and the registry (service names in docker-compose)
@@ -101,6 +109,9 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         "topic_anomalies": settings.topic_anomalies,
         "topic_alerts": settings.topic_alerts,
         "consumer_group_prefix": "eco-warehouse",
+        # the plausibility contract of a reading (schemas/plausibility.py) as SQL
+        "telemetry_reasons": reasons,
+        "telemetry_dead_letter_error": dead_letter_error_sql(reasons),
     }
 
 
@@ -142,7 +153,12 @@ def _labelled_statements(settings: Settings, directory: Path | str | None) -> li
 
         text = _PLACEHOLDER.sub(fill, text)
         statements = [s.strip() for s in _STATEMENT_END.split(text) if s.strip()]
-        out += [(f"{path.name}#{n}", sql) for n, sql in enumerate(statements, start=1)]
+        for n, sql in enumerate(statements, start=1):
+            out.append((f"{path.name}#{n}", sql))
+            view = _MATERIALIZED_VIEW.fullmatch(sql)
+            if view:
+                out.append((f"{path.name}#{n} (modify query)",
+                            f"ALTER TABLE {view['name']} MODIFY QUERY {view['query']}"))
     return out
 
 

@@ -17,7 +17,7 @@ from conftest import spawn, stop
 from ecoretrofit.admin import ensure_topics
 from producers.producer import TelemetryProducer
 from producers.simulator import CitySimulator
-from helpers import free_port, home_ids, unique, wait_for
+from helpers import free_port, fresh_region, home_ids, unique, wait_for
 
 import schemas
 from confluent_kafka import Consumer
@@ -122,7 +122,7 @@ def _alerts(settings) -> list[dict]:
 
 def test_prometheus_alert_fires_on_a_spike_cluster_and_resolves(stack_settings, processor):
     s = stack_settings
-    region = "test-alerts"  # declared for the test stack in conftest; no other test uses it
+    region = fresh_region()  # declared for the test stack; no other test uses it
     start = int(time.time() * 1000) - 60_000
     _produce_ticks(s, region, homes=25, ticks=61, start_ms=start, spike_power=8000.0)
 
