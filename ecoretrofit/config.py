@@ -32,6 +32,8 @@ PORT_OFFSETS = {
     "warehouse": 123,
     "s3": 333,
     "prometheus": 90,
+    "twin": 180,  # the digital-twin service (API and dashboard)
+    "assistant": 181,  # the assistant's MCP server over streamable HTTP
     "metrics": 100,  # first /metrics port; services take consecutive ones
     "gateway": 443,  # HTTPS device gateway
     "mqtt": 883,  # Mosquitto, TLS only
@@ -87,11 +89,15 @@ class Settings:
     topic_telemetry: str = topics.TELEMETRY.name
     topic_anomalies: str = topics.ANOMALIES.name
     topic_alerts: str = topics.ALERTS.name
+    topic_workorders: str = topics.WORK_ORDERS.name
+    topic_predictions: str = topics.PREDICTIONS.name
     topic_deadletter: str = topics.DEADLETTER.name
     topic_schemas: str = topics.SCHEMAS.name
     telemetry_partitions: int = topics.TELEMETRY.partitions
     anomalies_partitions: int = topics.ANOMALIES.partitions
     alerts_partitions: int = topics.ALERTS.partitions
+    workorders_partitions: int = topics.WORK_ORDERS.partitions
+    predictions_partitions: int = topics.PREDICTIONS.partitions
 
     # simulation
     homes: int = 1000
@@ -112,6 +118,11 @@ class Settings:
     # whole topic, "latest" only what arrives from now on (benchmarks, new deployments).
     processor_offset_reset: str = "earliest"
     checkpoint_interval_s: float = 10.0
+    # How often each home reports (the simulator's live rate): a home silent for three
+    # intervals is reported silent, and seq jumps are checked against elapsed time.
+    reading_interval_ms: int = 1000
+    # How long a home stays in alert on a metric after its last anomaly there.
+    alert_hold_s: float = 120.0
 
     # device gateway (gateway/): HTTPS and MQTT ingestion from real devices
     gateway_url: str = ""  # "" -> https://<host>:<port base + 443>
@@ -137,6 +148,14 @@ class Settings:
     # observability
     metrics_port: int = 0  # 0 -> derived; each service adds its own offset
     log_level: str = "INFO"
+
+    # the language model behind `ecoretrofit explain` (empty provider: the deterministic
+    # analysis only). "openai": any OpenAI-compatible chat-completions endpoint;
+    # "anthropic": the Messages API. The URL is the API's base, without the path.
+    llm_provider: str = ""
+    llm_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = field(default="", repr=False)
 
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
