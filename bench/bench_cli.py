@@ -12,13 +12,9 @@ import time
 
 from ecoretrofit.config import Settings
 
-<<<<<<< HEAD
-SECTIONS = ("produce", "process", "latency", "live", "detectors", "ingest", "queries", "gateway", "gateway_live")
-DEFAULT = ("produce", "process", "latency", "detectors")
-=======
-SECTIONS = ("produce", "process", "latency", "live", "detectors", "predictor", "ingest", "queries", "twin")
+SECTIONS = ("produce", "process", "latency", "live", "detectors", "predictor", "ingest", "queries", "twin",
+            "gateway", "gateway_live")
 DEFAULT = ("produce", "process", "latency", "detectors", "predictor")
->>>>>>> main
 
 
 def add_arguments(parser) -> None:
@@ -31,13 +27,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--live-duration", type=float, default=60.0, help="live: seconds of load")
     parser.add_argument("--ingest-readings", type=int, default=300_000,
                         help="ingest: readings stored by each path (Kafka engine, sink, bulk insert)")
-<<<<<<< HEAD
-    parser.add_argument("--gateway-devices", type=int, default=1000, help="gateway_live: devices at 1 Hz")
-    parser.add_argument("--gateway-duration", type=float, default=60.0, help="gateway_live: seconds of load")
-=======
     parser.add_argument("--twin-homes", type=int, default=10_000, help="twin: twins behind the API")
     parser.add_argument("--twin-live-homes", type=int, default=1_000, help="twin: homes live for the dashboard")
->>>>>>> main
+    parser.add_argument("--gateway-devices", type=int, default=1000, help="gateway_live: devices at 1 Hz")
+    parser.add_argument("--gateway-duration", type=float, default=60.0, help="gateway_live: seconds of load")
     parser.add_argument("--query-rows", type=int, default=10_000_000,
                         help="queries: readings bulk-inserted before the queries are timed")
 
@@ -82,7 +75,12 @@ def run(args, settings: Settings) -> int:
                 from bench import warehouse
 
                 results[name] = warehouse.bench_queries(settings, rows=args.query_rows)
-<<<<<<< HEAD
+            elif name == "twin":
+                from bench import twin
+
+                results[name] = {"api": twin.bench_api(settings, homes=args.twin_homes),
+                                 "what_if": twin.bench_what_if(settings),
+                                 "dashboard": twin.bench_dashboard(settings, homes=args.twin_live_homes)}
             elif name == "gateway":
                 from bench import gateway
 
@@ -91,14 +89,6 @@ def run(args, settings: Settings) -> int:
                 from bench import gateway
 
                 results[name] = gateway.bench_live(settings, args.gateway_devices, args.gateway_duration)
-=======
-            elif name == "twin":
-                from bench import twin
-
-                results[name] = {"api": twin.bench_api(settings, homes=args.twin_homes),
-                                 "what_if": twin.bench_what_if(settings),
-                                 "dashboard": twin.bench_dashboard(settings, homes=args.twin_live_homes)}
->>>>>>> main
             print(f"  done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
     finally:
         if started:
@@ -144,12 +134,6 @@ def print_report(results: dict) -> None:
         from bench import warehouse
 
         warehouse.print_queries(results["queries"])
-<<<<<<< HEAD
-    if "gateway" in results or "gateway_live" in results:
-        from bench import gateway
-
-        gateway.print_report(results)
-=======
     if "predictor" in results:
         r = results["predictor"]
         base = r["baseline_ewzscore"]
@@ -162,7 +146,10 @@ def print_report(results: dict) -> None:
         from bench import twin
 
         twin.print_twin(results["twin"])
->>>>>>> main
+    if "gateway" in results or "gateway_live" in results:
+        from bench import gateway
+
+        gateway.print_report(results)
     if "detectors" in results:
         print("detectors (events/s on one core, score_one + learn_one):")
         width = max(map(len, results["detectors"]), default=0)

@@ -33,7 +33,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--causes-truth", default=None, metavar="FILE",
                         help="write each home's cause of inefficiency to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-<<<<<<< HEAD
+    parser.add_argument("--maintenance", action="store_true",
+                        help="components wear out and fail; live: technicians act on the work-orders topic")
+    parser.add_argument("--technician-delay", type=float, default=None, metavar="HOURS",
+                        help="with --maintenance: hours from an order opening to the technician's visit (default 24)")
     dev = parser.add_argument_group("device mode: homes send through the device gateway, each with an on-disk buffer")
     dev.add_argument("--devices", choices=("mqtt", "https"), default=None, help="send as devices over this transport")
     dev.add_argument("--buffer", default=None, help="the devices' buffer file (default DATA_DIR/devices/<transport>.sqlite)")
@@ -43,12 +46,6 @@ def add_arguments(parser) -> None:
     dev.add_argument("--offline-at", type=float, default=0.0, help="... this many seconds after the start ...")
     dev.add_argument("--offline-for", type=float, default=0.0, help="... for this many seconds")
     dev.add_argument("--drain", type=float, default=120.0, help="seconds to keep sending buffered readings at the end")
-=======
-    parser.add_argument("--maintenance", action="store_true",
-                        help="components wear out and fail; live: technicians act on the work-orders topic")
-    parser.add_argument("--technician-delay", type=float, default=None, metavar="HOURS",
-                        help="with --maintenance: hours from an order opening to the technician's visit (default 24)")
->>>>>>> main
 
 
 def run(args, settings: Settings) -> int:
