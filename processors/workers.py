@@ -16,6 +16,7 @@ from ecoretrofit.admin import ensure_topics, unique_topic
 from ecoretrofit.config import Settings
 
 PROCESSED = "eco_readings_processed_total"
+DEAD_LETTERED = "eco_dead_letters_total"
 
 
 @dataclass
@@ -27,6 +28,10 @@ class Workers:
     def processed(self) -> float:
         """Readings processed so far, summed over the workers' /metrics."""
         return sum(processes.scrape(port, PROCESSED) for port in self.metrics_ports)
+
+    def dead_lettered(self) -> float:
+        """Messages the workers sent to the dead letters instead of scoring them."""
+        return sum(processes.scrape(port, DEAD_LETTERED) for port in self.metrics_ports)
 
     def died(self) -> list[str]:
         return [p.name for p in self.procs if not p.running()]
