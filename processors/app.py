@@ -193,12 +193,15 @@ class Processor:
         async def _forget(app, revoked, **kwargs) -> None:  # noqa: ANN001
             # Another worker may own these homes now; its checkpoints win. Messages not
             # covered by a checkpoint stay unacknowledged: the next owner re-reads them.
+            log.warning("partitions revoked: forgetting %d homes, %d unacknowledged messages",
+                        len(self.cache), len(self.held))
             self.forget()
 
         @app.on_partitions_assigned.connect
         async def _assigned(app, assigned, **kwargs) -> None:  # noqa: ANN001
+            # (table_ready was reset by the revocation that precedes every assignment;
+            # resetting it here could undo a recovery that already completed)
             self.assigned_at = time.monotonic()
-            self.restored_all = self.table_ready = False
 
         @app.on_rebalance_complete.connect
         async def _recovered(app, **kwargs) -> None:  # noqa: ANN001
@@ -266,7 +269,10 @@ class Processor:
         if problem:
             log.error("home %s starts afresh: %s", home_id, problem)
         try:
-            self.alert_book.load_home(home_id, extra.get("alerts", []))
+            alerts = extra.get("alerts", [])
+            self.alert_book.load_home(home_id, alerts)
+            if alerts:
+                log.warning("home %s: %d open alert(s) restored from its checkpoint", home_id, len(alerts))
         except (TypeError, ValueError) as exc:
             log.error("home %s: open alerts in its checkpoint unusable: %s", home_id, exc)
         return model
