@@ -93,9 +93,12 @@ def _produce_dataset(settings: Settings, topic: str, homes: int, ticks: int) -> 
 
 
 def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> float:
-    """The same work as the Faust agent, without Faust: decode + HomeModel.update."""
+    """The same work per reading as the Faust worker, without Faust: the intake screen
+    (size, Avro decode, plausibility) and HomeModel.update. (What the worker does per
+    batch -- anomaly sends, checkpoints, silence checks -- is left to the worker.)"""
     from confluent_kafka import Consumer
 
+    from processors.intake import screen
     from processors.scoring import HomeModel, ScoringConfig
 
     config = ScoringConfig.from_settings(settings)
@@ -112,7 +115,7 @@ def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> fl
                 continue
             if t0 is None:
                 t0 = time.perf_counter()
-            r = decoder.decode(msg.value())
+            r = screen(msg.value(), decoder.decode, now_ms=int(time.time() * 1000), regions=settings.regions)
             model = models.get(r["home_id"])
             if model is None:
                 model = models[r["home_id"]] = HomeModel(config)
