@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 SILENCE_CHECK_S = 1.0
 # ... and the batch loop at most this often (it walks every home of the worker).
 SILENCE_BATCH_CHECK_S = 0.2
+# How long a revoked worker waits for its hand-over commit.
+HAND_OVER_TIMEOUT_S = 5.0
 
 
 class QuietMonitor(Monitor):
@@ -195,11 +197,15 @@ class Processor:
 
         @app.on_partitions_revoked.connect
         async def _forget(app, revoked, **kwargs) -> None:  # noqa: ANN001
-            # Another worker may own these homes now; its checkpoints win. Messages not
-            # covered by a checkpoint stay unacknowledged: the next owner re-reads them.
-            log.warning("partitions revoked: forgetting %d homes, %d unacknowledged messages",
-                        len(self.cache), len(self.held))
-            self.forget()
+            # Another worker may own these homes now; its checkpoints win. Hand them
+            # over where they are first (checkpoint, offsets committed), so the next
+            # owner starts after what was scored here: nothing is scored twice. The
+            # lock: never between a batch's model updates and its bookkeeping.
+            async with self.lock:
+                await self.hand_over()
+                log.warning("partitions revoked: forgetting %d homes, %d unacknowledged messages",
+                            len(self.cache), len(self.held))
+                self.forget()
 
         @app.on_partitions_assigned.connect
         async def _assigned(app, assigned, **kwargs) -> None:  # noqa: ANN001
@@ -243,6 +249,19 @@ class Processor:
                 if (self.dirty or self.held) and \
                         time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
                     self.checkpoint()
+
+    async def hand_over(self) -> None:
+        """Checkpoint every model scored so far and commit the offsets it covers. If
+        that fails, the next owner re-reads from the last commit (scoring some readings
+        twice; anomaly event ids are deterministic, so a consumer can drop repeats)."""
+        if not (self.held or self.dirty):
+            return
+        try:
+            self.checkpoint()
+            await self.app.producer.flush()
+            await asyncio.wait_for(self.app.consumer.commit(), HAND_OVER_TIMEOUT_S)
+        except Exception:
+            log.exception("hand-over at revocation failed; the next owner re-reads from the last commit")
 
     def forget(self) -> None:
         self.restored_all = self.table_ready = False
@@ -358,7 +377,12 @@ class Processor:
 
     async def on_batch(self, messages: list) -> None:
         async with self.lock:
-            await self.handle_batch(messages)
+            # A batch fetched before a rebalance is not ours to score any more: the
+            # partitions' owner (maybe us again) reads them from the committed offsets.
+            generation = self.app.consumer_generation_id
+            messages = [m for m in messages if m.generation_id == generation]
+            if messages:
+                await self.handle_batch(messages)
 
     async def handle_batch(self, messages: list) -> None:
         self._codecs()
