@@ -16,6 +16,7 @@ from ecoretrofit.admin import ensure_topics, unique_topic
 from ecoretrofit.config import Settings
 
 PROCESSED = "eco_readings_processed_total"
+DEAD_LETTERS = "eco_dead_letters_total"
 
 
 @dataclass
@@ -27,6 +28,11 @@ class Workers:
     def processed(self) -> float:
         """Readings processed so far, summed over the workers' /metrics."""
         return sum(processes.scrape(port, PROCESSED) for port in self.metrics_ports)
+
+    def handled(self) -> float:
+        """Readings processed or sent to the dead letters so far."""
+        return sum(processes.scrape(port, PROCESSED) + processes.scrape(port, DEAD_LETTERS)
+                   for port in self.metrics_ports)
 
     def died(self) -> list[str]:
         return [p.name for p in self.procs if not p.running()]
