@@ -20,14 +20,18 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# Prometheus and promtool come from Debian (alert rules, their unit tests, live alerts).
+# Prometheus and promtool come from Debian (alert rules, their unit tests, live alerts);
+# so does Chromium, the headless browser the dashboard tests drive with Playwright
+# (`playwright install` downloads its own browsers, which this project never does).
 apt-packages:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
-		echo "installing Debian packages: prometheus"; \
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
+	    || ! command -v chromium >/dev/null 2>&1; then \
+		echo "installing Debian packages: prometheus chromium"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null; \
 	fi
 	@command -v promtool >/dev/null || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
+	@command -v chromium >/dev/null || { echo "chromium still missing after apt-get install chromium" >&2; exit 1; }
 
 demo: setup
 	$(VENV)/bin/ecoretrofit demo $(DEMO_ARGS)

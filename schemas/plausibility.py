@@ -101,7 +101,7 @@ def check(
     ``reading`` is a decoded TelemetryReading (a dict with the schema's fields)."""
     reasons: list[str] = []
     home = reading.get("home_id")
-    if not isinstance(home, str) or not _HOME_ID.match(home):
+    if not isinstance(home, str) or not _HOME_ID.fullmatch(home):
         reasons.append(f"home_id: {_short(home)} does not match {HOME_ID_PATTERN}")
     region = reading.get("region")
     if region not in set(regions):

@@ -150,8 +150,15 @@ def registry_fetch(settings, stop: threading.Event, retry_seconds: float = 1.0, 
     return fetch
 
 
-def make_decoder(spec: TopicSpec, avro) -> Callable[[object], tuple[tuple, int | None]]:
-    """``decode(msg) -> (row, event_ms)`` for a topic; ``avro`` is an AvroDecoder."""
+def make_decoder(spec: TopicSpec, avro, regions: tuple[str, ...] | None = None,
+                 clock: Callable[[], float] = time.time) -> Callable[[object], tuple[tuple, int | None]]:
+    """``decode(msg) -> (row, event_ms)`` for a topic; ``avro`` is an AvroDecoder.
+
+    Telemetry with ``regions`` given is held to the plausibility contract
+    (schemas/plausibility.py): a message over its size limit, or a reading that fails
+    :func:`~schemas.plausibility.check` (against ``clock()`` as now), raises a
+    DecodeError naming every reason, so the sink stores it as a dead letter. A
+    tombstone or an empty message fails the Avro header check the same way."""
     if spec.schema is None:
         def decode_generic(msg):
             raw = msg.value()
@@ -169,4 +176,20 @@ def make_decoder(spec: TopicSpec, avro) -> Callable[[object], tuple[tuple, int |
         r = avro.decode(msg.value())
         return tuple([r[f] for f in fields]) + (msg.partition(), msg.offset()), r.get("ts")
 
-    return decode
+    if spec.kind != "telemetry" or regions is None:
+        return decode
+    from ecoretrofit.serde import DecodeError
+    from schemas import plausibility
+
+    def decode_plausible(msg):
+        raw = msg.value()
+        if raw is not None and len(raw) > plausibility.MAX_MESSAGE_BYTES:
+            raise DecodeError(f"message of {len(raw)} bytes is over the {plausibility.MAX_MESSAGE_BYTES}-byte limit "
+                              f"of a reading (contract v{plausibility.VERSION})", "oversized")
+        row, event_ms = decode(msg)
+        reasons = plausibility.check(dict(zip(fields, row)), now_ms=int(clock() * 1000), regions=regions)
+        if reasons:
+            raise DecodeError(f"implausible (contract v{plausibility.VERSION}): {'; '.join(reasons)}", "implausible")
+        return row, event_ms
+
+    return decode_plausible

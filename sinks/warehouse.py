@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import schemas
 from ecoretrofit.config import ConfigError, Settings
 from ecoretrofit.errors import CommandError
 
@@ -29,6 +30,11 @@ SQL_DIR = Path(__file__).resolve().parent / "sql"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # Statements end with a semicolon at the end of a line.
 _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
+# A materialized view writing into a table: IF NOT EXISTS leaves an existing one as it
+# is, so each is followed by an ALTER ... MODIFY QUERY giving it today's query (a view
+# made by an older DDL, or for other regions, is brought up to date; a no-op otherwise).
+_MATERIALIZED_VIEW = re.compile(
+    r"CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\S+)\s+TO\s+\S+\s+AS\s+(?P<query>.*)", re.S)
 
 
 def connect(settings: Settings, **kw):
@@ -92,6 +98,9 @@ def error_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------- DDL
 def ddl_params(settings: Settings) -> dict[str, str]:
     """Values for the ``{placeholders}`` in ``sinks/sql/*.sql``."""
+    from sinks.plausibility_sql import dead_letter_error_sql, reasons_sql
+
+    reasons = reasons_sql(settings.regions)
     return {
         "database": settings.clickhouse_database,
         # how ClickHouse itself reaches Kafka and the registry (service names in docker-compose)
@@ -100,8 +109,39 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         "topic_telemetry": settings.topic_telemetry,
         "topic_anomalies": settings.topic_anomalies,
         "topic_alerts": settings.topic_alerts,
+        "topic_workorders": settings.topic_workorders,
+        "topic_predictions": settings.topic_predictions,
         "consumer_group_prefix": "eco-warehouse",
+        # the plausibility contract of a reading (schemas/plausibility.py) as SQL
+        "telemetry_reasons": reasons,
+        "telemetry_dead_letter_error": dead_letter_error_sql(reasons),
+        # what each column means, for people and assistants reading system.columns
+        "telemetry_column_comments": column_comments_sql(schemas.TELEMETRY_READING, TELEMETRY_EXTRA_COMMENTS),
     }
+
+
+#: Telemetry columns the warehouse adds to the Avro fields.
+TELEMETRY_EXTRA_COMMENTS = {
+    "kafka_partition": "Kafka partition the reading was consumed from.",
+    "kafka_offset": "Kafka offset of the reading in its partition.",
+    "ingested_at": "When the warehouse stored the reading (UTC).",
+}
+
+
+def column_comments_sql(schema_name: str, extra: dict[str, str] | None = None) -> str:
+    """``COMMENT COLUMN`` clauses of an ``ALTER TABLE`` from an Avro schema's field docs
+    (declared once, in the schema) plus ``extra``.
+
+    >>> print(column_comments_sql("telemetry_reading", {"x": "it's"}).split(", ")[-1])
+    COMMENT COLUMN x 'it\\'s'
+    """
+    docs = {f["name"]: f["doc"] for f in schemas.schema_dict(schema_name)["fields"] if f.get("doc")}
+    docs.update(extra or {})
+
+    def literal(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return ", ".join(f"COMMENT COLUMN {name} {literal(doc)}" for name, doc in docs.items())
 
 
 def render_ddl(settings: Settings, directory: Path | str | None = None) -> list[str]:
@@ -142,7 +182,12 @@ def _labelled_statements(settings: Settings, directory: Path | str | None) -> li
 
         text = _PLACEHOLDER.sub(fill, text)
         statements = [s.strip() for s in _STATEMENT_END.split(text) if s.strip()]
-        out += [(f"{path.name}#{n}", sql) for n, sql in enumerate(statements, start=1)]
+        for n, sql in enumerate(statements, start=1):
+            out.append((f"{path.name}#{n}", sql))
+            view = _MATERIALIZED_VIEW.fullmatch(sql)
+            if view:
+                out.append((f"{path.name}#{n} (modify query)",
+                            f"ALTER TABLE {view['name']} MODIFY QUERY {view['query']}"))
     return out
 
 

@@ -14,6 +14,7 @@ import pytest
 from ecoretrofit import processes
 from ecoretrofit.config import Settings
 from infra.localstack.stack import LocalStack
+from helpers import TEST_REGIONS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,8 +34,8 @@ def stack(tmp_path_factory):
         "ECO_PORT_BASE": os.environ.get("ECO_TEST_PORT_BASE", "25000"),
         # keep checkpoints frequent so restart tests do not wait long
         "ECO_CHECKPOINT_INTERVAL_S": "2",
-        # the usual regions plus one per test that watches a region-wide alert
-        "ECO_REGIONS": ",".join((*Settings().regions, "test-alerts")),
+        # the default regions plus a pool for tests (helpers.test_region)
+        "ECO_REGIONS": ",".join(Settings().regions + TEST_REGIONS),
     }
     settings = Settings.from_env(env)
     local = LocalStack(settings, with_prometheus=True, log=lambda line: print(line, file=sys.stderr))

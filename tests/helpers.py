@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 import uuid
@@ -22,6 +23,19 @@ def wait_for(predicate, timeout: float, interval: float = 0.3, what: str = "cond
 def unique(prefix: str) -> str:
     """A name no other test (or earlier run on the same stack) uses."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+# Regions the test stack declares (ECO_REGIONS, see conftest.py) beside the defaults:
+# the warehouse stores only readings of known regions (schemas/plausibility.py), so a
+# test that needs readings of its own takes a fresh region from this pool instead of
+# inventing one. A stack lives for one test session, so the pool suffices.
+TEST_REGIONS = tuple(f"test-{i:03d}" for i in range(200))
+_next_region = itertools.count()
+
+
+def fresh_region() -> str:
+    """A declared region no other test of this session uses."""
+    return TEST_REGIONS[next(_next_region)]
 
 
 def free_port() -> int:

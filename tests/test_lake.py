@@ -22,7 +22,7 @@ import pytest
 
 from sinks.lake import LakeWriter, S3Ledger, day_of, group_rows
 from sinks.batching import Batch
-from helpers import unique
+from helpers import fresh_region, unique
 
 DAY_MS = 86_400_000
 
@@ -131,7 +131,7 @@ def lake_run(stack_settings):
         pytest.fail(reason)
     topic, group = unique("eco.test.lake"), unique("eco-lake-test")
     prefix = f"{unique('test')}/telemetry"
-    regions = [unique("lake-n"), unique("lake-s")]
+    regions = [fresh_region(), fresh_region()]
     ensure_topics(stack_settings, {topic: 4})
     s = stack_settings.replace(topic_telemetry=topic)
     day = dt.date(2023, 1, 1) + dt.timedelta(days=random.randrange(3000))  # far from any other test's data

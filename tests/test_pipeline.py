@@ -17,7 +17,7 @@ from ecoretrofit.serde import decoder_for, encoder_for
 from producers.producer import TelemetryProducer, run_backfill
 from producers.simulator import CitySimulator
 from sinks.warehouse import connect
-from helpers import home_ids, unique, wait_for
+from helpers import fresh_region, home_ids, unique, wait_for
 
 
 
@@ -68,7 +68,7 @@ def test_registry_works_with_confluent_client(stack_settings):
 
 
 def test_every_reading_stored_exactly_once(stack_settings):
-    region = unique("exact")
+    region = fresh_region()
     produced = produce_region(stack_settings, region, homes=200, ticks=100)
     assert produced == 20_000
     rows, distinct = wait_for(
@@ -140,7 +140,7 @@ def test_spike_produces_anomaly_event(stack_settings, processor):
 
 def test_malformed_messages_go_to_dead_letters(stack_settings):
     s = stack_settings
-    region = unique("dlq")
+    region = fresh_region()
     enc = encoder_for(s, s.topic_telemetry, schemas.TELEMETRY_READING)
     sim = CitySimulator(1, [region], seed=5, start_ms=int(time.time() * 1000))
     good = [enc.encode(r) for r in (sim.tick()[0], sim.tick()[0])]
@@ -178,7 +178,7 @@ def test_malformed_messages_go_to_dead_letters(stack_settings):
 
 def test_broker_restart_loses_nothing(stack, stack_settings):
     s = stack_settings
-    region = unique("restart")
+    region = fresh_region()
     start = int(time.time() * 1000) - 200_000
     first = produce_region(s, region, homes=100, ticks=50, start_ms=start)
     stack.restart("broker")
@@ -209,3 +209,61 @@ def test_broker_restart_loses_nothing(stack, stack_settings):
             seen.add((r["home_id"], r["ts"]))
     c.close()
     assert len(seen) == produced
+
+
+def test_implausible_readings_are_dead_lettered_and_never_stall_ingestion(stack_settings):
+    """Valid Avro, implausible readings (the contract of schemas/plausibility.py): 150
+    distinct unknown regions once made one Kafka-engine block span more than 100
+    partitions, which ClickHouse refused and the consumer retried forever; NaN, inf,
+    1.7e308, a negative voltage, years 1900/1970/2100, an empty or a 10 kB home id were
+    stored (or, for 1970, silently dropped). Now each is in dead_letters with its reasons,
+    and the good readings produced after them are stored."""
+    s = stack_settings
+    region = fresh_region()
+    enc = encoder_for(s, s.topic_telemetry, schemas.TELEMETRY_READING)
+    now = int(time.time() * 1000)
+    sim = CitySimulator(5, [region], seed=17, start_ms=now - 60_000)
+    good = [r for t in range(3) for r in sim.tick(now - 60_000 + t * 1000)]
+    base = good[0]
+    bad = [dict(base, region=unique("nowhere")) for _ in range(150)]
+    extremes = {
+        "nan": {"power_w": float("nan")}, "inf": {"power_w": float("inf")}, "huge": {"power_w": 1.7e308},
+        "negative_voltage": {"voltage_v": -5.0}, "year_1900": {"ts": -2_208_988_800_000},
+        "year_1970": {"ts": 0}, "year_2100": {"ts": 4_102_444_800_000}, "empty_home": {"home_id": ""},
+        "huge_home": {"home_id": "H" + "1" * 10_000},
+    }
+    bad += [dict(base, **e) for e in extremes.values()]
+    offsets = {}
+
+    def record(key):
+        def cb(err, msg):
+            assert err is None, err
+            offsets[key] = msg.offset()
+        return cb
+
+    p = Producer({"bootstrap.servers": s.kafka_bootstrap, "message.max.bytes": 1_000_000})
+    for i, r in enumerate(bad):  # the bad ones first, on one partition, then the good ones behind them
+        p.produce(s.topic_telemetry, enc.encode(r), key=b"H000000", partition=0, on_delivery=record(("bad", i)))
+    for i, r in enumerate(good):
+        p.produce(s.topic_telemetry, enc.encode(r), key=b"H000000", partition=0, on_delivery=record(("good", i)))
+    assert p.flush(20) == 0
+    wait_for(lambda: stored_counts(s, region)[0] >= len(good), 120, what="the good readings behind the bad ones")
+    client = connect(s)
+    bad_offsets = [offsets[("bad", i)] for i in range(len(bad))]
+    rows = wait_for(lambda: (lambda r: r if len(r) == len(bad) else None)(client.query(
+        f"SELECT offset, error FROM {s.clickhouse_database}.dead_letters "
+        f"WHERE topic = %(t)s AND partition = 0 AND offset IN %(o)s ORDER BY offset",
+        parameters={"t": s.topic_telemetry, "o": bad_offsets}).result_rows), 60, what="every implausible reading")
+    errors = dict(rows)
+    assert all(e.startswith("implausible (contract v1): ") for e in errors.values())
+    assert all("region:" in errors[offsets[("bad", i)]] for i in range(150))
+    for i, (name, edit) in enumerate(extremes.items()):
+        field = next(iter(edit))
+        assert f"{field}:" in errors[offsets[("bad", 150 + i)]], (name, errors[offsets[("bad", 150 + i)]])
+    assert max(len(e) for e in errors.values()) < 500  # a 10 kB home id makes a short reason
+    time.sleep(2)
+    assert stored_counts(s, region) == (len(good), len(good))
+    stored_elsewhere = client.query(
+        f"SELECT count() FROM {s.clickhouse_database}.telemetry WHERE kafka_partition = 0 AND kafka_offset IN %(o)s",
+        parameters={"o": bad_offsets}).result_rows[0][0]
+    assert stored_elsewhere == 0

@@ -17,7 +17,7 @@ from conftest import spawn, stop
 from ecoretrofit.admin import ensure_topics
 from producers.producer import TelemetryProducer
 from producers.simulator import CitySimulator
-from helpers import free_port, home_ids, unique, wait_for
+from helpers import free_port, fresh_region, home_ids, unique, wait_for
 
 import schemas
 from confluent_kafka import Consumer
@@ -122,7 +122,7 @@ def _alerts(settings) -> list[dict]:
 
 def test_prometheus_alert_fires_on_a_spike_cluster_and_resolves(stack_settings, processor):
     s = stack_settings
-    region = "test-alerts"  # declared for the test stack in conftest; no other test uses it
+    region = fresh_region()  # declared for the test stack; no other test uses it
     start = int(time.time() * 1000) - 60_000
     _produce_ticks(s, region, homes=25, ticks=61, start_ms=start, spike_power=8000.0)
 
@@ -349,8 +349,9 @@ def test_a_killed_worker_restarts_without_false_dropouts_and_resolves_its_alerts
 
         try:
             wait_for(spike_alerts_resolved, 90, interval=0, what="every spike alert resolved")
+            stuck = None
         except AssertionError:
-            raise AssertionError(f"alerts seen: {[(a['alert_id'], a['state']) for a in got_alerts]}") from None
+            stuck = f"alerts left firing; alerts seen: {[(a['alert_id'], a['state']) for a in got_alerts]}"
         _collect(anomalies, got_anomalies, dec_anomaly, 2.0)
         assert worker.running()
     finally:
@@ -360,6 +361,7 @@ def test_a_killed_worker_restarts_without_false_dropouts_and_resolves_its_alerts
     dropouts = [(e["home_id"], e["value"]) for e in got_anomalies if e["detector"] == "gap"
                 and e["event_id"].endswith("/gap")]
     assert dropouts == [], f"false meter dropouts after the restart: {dropouts}"
+    assert stuck is None, stuck
 
 
 def test_recovery_replays_a_bounded_changelog_whatever_the_uptime(stack_settings):

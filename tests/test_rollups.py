@@ -20,7 +20,7 @@ from collections import defaultdict
 import pytest
 
 from sinks import warehouse
-from helpers import unique
+from helpers import fresh_region, unique
 
 UTC = dt.timezone.utc
 COLUMNS = [
@@ -93,10 +93,27 @@ def expected_rollups(rows: list[dict]) -> dict[str, dict]:
     def peak(g):
         return max(g, key=lambda r: r["power_w"])
 
+    def energies(period) -> dict:
+        """Energy per (region, home, period): the meter at the period's last reading
+        minus the meter at the home's last reading before the period (or at the
+        period's first reading, for the home's first period)."""
+        out, last_before = {}, {}
+        for r in sorted(rows, key=lambda r: (r["region"], r["home_id"], r["ts"])):
+            key = (r["region"], r["home_id"], period(r["ts"]))
+            if key not in out:
+                home = key[:2]
+                start = last_before.get(home, r["energy_kwh"])
+                out[key] = [start, r["energy_kwh"]]
+            out[key][1] = r["energy_kwh"]
+            last_before[key[:2]] = r["energy_kwh"]
+        return {k: end - start for k, (start, end) in out.items()}
+
+    hourly_energy = energies(hour_of)
+    daily_energy = energies(lambda ts: ts.date())
     exp = {}
     exp["hourly_home"] = {
         (k[0], k[1], naive(k[2])): dict(
-            readings=len(g), energy_kwh=max(r["energy_kwh"] for r in g) - min(r["energy_kwh"] for r in g),
+            readings=len(g), energy_kwh=hourly_energy[k],
             power_avg_w=mean(r["power_w"] for r in g), power_min_w=min(r["power_w"] for r in g),
             power_max_w=max(r["power_w"] for r in g), indoor_avg_c=mean(r["indoor_temp_c"] for r in g),
             outdoor_avg_c=mean(r["outdoor_temp_c"] for r in g), outdoor_min_c=min(r["outdoor_temp_c"] for r in g),
@@ -114,7 +131,7 @@ def expected_rollups(rows: list[dict]) -> dict[str, dict]:
 
     exp["daily_home"] = {
         (k[0], k[1], k[2]): dict(
-            readings=len(g), energy_kwh=max(r["energy_kwh"] for r in g) - min(r["energy_kwh"] for r in g),
+            readings=len(g), energy_kwh=daily_energy[k],
             power_avg_w=mean(r["power_w"] for r in g), power_peak_w=peak(g)["power_w"],
             peak_at=naive(peak(g)["ts"]), load_factor=mean(r["power_w"] for r in g) / peak(g)["power_w"],
             outdoor_avg_c=mean(r["outdoor_temp_c"] for r in g), outdoor_min_c=min(r["outdoor_temp_c"] for r in g),
@@ -206,10 +223,13 @@ def test_rollups_equal_raw_aggregates_across_midnight_regions_and_merges(client)
             client.command(f"SYSTEM START MERGES {table}")
     assert_views_match(got, exp)
 
-    # the same aggregates computed by ClickHouse from the raw table
+    # the same aggregates computed by ClickHouse from the raw table: each reading's
+    # meter increment since the home's previous reading, summed per hour
     raw = client.query(
-        "SELECT region, home_id, toStartOfHour(ts) AS hour, count(), max(energy_kwh) - min(energy_kwh), "
-        "avg(power_w), max(power_w) FROM telemetry WHERE region IN %(r)s GROUP BY region, home_id, hour",
+        "SELECT region, home_id, toStartOfHour(ts) AS hour, count(), sum(increment), avg(power_w), max(power_w) "
+        "FROM (SELECT *, energy_kwh - lagInFrame(energy_kwh, 1, energy_kwh) OVER (PARTITION BY region, home_id "
+        "ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS increment FROM telemetry WHERE region IN %(r)s) "
+        "GROUP BY region, home_id, hour",
         parameters={"r": regions}).result_rows
     assert len(raw) == len(got["hourly_home"])
     for region, home, hour, n, energy, avg_p, max_p in raw:
@@ -250,18 +270,66 @@ def test_rollups_across_year_and_month_partitions(client):
     assert all(n >= 2 for _, n in parts)
 
 
+def test_hourly_energy_adds_up_to_the_day_and_the_meter_at_5_minute_sampling(client, stack_settings):
+    """One reading per 5 minutes, a whole day and an hour either side, in blocks: the
+    hours of the day add up to the day's energy, which is the meter's rise over the day
+    (last reading of the day minus last reading before it); the named queries
+    hourly_energy (per home and per region) and inefficient_homes report the same.
+    (max - min within each hour lost the rise across every hour boundary: 8% low.)"""
+    from sinks import named_queries
+
+    region = unique("ru-5min")
+    day_start = (dt.datetime.now(UTC) - dt.timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    homes = ["H500001", "H500002", "H500003"]
+    rows = readings(region, homes, day_start - dt.timedelta(hours=1), count=26 * 12, step_s=300, seed=21)
+    insert(client, rows, batches=5, seed=3)
+    day = day_start.date()
+    meter_rise = {}
+    for h in homes:
+        mine = sorted((r for r in rows if r["home_id"] == h), key=lambda r: r["ts"])
+        before = [r["energy_kwh"] for r in mine if r["ts"] < day_start][-1]
+        last = [r["energy_kwh"] for r in mine if r["ts"].date() == day][-1]
+        meter_rise[h] = last - before
+    hourly = dict(client.query(
+        "SELECT home_id, sum(energy_kwh) FROM energy_hourly_by_home_v WHERE region = %(r)s AND toDate(hour) = %(d)s "
+        "GROUP BY home_id", parameters={"r": region, "d": day}).result_rows)
+    daily = dict(client.query(
+        "SELECT home_id, energy_kwh FROM energy_daily_by_home_v WHERE region = %(r)s AND day = %(d)s",
+        parameters={"r": region, "d": day}).result_rows)
+
+    def named(name, **params):
+        q = named_queries.load_named(name)
+        res = client.query(q.sql(stack_settings), parameters=q.bind({k: str(v) for k, v in params.items()}))
+        return [dict(zip(res.column_names, r)) for r in res.result_rows]
+
+    span = {"since": f"{day} 00:00:00", "until": f"{day + dt.timedelta(days=1)} 00:00:00"}
+    by_home = defaultdict(float)
+    for g in named("hourly_energy", region=region, **span):
+        by_home[g["home_id"]] += g["energy_kwh"]
+    by_region = sum(g["energy_kwh"] for g in named("hourly_energy", by="region", region=region, **span))
+    ineff = {g["home_id"]: g["energy_kwh"] for g in named("inefficient_homes", region=region, top=100, min_ratio=0,
+                                                          min_hdd=0, base_c=40, **span)}
+    for h in homes:
+        assert hourly[h] == approx(meter_rise[h]), h
+        assert daily[h] == approx(meter_rise[h]), h
+        assert by_home[h] == approx(meter_rise[h]), h
+        assert ineff[h] == approx(meter_rise[h]), h
+    assert by_region == approx(sum(meter_rise.values()))
+
+
 def test_ttl_drops_old_raw_rows_but_rollups_keep_them(client, stack_settings, tmp_path):
     region = unique("ttl")
     now = dt.datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
     recent = readings(region, ["H1", "H2"], now - dt.timedelta(days=1), count=20, step_s=60, seed=1)
-    old = readings(region, ["H1", "H2"], now - dt.timedelta(days=10), count=20, step_s=60, seed=2)
+    # 15 days: raw parts are weekly, so a row lives 7 to 14 days
+    old = readings(region, ["H1", "H2"], now - dt.timedelta(days=15), count=20, step_s=60, seed=2)
     ancient = readings(region, ["H1", "H2"], now - dt.timedelta(days=500), count=20, step_s=60, seed=3)
     insert(client, recent + old + ancient)
 
-    # raw: everything older than 7 days goes at the next merge of its (day, region) partition
+    # raw: a week whose rows are all older than 7 days goes at the next merge
     parts = client.query(
         "SELECT DISTINCT partition_id FROM system.parts WHERE database = currentDatabase() "
-        "AND table = 'telemetry' AND active AND partition LIKE %(p)s", parameters={"p": f"%{region}%"}).result_rows
+        "AND table = 'telemetry' AND active AND max_time < now() - INTERVAL 7 DAY").result_rows
     for (pid,) in parts:
         client.command(f"OPTIMIZE TABLE telemetry PARTITION ID '{pid}' FINAL")
     days = client.query("SELECT toDate(ts) AS d, count() FROM telemetry WHERE region = %(r)s GROUP BY d ORDER BY d",
@@ -273,11 +341,11 @@ def test_ttl_drops_old_raw_rows_but_rollups_keep_them(client, stack_settings, tm
         client.command(f"OPTIMIZE TABLE {table} FINAL")
     hourly = client.query("SELECT toDate(hour) AS d, sum(readings) FROM energy_hourly_by_home_v "
                           "WHERE region = %(r)s GROUP BY d ORDER BY d", parameters={"r": region}).result_rows
-    assert [d for d, _ in hourly] == [(now - dt.timedelta(days=k)).date() for k in (10, 1)]
+    assert [d for d, _ in hourly] == [(now - dt.timedelta(days=k)).date() for k in (15, 1)]
     assert [n for _, n in hourly] == [40, 40]
     daily = client.query("SELECT day, readings FROM energy_daily_by_region_v WHERE region = %(r)s ORDER BY day",
                          parameters={"r": region}).result_rows
-    assert daily == [((now - dt.timedelta(days=k)).date(), 40) for k in (500, 10, 1)]
+    assert daily == [((now - dt.timedelta(days=k)).date(), 40) for k in (500, 15, 1)]
 
     # every table carries its TTL
     ttls = dict(client.query(
@@ -311,7 +379,7 @@ def test_ttl_added_to_a_table_created_without_it(client, stack_settings):
         rows = readings("r", ["H1"], now - dt.timedelta(days=9), 5, 60, 1) + readings("r", ["H1"], now, 5, 60, 2)
         client.insert(f"{db}.telemetry", [[r[c] for c in COLUMNS] for r in rows], column_names=COLUMNS)
         alters = [s for s in warehouse.render_ddl(stack_settings.replace(clickhouse_database=db))
-                  if s.startswith(f"ALTER TABLE {db}.telemetry")]
+                  if s.startswith(f"ALTER TABLE {db}.telemetry ")]
         assert len(alters) == 2
         for _ in range(2):
             for sql in alters:
@@ -333,16 +401,18 @@ def test_kafka_readings_reach_the_rollups(client, stack_settings):
     from producers.producer import TelemetryProducer, run_backfill
     from producers.simulator import CitySimulator
 
-    region = unique("ru-kafka")
+    region = fresh_region()
     start_ms = int(time.time() * 1000) // 1000 * 1000 - 120_000
     sim = CitySimulator(5, [region], seed=11, start_ms=start_ms)
     with TelemetryProducer(stack_settings) as producer:
         stats = run_backfill(sim, producer, start_ms, 40, progress=False)
     assert stats.failed == 0 and stats.acked == 200
-    q = "SELECT count() FROM telemetry WHERE region = %(r)s"
+    # the parts of one insert become visible table by table: wait for the last view too
+    q = ("SELECT (SELECT count() FROM telemetry WHERE region = %(r)s), "
+         "(SELECT sum(readings) FROM energy_daily_by_home WHERE region = %(r)s)")
     deadline = time.monotonic() + 90
-    while client.query(q, parameters={"r": region}).result_rows[0][0] < 200:
-        assert time.monotonic() < deadline, "readings did not reach telemetry"
+    while min(client.query(q, parameters={"r": region}).result_rows[0]) < 200:
+        assert time.monotonic() < deadline, "readings did not reach telemetry and the roll-ups"
         time.sleep(0.5)
     raw = client.query("SELECT count(), avg(power_w), max(power_w) FROM telemetry WHERE region = %(r)s",
                        parameters={"r": region}).result_rows[0]

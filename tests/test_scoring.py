@@ -212,7 +212,7 @@ def test_the_processor_runs_seasonal_ensemble():
         events += model.update(next(r for r in sim.tick() if r["home_id"] == "H000001"))
     sags = [e for e in events if e["metric"] == "voltage_v" and e["detector"] == "seasonal_ensemble"]
     assert [e for e in sags if START + 600_000 <= e["ts"] <= START + 630_000], sags
-    restored, _extra, problem = HomeModel.restore(model.to_bytes(), config)
+    restored, _, problem = HomeModel.restore(model.to_bytes(), config)
     assert problem is None
     for _ in range(50):
         reading = next(r for r in sim.tick() if r["home_id"] == "H000001")

@@ -22,7 +22,7 @@ import pytest
 from ecoretrofit.serde import DecodeError
 from sinks.batching import Batch, Batcher, normalise_ranges
 from sinks.sink import Sink, TransientError
-from helpers import unique, wait_for
+from helpers import fresh_region, unique, wait_for
 
 
 # =================================================================== Batcher
@@ -494,6 +494,50 @@ def test_decoders_map_records_to_table_rows():
         make_decoder(spec, AvroDecoder(fetch))(M("t", 1, 4, b"\x07junk"))
 
 
+def test_telemetry_decoder_dead_letters_implausible_empty_and_oversized_messages():
+    """The sink (the exactly-once path) sees every message, so none may vanish: a
+    tombstone, an empty value, an oversized message and each implausible reading of the
+    issue become DecodeErrors (dead letters) with a reason; a plausible reading passes."""
+    import schemas
+    from ecoretrofit.config import Settings
+    from ecoretrofit.serde import AvroDecoder, AvroEncoder
+    from sinks.kafka_source import make_decoder, topic_spec
+
+    settings = Settings.from_env({"ECO_DATA_DIR": "/nonexistent", "ECO_CLICKHOUSE_PASSWORD": "x",
+                                  "ECO_S3_ACCESS_KEY": "k", "ECO_S3_SECRET_KEY": "s"})
+    now_ms = 1_780_000_000_000
+    good = {"home_id": "H000042", "region": "north", "ts": now_ms - 5000, "seq": 7, "indoor_temp_c": 20.5,
+            "outdoor_temp_c": 3.0, "power_w": 850.0, "energy_kwh": 1234.5, "voltage_v": 231.0,
+            "vibration_mm_s": 0.4, "water_flow_lpm": None, "water_temp_c": None,
+            "uv_intensity_mw_cm2": None, "pump_pressure_bar": None}
+    encoder = AvroEncoder(schemas.schema_dict(schemas.TELEMETRY_READING), schema_id=3)
+    spec = topic_spec(settings, "telemetry")
+    decode = make_decoder(spec, AvroDecoder(lambda _: schemas.schema_text(schemas.TELEMETRY_READING),
+                                            schemas.schema_text(spec.schema)),
+                          regions=settings.regions, clock=lambda: now_ms / 1000)
+    row, event_ms = decode(Msg("t", 0, 1, encoder.encode(good)))
+    assert event_ms == good["ts"] and row[0] == "H000042"
+    bad = {
+        "tombstone": (None, "truncated"), "empty": (b"", "truncated"),
+        "oversized": (encoder.encode(good) + b"x" * 5_000_000, "oversized"),
+    }
+    edits = {"nan": {"power_w": float("nan")}, "inf": {"power_w": float("inf")}, "huge": {"power_w": 1.7e308},
+             "negative_voltage": {"voltage_v": -5.0}, "year_1900": {"ts": -2_208_988_800_000},
+             "year_1970": {"ts": 0}, "year_2100": {"ts": 4_102_444_800_000}, "empty_home": {"home_id": ""},
+             "long_home": {"home_id": "H" + "1" * 1_000}, "unknown_region": {"region": "mars"}}
+    for name, edit in edits.items():
+        bad[name] = (encoder.encode(dict(good, **edit)), "implausible")
+    # a 10 kB home id makes the whole message too big for a reading
+    bad["huge_home"] = (encoder.encode(dict(good, home_id="H" + "1" * 10_000)), "oversized")
+    for name, (raw, reason) in bad.items():
+        with pytest.raises(DecodeError) as info:
+            decode(Msg("t", 0, 2, raw))
+        assert info.value.reason == reason, name
+        if reason == "implausible":
+            assert f"{next(iter(edits[name]))}:" in str(info.value), name
+            assert len(str(info.value)) < 300, name
+
+
 # ============================================================ real stack
 
 
@@ -534,7 +578,7 @@ def test_sigkill_between_insert_and_commit_then_restart_stores_exactly_once(stac
     from ecoretrofit.admin import ensure_topics
     from sinks.warehouse import connect
 
-    topic, region, group = unique("eco.test.sink"), unique("sink"), unique("eco-sink-test")
+    topic, region, group = unique("eco.test.sink"), fresh_region(), unique("eco-sink-test")
     ensure_topics(stack_settings, {topic: 4})
     s = stack_settings.replace(topic_telemetry=topic)
     client = connect(s)
@@ -594,7 +638,7 @@ def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_pr
     from sinks.warehouse import connect
 
     s = stack_settings
-    region, group = unique("wrestart"), unique("eco-sink-test")
+    region, group = fresh_region(), unique("eco-sink-test")
     sink = spawn(s, "sink", "--topic", "telemetry", "--group", group, "--batch-rows", "5000",
                  "--batch-seconds", "1", log_name=group)
     homes, ticks = 1000, 16

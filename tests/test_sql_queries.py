@@ -62,9 +62,15 @@ def naive(ts: dt.datetime) -> dt.datetime:
     return ts.astimezone(UTC).replace(tzinfo=None) if ts.tzinfo else ts
 
 
+# The meter's rise between the last reading of an hour and the first of the next: it
+# belongs to the later hour (the roll-ups count every increment once).
+BETWEEN_HOURS_KWH = 0.05
+
+
 def hourly_series(region, homes, start_hour, hours, per_hour, energy, temp, seed) -> list[dict]:
     """``per_hour`` readings per home and hour whose meter rises by exactly
-    ``energy(home_index, hour)`` kWh within each hour (plus a step between hours),
+    ``energy(home_index, hour)`` kWh within each hour, plus BETWEEN_HOURS_KWH from one
+    hour to the next (so an hour after the first meters ``energy + BETWEEN_HOURS_KWH``),
     outdoor temperature ``temp(home_index, hour, i)``, random distinct power."""
     rng = random.Random(seed)
     step = 3600 // per_hour
@@ -81,7 +87,7 @@ def hourly_series(region, homes, start_hour, hours, per_hour, energy, temp, seed
                 seq += 1
                 if i < per_hour - 1:
                     meter += e / (per_hour - 1)
-            meter += 0.05  # the step between two hours belongs to neither
+            meter += BETWEEN_HOURS_KWH
     return rows
 
 
@@ -116,7 +122,7 @@ def energy_data(client):
         rows += hourly_series(region, homes, start, 6, 12, lambda h, k, e=e: e[(h, k)],
                               lambda h, k, i: 5.0, seed=ord(key))
         for (h, k), v in e.items():
-            energies[(region, homes[h], naive(start + dt.timedelta(hours=k)))] = v
+            energies[(region, homes[h], naive(start + dt.timedelta(hours=k)))] = v + (BETWEEN_HOURS_KWH if k else 0.0)
     insert(client, rows)
     return {"start": start, "until": start + dt.timedelta(hours=6), "regions": regions,
             "energies": energies, "rows": rows,
@@ -255,7 +261,7 @@ def test_inefficient_homes_rank_planted_homes(client, stack_settings):
     assert len(got) == 20
     per_hdd = {}
     for h, home in enumerate(homes):
-        energy = sum(0.2 + 0.1 * k[h] * (18 - hour_mean(h, hr)) for hr in range(48))
+        energy = sum(0.2 + 0.1 * k[h] * (18 - hour_mean(h, hr)) for hr in range(48)) + 47 * BETWEEN_HOURS_KWH
         hdd = sum(max(0.0, 18 - hour_mean(h, hr)) for hr in range(48)) / 24
         per_hdd[home] = energy / hdd
         assert got[home]["energy_kwh"] == pytest.approx(energy, rel=1e-9)

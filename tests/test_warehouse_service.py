@@ -26,7 +26,8 @@ from ecoretrofit.errors import CommandError
 from sinks import named_queries, warehouse
 
 REPO = Path(__file__).resolve().parent.parent
-PORT_BASE = 22000  # warehouse on 22123
+# warehouse on PORT_BASE + 123; 22000 unless ECO_TEST_PORT_BASE moves it
+PORT_BASE = int(os.environ.get("ECO_TEST_PORT_BASE", "21300")) + 700
 DDL = {
     "001_database.sql": "-- the database; a comment with a semicolon; and {braces}\nCREATE DATABASE IF NOT EXISTS {database};\n",
     "010_probe.sql": (
@@ -258,6 +259,80 @@ def test_plain_http_insert_formats_and_readonly_get(service, client):
     status, headers, body = http_get(service, "/?query=DROP+TABLE+eco.plain_http", {"Authorization": "Basic " + token})
     assert status == 500 and headers["X-ClickHouse-Exception-Code"] == "164"
     assert client.command("EXISTS TABLE plain_http") == 1
+
+
+def test_exactly_one_statement_per_request(service, client):
+    """chdb runs every statement of a text; ClickHouse's HTTP interface refuses more than
+    one. `SELECT 1; DROP TABLE …` sent read-only once dropped the table."""
+    db = service.clickhouse_database
+    client.command("CREATE TABLE IF NOT EXISTS victim (a UInt8) ENGINE = MergeTree ORDER BY a")
+    for params in (f"database={db}&readonly=1", f"database={db}"):
+        status, headers, body = http_post(service, b"SELECT 1; DROP TABLE victim", params)
+        assert status == 500 and b"Multi-statements are not allowed" in body, body
+        assert headers["X-ClickHouse-Exception-Code"] == "62"
+    status, _, body = http_post(service, b"SELECT 1 /* ; */ ; -- trailing\n", f"database={db}")
+    assert (status, body) == (200, b"1\n")
+    assert client.command("EXISTS TABLE victim") == 1
+
+
+def test_read_only_requests_run_under_clickhouse_readonly(service, client):
+    db = service.clickhouse_database
+    client.command("CREATE TABLE IF NOT EXISTS victim (a UInt8) ENGINE = MergeTree ORDER BY a")
+    # ClickHouse itself, not a check of the first word, refuses what readonly=1 forbids
+    status, headers, body = http_post(service, b"SELECT 1 SETTINGS max_threads = 1", f"database={db}&readonly=1")
+    assert status == 500 and headers["X-ClickHouse-Exception-Code"] == "164", body
+    assert b"Cannot modify 'max_threads' setting in readonly mode" in body
+    status, _, body = http_post(service, b"SELECT count() FROM victim", f"database={db}&readonly=1")
+    assert (status, body) == (200, b"0\n")
+    # readonly can only be asked for per request: a SET would poison the shared connection
+    status, headers, body = http_post(service, b"SET readonly = 1", f"database={db}")
+    assert status == 500 and headers["X-ClickHouse-Exception-Code"] == "497", body
+    client.command("INSERT INTO victim VALUES (1)")  # writers are unaffected
+    assert client.command("SELECT count() FROM victim") == 1
+
+
+def test_no_host_files_and_no_other_services(service, client, tmp_path):
+    """With the warehouse password, these once read /etc/passwd and credentials.env,
+    wrote host files and reached the other local services."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    db = service.clickhouse_database
+    out = tmp_path / "out"
+    out.mkdir()
+    attempts = [
+        "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+        f"SELECT * FROM file('{service.credentials_file}', 'LineAsString')",
+        "SELECT file('/etc/passwd')",
+        "SELECT * FROM `file`('/etc/passwd', 'LineAsString')",
+        f"SELECT 1 INTO OUTFILE '{out}/a.txt'",
+        f"INSERT INTO FUNCTION file('{out}/b.tsv', 'TSV', 'a UInt8') VALUES (1)",
+        f"INSERT INTO FUNCTION file('{out}/c.tsv', 'TSV', 'a UInt8') SELECT 1",
+        "INSERT INTO victim FROM INFILE '/etc/passwd' FORMAT LineAsString",
+        "CREATE TABLE leak (l String) ENGINE = File(LineAsString, '/etc/passwd')",
+        f"SELECT * FROM url('{service.clickhouse_url}/ping', 'LineAsString')",
+        f"SELECT * FROM s3('{service.s3_endpoint}/{service.s3_broker_bucket}/x', 'LineAsString')",
+        f"SELECT * FROM s3('{service.s3_endpoint}/{service.s3_lake_bucket}/../{service.s3_broker_bucket}/x', 'CSV')",
+        "SELECT * FROM remote('127.0.0.1:9000', system.one)",
+        f"ATTACH TABLE adopted FROM '{out}' (a UInt8) ENGINE = MergeTree ORDER BY a",
+        "SYSTEM SHUTDOWN",
+    ]
+    for sql in attempts:
+        for readonly in (None, "1"):
+            settings = {"readonly": readonly} if readonly else {}
+            with pytest.raises(DatabaseError, match="Not allowed by the warehouse service|READONLY"):
+                client.command(sql, settings=settings)
+    # the same with data in the request body (curl's way)
+    status, headers, body = http_post(
+        service, f"INSERT INTO FUNCTION file('{out}/d.tsv', 'TSV', 'a UInt8') FORMAT TSV\n1\n".encode(), f"database={db}")
+    assert status == 500 and headers["X-ClickHouse-Exception-Code"] == "497", body
+    assert list(out.iterdir()) == []
+    # a string that merely mentions them is fine
+    assert client.command("SELECT 'file(/etc/passwd) INTO OUTFILE'") == "file(/etc/passwd) INTO OUTFILE"
+
+
+def test_data_directory_is_private(service):
+    for path in (service.data_dir, service.data_dir / "clickhouse"):
+        assert path.stat().st_mode & 0o077 == 0, oct(path.stat().st_mode)
 
 
 def test_query_cli_formats_and_named_queries(service, client, monkeypatch, capsys, tmp_path):

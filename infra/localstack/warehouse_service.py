@@ -115,12 +115,13 @@ BAD_ARGUMENTS = 36
 NOT_IMPLEMENTED = 48
 UNKNOWN_SETTING = 115
 READONLY = 164
+ACCESS_DENIED = 497
 CANNOT_DECOMPRESS = 271
 SESSION_NOT_FOUND = 372
 AUTHENTICATION_FAILED = 516
 _ERROR_NAMES = {
     BAD_ARGUMENTS: "BAD_ARGUMENTS", NOT_IMPLEMENTED: "NOT_IMPLEMENTED",
-    UNKNOWN_SETTING: "UNKNOWN_SETTING", READONLY: "READONLY",
+    UNKNOWN_SETTING: "UNKNOWN_SETTING", READONLY: "READONLY", ACCESS_DENIED: "ACCESS_DENIED",
     CANNOT_DECOMPRESS: "CANNOT_DECOMPRESS", SESSION_NOT_FOUND: "SESSION_NOT_FOUND",
     AUTHENTICATION_FAILED: "AUTHENTICATION_FAILED",
 }
@@ -213,9 +214,14 @@ class Engine:
     stream of identical settings clickhouse-connect sends costs nothing.
     """
 
-    def __init__(self, conn, path: Path):
+    def __init__(self, conn, path: Path, connect: Callable[[], object] | None = None,
+                 s3_prefixes: tuple[str, ...] = ()):
         self._conn = conn
         self.path = path
+        # a new connection to the same data: read-only requests run on one of their own,
+        # so ClickHouse's readonly setting can be set on it and never has to be undone
+        self._connect = connect
+        self._s3_prefixes = s3_prefixes  # the only s3() URLs a query may name (the lake)
         self._lock = threading.Lock()
         self._sessions: dict[str, _Session] = {}
         self._database = "default"
@@ -226,16 +232,20 @@ class Engine:
         self.version, self.timezone = self._rows("SELECT version(), timezone()")[0]
 
     @classmethod
-    def open(cls, path: Path, config_file: Path) -> "Engine":
-        path.mkdir(parents=True, exist_ok=True)
+    def open(cls, path: Path, config_file: Path, s3_prefixes: tuple[str, ...] = ()) -> "Engine":
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.chmod(0o700)  # also a directory made by an older version (mkdir's mode is not applied to it)
         _check_not_locked(path)
         import chdb  # ~0.3 s and ~250 MB: only the service pays for it
 
+        def connect():
+            return chdb.connect(f"{path}?config-file={config_file}")
+
         try:
-            conn = chdb.connect(f"{path}?config-file={config_file}")
+            conn = connect()
         except RuntimeError as exc:
             raise CommandError(f"cannot open the ClickHouse data in {path}: {' '.join(str(exc).split())}") from None
-        return cls(conn, path)
+        return cls(conn, path, connect, s3_prefixes)
 
     def close(self) -> None:
         with self._lock:  # waits for the running query
@@ -253,7 +263,8 @@ class Engine:
             raise
 
     def _execute(self, req: QueryRequest, kind: str, sql: str, insert: tuple | None) -> QueryResult:
-        # readonly=2 (GET) still lets a query change settings; readonly=1 does not
+        # readonly=2 (GET) still lets a query change settings; readonly=1 does not. (A
+        # clear early answer only: ClickHouse's own readonly setting enforces it below.)
         if req.readonly and not (kind == "select" or (kind == "set" and req.readonly == 2)):
             message = "Cannot execute query in readonly mode."
             if req.readonly == 2:
@@ -268,9 +279,14 @@ class Engine:
             if self._conn is None:
                 raise ClickHouseError.make(BAD_ARGUMENTS, "The warehouse is shutting down")
             session = self._session(req)
-            self._use_database(req.database or (session.database if session else None) or "default")
+            statement = sql if insert is None else f"INSERT INTO {insert[0]} FORMAT {insert[2]}"
+            self._check_statement(statement, kind)
+            database = req.database or (session.database if session else None) or "default"
             wanted = dict(session.settings) if session else {}
             wanted.update(req.settings)
+            if req.readonly:
+                return self._execute_readonly(req, kind, sql, fmt, database, wanted)
+            self._use_database(database)
             self._apply_settings(wanted)
             timezone = self._current.get("session_timezone") or self.timezone
             compression = self._current.get("enable_http_compression", self._baseline.get("enable_http_compression"))
@@ -315,6 +331,59 @@ class Engine:
             return self._rows(sql)
 
     # --------------------------------------------------------- lock held below
+    def _check_statement(self, sql: str, kind: str) -> None:
+        """Refuse what the service must never run, judged on ClickHouse's own parse of
+        the request: more than one statement (chdb would run them all, and a check of
+        the first one says nothing about the others), host files (file(), File
+        engines and dictionaries, INTO OUTFILE, FROM INFILE), other hosts and services
+        (url(), remote(), s3() outside the lake...), backups, and SET readonly on the
+        shared connection (it can never be unset there)."""
+        try:
+            formatted = self._conn.query("SELECT formatQuerySingleLine({q:String})", "TabSeparatedRaw",
+                                         params={"q": _escaped(sql)}).bytes().decode()
+        except RuntimeError as exc:
+            raise ClickHouseError.from_chdb(exc) from None
+        reason = denied_access(formatted, self._s3_prefixes)
+        if reason is None and kind == "set" and re.search(r"\breadonly\b", _code_only(formatted), re.I):
+            reason = "SET readonly: pass readonly as a request parameter (it applies to that request only)"
+        if reason is not None:
+            raise ClickHouseError.make(ACCESS_DENIED, f"Not allowed by the warehouse service: {reason}")
+
+    def _execute_readonly(self, req: QueryRequest, kind: str, sql: str, fmt: str, database: str,
+                          wanted: dict[str, str]) -> QueryResult:
+        """A read-only request, on a connection of its own: the request's settings, then
+        ClickHouse's ``readonly`` (which nothing after it can lower), then the query. So
+        ClickHouse itself refuses any write, DDL or table function the query contains."""
+        conn = self._connect()
+        try:
+            def run(text: str, fmt: str = "TabSeparated"):
+                try:
+                    return conn.query(text, fmt, params=req.params or {})
+                except RuntimeError as exc:
+                    raise ClickHouseError.from_chdb(exc) from None
+
+            run(f"USE {_identifier(database)}")
+            assignments = [f"{n} = {_literal(v)}" for n, v in wanted.items() if _SETTING_NAME.fullmatch(n)]
+            if len(assignments) != len(wanted):
+                raise ClickHouseError.make(UNKNOWN_SETTING, "Unknown setting")
+            assignments.append(f"readonly = {int(req.readonly)}")
+            run("SET " + ", ".join(assignments))
+            res = run(sql, fmt)
+            body = res.bytes()
+            timezone = wanted.get("session_timezone") or self.timezone
+            summary = {"elapsed_ns": str(int(res.elapsed() * 1e9)), "read_rows": str(res.storage_rows_read()),
+                       "read_bytes": str(res.storage_bytes_read()), "result_rows": str(res.rows_read()),
+                       "result_bytes": str(len(body))}
+        finally:
+            conn.close()
+        out_fmt = None
+        if kind == "select":
+            m = _TRAILING_FORMAT.search(sql)
+            out_fmt = m.group(1) if m else fmt
+        compression = wanted.get("enable_http_compression", self._baseline.get("enable_http_compression"))
+        return QueryResult(body, "command" if kind in ("set", "use") else kind, out_fmt, summary, timezone,
+                           compression not in (None, "0", "false"))
+
     def _query(self, sql: str, fmt: str = "TabSeparated", params: dict[str, str] | None = None):
         try:
             return self._conn.query(sql, fmt, params=params or {})
@@ -392,6 +461,61 @@ class Engine:
                 session.settings[name] = self._current.get(name, self._baseline.get(name, ""))
 
 
+# Functions, table functions, table engines and dictionary sources (ClickHouse matches
+# most of them case-insensitively) that reach host files, other hosts or programs.
+# chdb runs as clickhouse-local does: user_files_path, remote_url_allow_hosts and user
+# grants in its config are not enforced (measured), so the service refuses them itself.
+_DENIED_CALLS = re.compile(
+    r"\b(file|filecluster|filelog|filesystem|url|urlcluster|http|s3cluster|s3queue|hdfs\w*|azure\w*|gcs|oss|cosn"
+    r"|executable\w*|sqlite|mysql|postgresql|odbc|jdbc|mongodb|redis|remote|remotesecure|cluster"
+    r"|clusterallreplicas|clickhouse|iceberg\w*|deltalake\w*|hudi\w*|paimon\w*|arrowflight|ytsaurus"
+    r"|catboostevaluate|dictionary)\s*\(",
+    re.I,
+)
+_S3_CALL = re.compile(r"\bs3\s*\(", re.I)
+_STRING_LITERAL = re.compile(r"'(?:[^'\\]|\\.)*'")
+# ATTACH ... FROM 'path' adopts host files as a table; SYSTEM SHUTDOWN/KILL would stop the service.
+_DENIED_CLAUSES = re.compile(
+    r"\b(INTO\s+OUTFILE|FROM\s+INFILE)\b|^\s*(BACKUP|RESTORE|ATTACH|SYSTEM\s+(?:SHUTDOWN|KILL))\b", re.I)
+
+
+def _code_only(formatted: str) -> str:
+    """A formatted statement with the insides of its string literals blanked (offsets kept)."""
+    return _STRING_LITERAL.sub(lambda m: "'" + " " * (len(m.group(0)) - 2) + "'", formatted)
+
+
+def denied_access(formatted: str, s3_prefixes: tuple[str, ...] = ()) -> str | None:
+    """Why a statement (as ``formatQuerySingleLine`` prints it) reaches outside the
+    warehouse, or None. s3() is allowed only on a URL under one of ``s3_prefixes``.
+
+    >>> denied_access("SELECT * FROM file('/etc/passwd', 'LineAsString')")
+    'file()'
+    >>> denied_access("SELECT 'file(' AS x FROM t") is None
+    True
+    >>> denied_access("SELECT 1 INTO OUTFILE '/tmp/x'")
+    'INTO OUTFILE'
+    >>> denied_access("SELECT * FROM s3('http://s3:9000/lake/x.parquet')", ("http://s3:9000/lake/",)) is None
+    True
+    >>> denied_access("SELECT * FROM s3('http://s3:9000/lake/../broker/x')", ("http://s3:9000/lake/",))
+    's3() outside the lake'
+    """
+    code = _code_only(formatted)
+    m = _DENIED_CLAUSES.search(code)
+    if m:
+        return " ".join((m.group(1) or m.group(2)).upper().split())
+    m = _DENIED_CALLS.search(code)
+    if m:
+        return f"{m.group(1)}()"
+    for m in _S3_CALL.finditer(code):
+        # the first argument, in the original text (same offsets as in `code`)
+        start = m.end() + len(code[m.end():]) - len(code[m.end():].lstrip())
+        arg = _STRING_LITERAL.match(formatted, start)
+        url = arg.group(0)[1:-1] if arg else ""
+        if not url or ".." in url or "\\" in url or not any(url.startswith(p) for p in s3_prefixes):
+            return "s3() outside the lake"
+    return None
+
+
 def _classify(query: bytes, body: bytes) -> tuple[str, str, tuple | None]:
     """(kind, SQL text, insert) for a request; insert is (target, settings, format, data)
     when the request carries INSERT data after a FORMAT clause."""
@@ -453,6 +577,11 @@ def _spooled(insert: tuple | None) -> Iterator[str | None]:
 def _insert_parts(m: re.Match, data: memoryview) -> tuple[str, str, str, memoryview]:
     settings = m.group("settings")
     return m.group("target").decode(), settings.decode() if settings else "", m.group("fmt").decode(), data
+
+
+def _escaped(value: str) -> str:
+    """A query parameter value in ClickHouse's escaped (TSV) form, as servers expect."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
 
 
 def _literal(value: str) -> str:
@@ -789,7 +918,9 @@ class _EngineClient:
 def config_file(settings: Settings) -> Path:
     """Write the ClickHouse config for this data directory; returns its path."""
     path = settings.data_dir / "clickhouse-config.xml"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # the data directory holds the credentials and every table: its owner's only
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
     if not path.exists() or path.read_text() != CONFIG_XML:
         path.write_text(CONFIG_XML)
     return path
@@ -828,7 +959,8 @@ def serve(
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     engine = None
     try:
-        engine = Engine.open(settings.data_dir / "clickhouse", config_file(settings))
+        lake = f"{settings.s3_endpoint.rstrip('/')}/{settings.s3_lake_bucket}/"
+        engine = Engine.open(settings.data_dir / "clickhouse", config_file(settings), s3_prefixes=(lake,))
         statements = warehouse.apply_ddl(_EngineClient(engine), settings, ddl_dir) if apply_schema else 0
         server.engine = engine
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="warehouse-http", daemon=True)

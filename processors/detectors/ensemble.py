@@ -192,6 +192,11 @@ class Ensemble:
         state["_memo"] = None
         return state
 
+    def __setstate__(self, state: dict) -> None:
+        # checkpoints made before the floor and the incident hold existed: neither on
+        state = {"p_floor": 0.0, "alarm": 1.0, "hold": 0, "_since_alarm": 0, **state}
+        self.__dict__.update(state)
+
     def to_state(self) -> dict:
         return {"members": [dump(m) for m in self.members], "combine": self.combine,
                 "weights": list(self.weights), "refractory": self.refractory,
@@ -208,23 +213,15 @@ class Ensemble:
         if not isinstance(weights, list):
             raise TypeError("weights must be a list")
         refractory = integer(state["refractory"], 0, 100_000)
-        hold = integer(state.get("hold", 0), 0, 1_000_000)
         # the constructor validates names, weights and combine; members are then replaced
-        # (checkpoints made before the floor and the incident hold existed: neither on)
-        det = Ensemble.__new__(cls)
-        Ensemble.__init__(det, members=[m.name for m in loaded], combine=state["combine"],
-                          weights=[number(w, 0.0) for w in weights], refractory=refractory,
-                          p_floor=number(state.get("p_floor", 0.0), 0.0), alarm=number(state.get("alarm", 1.0)),
-                          hold=hold)
+        det = cls(members=[m.name for m in loaded], combine=state["combine"],
+                  weights=[number(w, 0.0) for w in weights], refractory=refractory,
+                  p_floor=number(state["p_floor"], 0.0, 1.0), alarm=number(state["alarm"]),
+                  hold=integer(state["hold"], 0, 10**6))
         det.members = loaded
-        det._since_alarm = integer(state.get("since_alarm", hold), 0, hold)
+        det._since_alarm = integer(state["since_alarm"], 0, det.hold)
         det._recent.extend(unpack_floats(state["recent"], max(1, refractory)))
         return det
-
-    def __setstate__(self, state: dict) -> None:
-        # checkpoints made before the floor and the incident hold existed: neither on
-        state = {"p_floor": 0.0, "alarm": 1.0, "hold": 0, "_since_alarm": 0, **state}
-        self.__dict__.update(state)
 
     def evidence(self) -> Evidence:
         """The location/scale view of normal from the first member that has one

@@ -69,10 +69,6 @@ def dominant_period(values: np.ndarray, min_lag: int, max_lag: int, min_acf: flo
     return min_lag + best if seg[best] >= min_acf else None
 
 
-_PARAMS = ("buffer", "every", "min_lag", "max_lag", "min_acf", "smooth", "calib_size", "min_count",
-           "min_values")
-
-
 @register("seasonal")
 class SeasonalResidual:
     """Mean residual against the value one (estimated) period ago, calibrated.
@@ -155,18 +151,21 @@ class SeasonalResidual:
                 self._cal = TailCalibrator(size=self.calib_size, min_count=self.min_count)
 
     def to_state(self) -> dict:
-        return {"params": {k: getattr(self, k) for k in _PARAMS}, "period": self.period,
-                "ring": pack_floats(self._ring), "pos": self._pos, "residuals": pack_floats(self._residuals),
-                "cal": self._cal.to_state(), "count": self._count}
+        return {"params": {"buffer": self.buffer, "every": self.every, "min_lag": self.min_lag,
+                           "max_lag": self.max_lag, "min_acf": self.min_acf, "smooth": self.smooth,
+                           "calib_size": self.calib_size, "min_count": self.min_count,
+                           "min_values": self.min_values},
+                "period": self.period, "ring": pack_floats(self._ring), "pos": self._pos,
+                "residuals": pack_floats(self._residuals), "cal": self._cal.to_state(), "count": self._count}
 
     @classmethod
     def from_state(cls, state: dict) -> "SeasonalResidual":
-        det = cls(**params_of(state, _PARAMS))
-        period = state["period"]
-        det.period = None if period is None else integer(period, det.min_lag, det.max_lag)
-        det._ring = unpack_floats(state["ring"], max_len=det.buffer)
+        det = cls(**params_of(state, ("buffer", "every", "min_lag", "max_lag", "min_acf", "smooth",
+                                      "calib_size", "min_count", "min_values")))
+        det.period = None if state["period"] is None else integer(state["period"], 1, det.buffer)
+        det._ring = unpack_floats(state["ring"], det.buffer)
         det._pos = integer(state["pos"], 0, max(0, len(det._ring) - 1))
-        det._residuals = unpack_floats(state["residuals"], max_len=max(0, det.smooth - 1))
+        det._residuals = unpack_floats(state["residuals"], det.smooth)
         det._cal = TailCalibrator.from_state(state["cal"])
         det._count = integer(state["count"])
         return det

@@ -1,7 +1,10 @@
 -- hourly_energy: energy and power per hour, per home or per region, from the
 -- hourly roll-ups (kept 400 days).
 --
--- by = home: one row per home and hour (energy_hourly_by_home_v): metered energy,
+-- Energy of an hour: the meter's rise since the home's last reading before the hour
+-- (energy_hourly_by_home_between, sinks/sql/015_rollups.sql), so the hours of a day
+-- add up to the day.
+-- by = home: one row per home and hour (energy_hourly_by_home_between): metered energy,
 -- mean / min / max power, mean indoor and outdoor temperature, readings.
 -- by = region: one row per region and hour: the region's metered energy (the sum
 -- of its homes'), the homes reporting, mean reading and highest reading of power
@@ -46,7 +49,7 @@ FROM
         power_max_w,
         indoor_avg_c,
         outdoor_avg_c
-    FROM {database}.energy_hourly_by_home_v
+    FROM {database}.energy_hourly_by_home_between(since = t_since, until = t_until)
     WHERE {by:String} = 'home'
       AND hour >= toStartOfHour(t_since) AND hour < t_until
       AND ({region:String} = '' OR region = {region:String})
@@ -77,7 +80,7 @@ FROM
     LEFT JOIN
     (
         SELECT region, hour, sum(energy_kwh) AS energy_kwh
-        FROM {database}.energy_hourly_by_home_v
+        FROM {database}.energy_hourly_by_home_between(since = t_since, until = t_until)
         WHERE {by:String} = 'region'
           AND hour >= toStartOfHour(t_since) AND hour < t_until
           AND ({region:String} = '' OR region = {region:String})

@@ -1,8 +1,9 @@
 -- inefficient_homes: the homes using the most energy per heating degree-day,
 -- compared with their region's peers (candidates for a retrofit).
 --
--- From the hourly roll-ups (energy_hourly_by_home_v, kept 400 days): a home's
--- energy is the sum of its metered hourly energy; its heating degree-days are
+-- From the hourly roll-ups (energy_hourly_by_home_between, kept 400 days): a home's
+-- energy is the sum of its metered hourly energy (each hour from the home's last
+-- reading before it, so the sum is the meter's rise); its heating degree-days are
 -- sum(max(0, base_c - hourly mean outdoor_temp_c)) / 24 over the same hours (its
 -- own sensor, so a home and its energy always cover the same time). Homes with
 -- fewer than `min_hdd` degree-days are left out: in mild weather the ratio is mostly
@@ -56,7 +57,7 @@ FROM
             sum(energy_kwh) AS energy_kwh,
             sum(greatest(0, {base_c:Float64} - outdoor_avg_c)) / 24 AS hdd,
             count() AS hours
-        FROM {database}.energy_hourly_by_home_v
+        FROM {database}.energy_hourly_by_home_between(since = t_since, until = t_until)
         WHERE hour >= toStartOfHour(t_since)
           AND hour < t_until
           AND ({region:String} = '' OR region = {region:String})

@@ -1,7 +1,7 @@
 -- quantile_outliers: homes whose energy in an hour is above the p99 of their region
 -- for that hour.
 --
--- Per (region, hour), each home's metered energy (energy_hourly_by_home_v, kept
+-- Per (region, hour), each home's metered energy (energy_hourly_by_home_between, kept
 -- 400 days) is compared with the `quantile` of its PEERS: the region's other homes
 -- in that hour, linear interpolation between order statistics (numpy's default,
 -- ClickHouse's quantileExactInclusive). Leaving the home itself out keeps one large
@@ -27,7 +27,7 @@ WITH hourly AS
         if({since:String} = '', t_until - toIntervalHour({hours:UInt32}),
            parseDateTime64BestEffort(if({since:String} = '', '1970-01-01', {since:String}), 3, 'UTC')) AS t_since
     SELECT region, home_id, hour, energy_kwh
-    FROM {database}.energy_hourly_by_home_v
+    FROM {database}.energy_hourly_by_home_between(since = t_since, until = t_until)
     WHERE hour >= toStartOfHour(t_since)
       AND hour < t_until
       AND ({region:String} = '' OR region = {region:String})

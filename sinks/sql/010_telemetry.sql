@@ -39,15 +39,23 @@ SETTINGS
     kafka_poll_max_batch_size = 65536,
     kafka_flush_interval_ms = 1000;
 
--- Raw readings. Partitioned by day and region so a day's or a region's data is a
--- set of whole parts (cheap to drop, to TTL, to scan); ordered for the per-home
--- time-series queries every dashboard makes. _partition/_offset keep the Kafka
--- position of each row: duplicates after a replay are visible and countable.
+-- Raw readings. Partitioned by week, and only by week: ClickHouse refuses an insert
+-- block that spans more than max_partitions_per_insert_block (100) partitions, and a
+-- refused Kafka-engine block is retried forever (not a parse error, so it never reaches
+-- dead_letters). The partition key must therefore be bounded by the contract, never by
+-- the data: a stored reading lies within the plausibility window (schemas/plausibility.py,
+-- 400 days back, 10 minutes ahead), so a block spans at most 59 weeks
+-- (tests/test_plausibility_sql.py). Region is not in the key (150 region strings once
+-- made 150 partitions and stalled ingestion); it leads the ORDER BY instead.
+-- Ordered for the per-home time-series queries every dashboard makes. _partition/_offset
+-- keep the Kafka position of each row: duplicates after a replay are visible and countable.
 --
 -- Raw rows are kept 7 days; the roll-ups of 015_rollups.sql (fed by views on this
 -- table, which do not inherit its TTL) keep the aggregates for years.
--- ttl_only_drop_parts: a part never spans two days, so an expired day is dropped as
--- whole parts instead of being rewritten row by row (a row lives 7 to 8 days).
+-- ttl_only_drop_parts: a part never spans two weeks, so expired rows are dropped as
+-- whole parts instead of being rewritten row by row (a row lives 7 to 14 days).
+-- A warehouse created before this key keeps its (day, region) key: CREATE ... IF NOT
+-- EXISTS never changes a table; recreate it (or move the data) to get the bound.
 CREATE TABLE IF NOT EXISTS {database}.telemetry
 (
     home_id             LowCardinality(String),
@@ -69,7 +77,7 @@ CREATE TABLE IF NOT EXISTS {database}.telemetry
     ingested_at         DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = MergeTree
-PARTITION BY (toDate(ts), region)
+PARTITION BY toMonday(ts)
 ORDER BY (region, home_id, ts)
 TTL toDateTime(ts) + INTERVAL 7 DAY
 SETTINGS ttl_only_drop_parts = 1;
@@ -81,6 +89,10 @@ ALTER TABLE {database}.telemetry MODIFY TTL toDateTime(ts) + INTERVAL 7 DAY;
 
 ALTER TABLE {database}.telemetry MODIFY SETTING ttl_only_drop_parts = 1;
 
+-- Only plausible readings are stored: {telemetry_reasons} is the contract of
+-- schemas/plausibility.py rendered as SQL (sinks/plausibility_sql.py), an Array(String)
+-- of reasons, empty for a plausible reading. "Now" is the time the block is written.
+-- (A view made by an older DDL gets this query too: see warehouse.render_ddl.)
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_mv TO {database}.telemetry AS
 SELECT
     home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w, energy_kwh,
@@ -89,9 +101,24 @@ SELECT
     _partition AS kafka_partition,
     _offset AS kafka_offset
 FROM {database}.telemetry_queue
-WHERE length(_error) = 0;
+WHERE length(_error) = 0 AND empty({telemetry_reasons});
 
+-- Unparsable messages: the parser's error and the raw bytes.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_dlq_mv TO {database}.dead_letters AS
 SELECT _topic AS topic, _partition AS partition, _offset AS offset, _raw_message AS raw, _error AS error
 FROM {database}.telemetry_queue
 WHERE length(_error) > 0;
+
+-- Parsed but implausible readings: every reason, and the reading as JSON (ClickHouse
+-- keeps no raw bytes of a message it parsed).
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_implausible_mv TO {database}.dead_letters AS
+SELECT
+    _topic AS topic,
+    _partition AS partition,
+    _offset AS offset,
+    formatRowNoNewline('JSONEachRow', home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w,
+                       energy_kwh, voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c,
+                       uv_intensity_mw_cm2, pump_pressure_bar) AS raw,
+    {telemetry_dead_letter_error} AS error
+FROM {database}.telemetry_queue
+WHERE length(_error) = 0 AND notEmpty({telemetry_reasons});

@@ -45,7 +45,11 @@ CREATE TABLE IF NOT EXISTS {database}.anomalies
     ingested_at  DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = MergeTree
-PARTITION BY (toDate(ts), region)
+-- By week of arrival, never by the event's own fields: a block always spans one or two
+-- partitions, whatever regions or times a (hostile) writer of the topic puts in it (a
+-- block over 100 partitions is refused and the Kafka consumer retries it forever).
+-- Reads by region, home and event time use the primary key.
+PARTITION BY toMonday(ingested_at)
 ORDER BY (region, home_id, ts, metric);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.anomalies_mv TO {database}.anomalies AS

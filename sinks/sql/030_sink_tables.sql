@@ -30,12 +30,13 @@ ENGINE = MergeTree
 ORDER BY (sink, topic, partition, last_offset)
 TTL toDateTime(written_at) + INTERVAL 30 DAY;
 
--- Raw readings stored by the sink: columns, partitioning, order and 7-day TTL of
--- `telemetry` (010), so the two paths hold comparable data.
+-- Raw readings stored by the sink: columns, partitioning (by week: bounded by the
+-- plausibility window, see 010), order and 7-day TTL of `telemetry` (010), so the two
+-- paths hold comparable data.
 -- (AS telemetry: the same columns, declared once in 010; engine and settings its own)
 CREATE TABLE IF NOT EXISTS {database}.telemetry_sink AS {database}.telemetry
 ENGINE = MergeTree
-PARTITION BY (toDate(ts), region)
+PARTITION BY toMonday(ts)
 ORDER BY (region, home_id, ts)
 TTL toDateTime(ts) + INTERVAL 7 DAY
 SETTINGS non_replicated_deduplication_window = 10000, ttl_only_drop_parts = 1;
@@ -48,7 +49,8 @@ ENGINE = MergeTree
 PARTITION BY (toDate(ts), region)
 ORDER BY (region, home_id, ts);
 
--- Anomaly events stored by the sink: columns, partitioning and order of `anomalies`.
+-- Anomaly events stored by the sink: columns, partitioning (by week of arrival, see
+-- 020) and order of `anomalies`.
 CREATE TABLE IF NOT EXISTS {database}.anomalies_sink
 (
     event_id        String,
@@ -70,7 +72,7 @@ CREATE TABLE IF NOT EXISTS {database}.anomalies_sink
     ingested_at     DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = MergeTree
-PARTITION BY (toDate(ts), region)
+PARTITION BY toMonday(ingested_at)
 ORDER BY (region, home_id, ts, metric)
 SETTINGS non_replicated_deduplication_window = 10000;
 

@@ -1,0 +1,90 @@
+"""The plausibility contract of schemas/plausibility.py as ClickHouse SQL (pure: text in,
+text out).
+
+The warehouse enforces the same contract as the stream processor, at its own edge: the
+telemetry materialized views store a reading only when :func:`reasons_sql` is empty and
+send it to ``dead_letters`` with those reasons otherwise. Nothing here is written by
+hand twice: ranges, the home-id pattern, the time window and the regions all come from
+:mod:`schemas.plausibility` and ``Settings.regions``; tests/test_plausibility_sql.py
+runs this SQL in ClickHouse beside :func:`schemas.plausibility.check` on the same
+readings and requires the same verdict, field by field.
+
+>>> sql = reasons_sql(("north", "south"), now_ms="1700000000000")
+>>> "match(home_id, '^H[0-9]{6,9}$')" in sql and "region NOT IN ('north', 'south')" in sql
+True
+>>> literal("it's")
+"'it\\\\'s'"
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from schemas import plausibility as contract
+
+# "Now" in milliseconds, evaluated by ClickHouse for each inserted block.
+NOW_MS = "toUnixTimestamp64Milli(now64(3, 'UTC'))"
+# What a reason quotes of a string value at most (a 10 kB home id makes a short reason).
+_QUOTED_CHARS = contract.MAX_STRING_CHARS - 3
+
+
+def literal(value: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _number(x: float) -> str:
+    """A float literal ClickHouse parses back to the same double."""
+    return repr(float(x))
+
+
+def _quoted(column: str) -> str:
+    """concat() arguments quoting the start of a string column."""
+    return f"'\\'', leftUTF8({column}, {_QUOTED_CHARS}), '\\''"
+
+
+def _reason(condition: str, *parts: str) -> str:
+    return f"if({condition}, concat({', '.join(parts)}), '')"
+
+
+def reasons_sql(regions: Iterable[str], now_ms: str = NOW_MS, max_past_ms: int = contract.MAX_PAST_MS,
+                max_future_ms: int = contract.MAX_FUTURE_MS) -> str:
+    """A ClickHouse expression of type Array(String): every reason the reading in the
+    current row is implausible, in the field order of :func:`schemas.plausibility.check`
+    (each reason starts with ``<field>:``); ``[]`` for a plausible reading.
+
+    Expects the columns of TelemetryReading (``ts`` a DateTime64(3), the water metrics
+    Nullable). ``now_ms`` is an SQL expression of the current time in milliseconds.
+    """
+    regions = tuple(regions)
+    if not regions:
+        raise ValueError("at least one region is needed")
+    ts_ms = "toUnixTimestamp64Milli(ts)"
+    checks = [
+        _reason(f"NOT match(home_id, {literal(contract.HOME_ID_PATTERN)})",
+                "'home_id: ', " + _quoted("home_id"),
+                literal(f" does not match {contract.HOME_ID_PATTERN}")),
+        _reason(f"region NOT IN ({', '.join(literal(r) for r in regions)})",
+                "'region: ', " + _quoted("region"),
+                "' is not a known region'"),
+        _reason(f"{ts_ms} > {now_ms} + {int(max_future_ms)}",
+                f"'ts: ', toString({ts_ms})", literal(f" is more than {max_future_ms // 60_000} minutes after now")),
+        _reason(f"{ts_ms} < {now_ms} - {int(max_past_ms)}",
+                f"'ts: ', toString({ts_ms})", literal(f" is more than {max_past_ms // 86_400_000} days before now")),
+        _reason(f"seq < 0 OR seq > {contract.SEQ_MAX}", "'seq: ', toString(seq)", "' is outside [0, 2**53]'"),
+    ]
+    for name, rng in contract.METRIC_RANGES.items():
+        value = f"assumeNotNull({name})" if name in contract.NULLABLE else name
+        present = f"{name} IS NOT NULL AND " if name in contract.NULLABLE else ""
+        checks.append(_reason(f"{present}NOT isFinite({value})",
+                              f"'{name}: ', toString({value})", "' is not a finite number'"))
+        checks.append(_reason(
+            f"{present}isFinite({value}) AND ({value} < {_number(rng.lo)} OR {value} > {_number(rng.hi)})",
+            f"'{name}: ', toString({value})", literal(f" is outside [{rng.lo:g}, {rng.hi:g}]")))
+    return "arrayFilter(r -> r != '', [\n        " + ",\n        ".join(checks) + "])"
+
+
+def dead_letter_error_sql(reasons: str) -> str:
+    """The ``error`` of a dead letter for an implausible reading: the contract's version
+    and every reason, so a reader knows which rules rejected it."""
+    return f"concat('implausible (contract v{contract.VERSION}): ', arrayStringConcat({reasons}, '; '))"
