@@ -191,7 +191,8 @@ def _collect(settings, workers, expected, settle_s, timeout_s, progress, decoder
             bar.update(max(0, now_processed - processed))
             processed = max(processed, now_processed)
             now = time.monotonic()
-            if processed >= expected and now - last_new >= settle_s:
+            # a reading the worker dead-lettered is handled too: wait for scored + refused
+            if processed + workers.dead_lettered() >= expected and now - last_new >= settle_s:
                 break
             if workers.died():
                 raise RuntimeError("the Faust worker died; see evalfaults-worker-0.log in the stack's logs")

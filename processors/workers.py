@@ -16,7 +16,7 @@ from ecoretrofit.admin import ensure_topics, unique_topic
 from ecoretrofit.config import Settings
 
 PROCESSED = "eco_readings_processed_total"
-DEAD_LETTERS = "eco_dead_letters_total"
+DEAD_LETTERED = "eco_dead_letters_total"
 
 
 @dataclass
@@ -29,10 +29,13 @@ class Workers:
         """Readings processed so far, summed over the workers' /metrics."""
         return sum(processes.scrape(port, PROCESSED) for port in self.metrics_ports)
 
+    def dead_lettered(self) -> float:
+        """Messages the workers sent to the dead letters instead of scoring them."""
+        return sum(processes.scrape(port, DEAD_LETTERED) for port in self.metrics_ports)
+
     def handled(self) -> float:
         """Readings processed or sent to the dead letters so far."""
-        return sum(processes.scrape(port, PROCESSED) + processes.scrape(port, DEAD_LETTERS)
-                   for port in self.metrics_ports)
+        return self.processed() + self.dead_lettered()
 
     def died(self) -> list[str]:
         return [p.name for p in self.procs if not p.running()]

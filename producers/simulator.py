@@ -609,6 +609,9 @@ class CitySimulator:
                 i, x, failed = wear["water_heater"]
                 p = self._wpos[i]
                 wtemp_w[p] = np.where(failed, wtemp_w[p] - 35.0, wtemp_w[p] - 10.0 * x)
+            # A pump's outlet cannot fall below ambient: at high flow (or a worn pump) the
+            # pump curve above would otherwise report tens of bar of vacuum.
+            np.maximum(press_w, 0.0, out=press_w)
 
         # ---- power and energy
         p_true = self.base_load + occ + hvac_w

@@ -65,7 +65,8 @@ METRIC_RANGES: dict[str, Range] = {
     "water_flow_lpm": Range(0.0, 1_000.0),
     "water_temp_c": Range(-10.0, 120.0),
     "uv_intensity_mw_cm2": Range(0.0, 1_000.0),
-    "pump_pressure_bar": Range(0.0, 40.0),
+    # gauge pressure: the suction side of a pump may read below ambient, never below vacuum
+    "pump_pressure_bar": Range(-1.0, 40.0),
 }
 # Fields that may be null (homes without a water system).
 NULLABLE = frozenset({"water_flow_lpm", "water_temp_c", "uv_intensity_mw_cm2", "pump_pressure_bar"})
