@@ -22,7 +22,7 @@ import schemas
 from ecoretrofit.admin import ensure_topics, unique_topic
 from ecoretrofit.config import Settings
 from ecoretrofit.processes import free_port, scrape, start_cli
-from ecoretrofit.serde import decoder_for, encoder_for
+from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
 from processors.workers import start_workers
 
 Report = dict
@@ -93,9 +93,12 @@ def _produce_dataset(settings: Settings, topic: str, homes: int, ticks: int) -> 
 
 
 def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> float:
-    """The same work as the Faust agent, without Faust: decode + HomeModel.update."""
+    """The same work per reading as the Faust worker, without Faust: the intake screen
+    (size, Avro decode, plausibility) and HomeModel.update. (What the worker does per
+    batch -- anomaly sends, checkpoints, silence checks -- is left to the worker.)"""
     from confluent_kafka import Consumer
 
+    from processors.intake import screen
     from processors.scoring import HomeModel, ScoringConfig
 
     config = ScoringConfig.from_settings(settings)
@@ -112,7 +115,11 @@ def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> fl
                 continue
             if t0 is None:
                 t0 = time.perf_counter()
-            r = decoder.decode(msg.value())
+            try:
+                r = screen(msg.value(), decoder.decode, now_ms=int(time.time() * 1000), regions=settings.regions)
+            except DecodeError:  # the worker dead-letters it: handled, not scored
+                done += 1
+                continue
             model = models.get(r["home_id"])
             if model is None:
                 model = models[r["home_id"]] = HomeModel(config)
@@ -125,17 +132,16 @@ def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> fl
     return done / elapsed
 
 
-def bench_process(settings: Settings, homes: int = 1000, ticks: int = 100) -> Report:
-    topic = unique_topic("bench.process")
-    ensure_topics(settings, {topic: settings.telemetry_partitions})
-    expected = _produce_dataset(settings, topic, homes, ticks)
-    baseline = _bare_consume_and_score(settings, topic, expected)
+def _faust_rate(settings: Settings, topic: str, expected: int) -> float:
+    """Readings/s of one fresh Faust worker (its own group) through the whole topic,
+    from its first handled reading to the last (scored or dead-lettered)."""
     workers = start_workers(settings, topic, 1, label="bench-worker")
     try:
         first = last = None
+        n = 0.0
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            n = workers.processed()
+            n = workers.handled()
             now = time.perf_counter()
             if n > 0 and first is None:
                 first = (now, n)
@@ -146,12 +152,25 @@ def bench_process(settings: Settings, homes: int = 1000, ticks: int = 100) -> Re
                 raise RuntimeError("the Faust worker died; see bench-worker-0.log")
             time.sleep(0.2)
         if last is None:
-            raise RuntimeError(f"Faust worker processed {n:.0f} of {expected} within the time limit")
-        faust_rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
+            raise RuntimeError(f"Faust worker handled {n:.0f} of {expected} within the time limit")
+        return (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
     finally:
         workers.stop()
-    return {"readings": expected, "baseline_readings_per_s": baseline,
-            "faust_readings_per_s_per_worker": faust_rate, "ratio": faust_rate / baseline}
+
+
+def bench_process(settings: Settings, homes: int = 1000, ticks: int = 100, rounds: int = 3) -> Report:
+    """The worker against the bare loop, interleaved over ``rounds`` (best of each: the
+    machine is shared, and a burst of other work during one run says nothing)."""
+    topic = unique_topic("bench.process")
+    ensure_topics(settings, {topic: settings.telemetry_partitions})
+    expected = _produce_dataset(settings, topic, homes, ticks)
+    baseline, ours = [], []
+    for _ in range(rounds):
+        baseline.append(_bare_consume_and_score(settings, topic, expected))
+        ours.append(_faust_rate(settings, topic, expected))
+    return {"readings": expected, "rounds": rounds, "baseline_readings_per_s": max(baseline),
+            "faust_readings_per_s_per_worker": max(ours), "ratio": max(ours) / max(baseline),
+            "ratios_per_round": [o / b for o, b in zip(ours, baseline)]}
 
 
 # ------------------------------------------------------------------------ live
@@ -223,7 +242,11 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
             for msg in c.consume(100, 0.2):
                 if not msg.error():
                     ev = decoder.decode(msg.value())
-                    latencies.append(time.time() - ev["ts"] / 1000)
+                    # readings' anomalies only: a silence report comes by definition a
+                    # silence window after its home's last reading (and the worker may
+                    # see the tail of an earlier run: Tansu's "latest" is a batch early)
+                    if ev["detector"] != "gap":
+                        latencies.append(time.time() - ev["ts"] / 1000)
         c.close()
 
     listener = threading.Thread(target=listen, daemon=True)

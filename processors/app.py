@@ -1,7 +1,8 @@
 """The Faust stream processor: scores every reading, emits anomaly events and alerts.
 
-The agent reads the telemetry topic in batches, decodes the Avro itself (raw
-serializers: the Confluent wire format is not Faust's), and keeps one ``HomeModel``
+The worker reads the telemetry topic a fetch at a time (``processors.batch_consumer``:
+Faust's consumer group, offsets and tables, without its per-event stream path),
+decodes the Avro itself (the Confluent wire format is not Faust's), and keeps one ``HomeModel``
 per home in memory. Models are checkpointed into a Faust Table (``home-models``,
 co-partitioned with the telemetry topic, JSON of each detector's state plus the
 home's open alerts; never pickles, which would run code on load) every
@@ -43,6 +44,7 @@ from ecoretrofit import metrics
 from ecoretrofit.config import FETCH_MAX_WAIT_MS, Settings
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
 from processors.alerts import AlertBook
+from processors.batch_consumer import install
 from processors.intake import dead_letter, screen
 from processors.scoring import MAX_CHECKPOINT_BYTES, HomeModel, ScoringConfig
 from processors.snapshots import SnapshotPointer, SnapshotPolicy
@@ -51,6 +53,11 @@ log = logging.getLogger(__name__)
 
 # How often the timer looks for silent homes (the batch loop also does, per batch).
 SILENCE_CHECK_S = 1.0
+# ... and the batch loop at most this often (it walks every home of the worker).
+SILENCE_BATCH_CHECK_S = 0.2
+# How long a revoked worker waits for its checkpoint to be sent, then for its commit
+# (twice this stays under the 6 s rebalance timeout of faust_settings).
+HAND_OVER_TIMEOUT_S = 2.0
 
 
 class QuietMonitor(Monitor):
@@ -129,7 +136,7 @@ def _short_fetch_wait() -> None:
 class Processor:
     """Holds the app, its topics and table, and the in-memory model cache."""
 
-    def __init__(self, settings: Settings, batch_size: int = 2000, batch_within_s: float = 0.1):
+    def __init__(self, settings: Settings, batch_size: int = 5000):
         self.settings = settings
         self.config = ScoringConfig.from_settings(settings)
         _short_fetch_wait()
@@ -153,7 +160,7 @@ class Processor:
         self.models = self.app.Table(
             "home-models", default=None, key_type=str, value_type=bytes,
             partitions=settings.telemetry_partitions,
-            # take() batches have no single current event, so let the producer pick the
+            # batches have no single current event, so let the producer pick the
             # changelog partition from the key: the same murmur2 the telemetry
             # producers use, hence the same partition as the home's readings.
             use_partitioner=True,
@@ -166,6 +173,7 @@ class Processor:
         self.dirty: set[str] = set()
         self.alert_book = AlertBook(hold_s=settings.alert_hold_s)
         self.last_checkpoint = time.monotonic()
+        self.silence_checked = 0.0
         # messages scored since the last checkpoint: acknowledged once it is written
         self.held: list = []
         # partition -> (newest event time seen, wall time then): the silence clock
@@ -179,7 +187,6 @@ class Processor:
         # bookkeeping (sends yield to the loop): one holder at a time.
         self.lock = asyncio.Lock()
         self.batch_size = batch_size
-        self.batch_within_s = batch_within_s
         self.decoder = None
         self.encoder = None
         self.alert_encoder = None
@@ -191,11 +198,15 @@ class Processor:
 
         @app.on_partitions_revoked.connect
         async def _forget(app, revoked, **kwargs) -> None:  # noqa: ANN001
-            # Another worker may own these homes now; its checkpoints win. Messages not
-            # covered by a checkpoint stay unacknowledged: the next owner re-reads them.
-            log.warning("partitions revoked: forgetting %d homes, %d unacknowledged messages",
-                        len(self.cache), len(self.held))
-            self.forget()
+            # Another worker may own these homes now; its checkpoints win. Hand them
+            # over where they are first (checkpoint, offsets committed), so the next
+            # owner starts after what was scored here: nothing is scored twice. The
+            # lock: never between a batch's model updates and its bookkeeping.
+            async with self.lock:
+                await self.hand_over()
+                log.warning("partitions revoked: forgetting %d homes, %d unacknowledged messages",
+                            len(self.cache), len(self.held))
+                self.forget()
 
         @app.on_partitions_assigned.connect
         async def _assigned(app, assigned, **kwargs) -> None:  # noqa: ANN001
@@ -208,11 +219,10 @@ class Processor:
             # sent once the table has read its changelog (or needed none)
             self.table_ready = True
 
-        @app.agent(self.telemetry, name="score-readings")
-        async def score(stream):
-            async for events in stream.take_events(self.batch_size, within=self.batch_within_s):
-                async with self.lock:
-                    await self.handle_batch(events)
+        # The telemetry topic is read a fetch at a time (processors/batch_consumer.py),
+        # not through an agent: Faust's per-event path cost more than the scoring.
+        app.topics.add(self.telemetry)
+        install(app, [self.telemetry.get_topic_name()], self.on_batch, max_batch=self.batch_size)
 
         @app.timer(interval=5.0)
         async def resolve_alerts() -> None:
@@ -240,6 +250,24 @@ class Processor:
                 if (self.dirty or self.held) and \
                         time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
                     self.checkpoint()
+
+    async def hand_over(self) -> None:
+        """Checkpoint every model scored so far and commit the offsets it covers. If
+        that fails, the next owner re-reads from the last commit (scoring some readings
+        twice; anomaly event ids are deterministic, so a consumer can drop repeats)."""
+        if not (self.held or self.dirty):
+            return
+        self.checkpoint()
+        try:
+            # Both steps bounded: the whole revocation must end within the group's
+            # rebalance timeout, or this worker is dropped from the group.
+            await asyncio.wait_for(self.app.producer.flush(), HAND_OVER_TIMEOUT_S)
+            await asyncio.wait_for(self.app.consumer.commit(), HAND_OVER_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("hand-over at revocation took over %.0f s; the next owner re-reads from the last commit",
+                        HAND_OVER_TIMEOUT_S)
+        except Exception:
+            log.exception("hand-over at revocation failed; the next owner re-reads from the last commit")
 
     def forget(self) -> None:
         self.restored_all = self.table_ready = False
@@ -342,7 +370,7 @@ class Processor:
         return int(wall * 1000) if time.monotonic() - self.assigned_at > grace else None
 
     async def report_silence(self) -> None:
-        wall = time.time()
+        wall = self.silence_checked = time.time()
         for home_id, model in list(self.cache.items()):
             if model.silent or model.last_ts is None:
                 continue
@@ -353,7 +381,16 @@ class Processor:
                 await self.send_anomaly(event, wall, sticky=True)
                 self.dirty.add(home_id)
 
-    async def handle_batch(self, events) -> None:
+    async def on_batch(self, messages: list) -> None:
+        async with self.lock:
+            # A batch fetched before a rebalance is not ours to score any more: the
+            # partitions' owner (maybe us again) reads them from the committed offsets.
+            generation = self.app.consumer_generation_id
+            messages = [m for m in messages if m.generation_id == generation]
+            if messages:
+                await self.handle_batch(messages)
+
+    async def handle_batch(self, messages: list) -> None:
         self._codecs()
         wall = time.time()
         now_ms = int(wall * 1000)
@@ -361,14 +398,13 @@ class Processor:
         found = []
         spoke = []
         last_ts = None
-        for event in events:
-            msg = event.message
-            msg.incref()  # acknowledged after the checkpoint that covers it
-            self.held.append(msg)
+        # acknowledged after the checkpoint that covers them
+        self.held += messages
+        for msg in messages:
             try:
-                reading = screen(event.value, self.decoder.decode, now_ms=now_ms, regions=self.settings.regions)
+                reading = screen(msg.value, self.decoder.decode, now_ms=now_ms, regions=self.settings.regions)
             except DecodeError as exc:
-                await self.dead_letter(event, exc)
+                await self.dead_letter(msg, exc)
                 continue
             home_id = reading["home_id"]
             try:
@@ -377,7 +413,7 @@ class Processor:
                 found += model.update(reading, detected_at_ms=now_ms)
             except Exception as exc:  # one bad reading must not stop the city
                 log.exception("scoring failed for %s", home_id)
-                await self.dead_letter(event, DecodeError(f"scoring failed: {exc!r}", "processing_error"))
+                await self.dead_letter(msg, DecodeError(f"scoring failed: {exc!r}", "processing_error"))
                 self.cache.pop(home_id, None)
                 continue
             if was_silent:
@@ -393,10 +429,11 @@ class Processor:
         for home_id in spoke:  # a silent home spoke again: its silence alert resolves
             for alert in self.alert_book.resolve(home_id, "seq", wall):
                 await self.send_alert(alert)
-        await self.report_silence()
+        if wall - self.silence_checked >= SILENCE_BATCH_CHECK_S:
+            await self.report_silence()
         for region, n in processed.items():
             metrics.READINGS_PROCESSED.labels(region=region).inc(n)
-        metrics.BATCH_SIZE.labels(component="processor").observe(len(events))
+        metrics.BATCH_SIZE.labels(component="processor").observe(len(messages))
         if last_ts is not None:
             metrics.EVENT_LATENCY.labels(component="processor").observe(max(0.0, now_ms - last_ts) / 1000)
             metrics.LAST_EVENT_TS.labels(component="processor").set(time.time())
@@ -433,18 +470,17 @@ class Processor:
             metrics.CHECKPOINTS.labels(component="processor").inc()
         self.dirty.clear()
         # the checkpoint covers every message scored so far: they may be committed now
-        consumer = self.app.consumer
+        ack = self.app.consumer.ack
         for msg in self.held:
-            msg.ack(consumer)
+            ack(msg)
         self.held.clear()
         self.last_checkpoint = time.monotonic()
 
-    async def dead_letter(self, event, exc: DecodeError) -> None:
-        msg = event.message
+    async def dead_letter(self, msg, exc: DecodeError) -> None:
         log.warning("dead letter %s[%s]@%s: %s: %.300s", msg.topic, msg.partition, msg.offset, exc.reason, exc)
         metrics.DEAD_LETTERS.labels("processor", msg.topic, exc.reason).inc()
         key, value, headers = dead_letter(
-            event.key if isinstance(event.key, bytes) else None, event.value, exc, msg.topic, msg.partition, msg.offset,
+            msg.key if isinstance(msg.key, bytes) else None, msg.value, exc, msg.topic, msg.partition, msg.offset,
         )
         await self.deadletters.send(key=key, value=value, headers=headers)
 

@@ -13,7 +13,7 @@ from ecoretrofit.config import Settings
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--batch", type=int, default=2000, help="max readings per processed batch")
+    parser.add_argument("--batch", type=int, default=5000, help="max readings per processed batch (at most one fetch)")
     parser.add_argument("--loglevel", default="warning", help="Faust worker log level")
 
 
@@ -25,7 +25,9 @@ def run(args, settings: Settings) -> int:
     for index in range(4):
         if metrics.serve(metrics.port_for(settings, "process", index), settings.bind_host):
             break
-    logging.getLogger("faust").setLevel(args.loglevel.upper())
+    # aiokafka logs at debug level on every send and fetch when left to the root level
+    for name in ("faust", "aiokafka"):
+        logging.getLogger(name).setLevel(args.loglevel.upper())
     processor = Processor(settings, batch_size=args.batch)
     worker = Worker(processor.app, loglevel=args.loglevel, quiet=True)
     # Worker installs SIGINT/SIGTERM handlers and stops the app cleanly (commits

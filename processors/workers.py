@@ -33,6 +33,10 @@ class Workers:
         """Messages the workers sent to the dead letters instead of scoring them."""
         return sum(processes.scrape(port, DEAD_LETTERED) for port in self.metrics_ports)
 
+    def handled(self) -> float:
+        """Readings processed or sent to the dead letters so far."""
+        return self.processed() + self.dead_lettered()
+
     def died(self) -> list[str]:
         return [p.name for p in self.procs if not p.running()]
 
