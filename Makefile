@@ -20,12 +20,14 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[test]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# Prometheus and promtool come from Debian (alert rules, their unit tests, live alerts).
+# Prometheus and promtool come from Debian (alert rules, their unit tests, live alerts);
+# so does ZooKeeper, the coordinator chdb's S3Queue engine needs for continuous lake ingestion.
 apt-packages:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
-		echo "installing Debian packages: prometheus"; \
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
+			|| [ ! -x /usr/share/zookeeper/bin/zkServer.sh ]; then \
+		echo "installing Debian packages: prometheus zookeeper"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus zookeeper >/dev/null; \
 	fi
 	@command -v promtool >/dev/null || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
 
