@@ -113,5 +113,6 @@ def print_report(results: dict) -> None:
         warehouse.print_queries(results["queries"])
     if "detectors" in results:
         print("detectors (events/s on one core, score_one + learn_one):")
+        width = max(map(len, results["detectors"]), default=0)
         for name, rate in sorted(results["detectors"].items(), key=lambda kv: -kv[1]):
-            print(f"          {name:<12} {rate:>12,.0f}")
+            print(f"          {name:<{width}} {rate:>12,.0f}")

@@ -86,7 +86,7 @@ def register_schemas(settings: Settings) -> dict[str, tuple[int, str]]:
 
     import schemas
 
-    client = SchemaRegistryClient({"url": settings.schema_registry_url})
+    client = SchemaRegistryClient(settings.registry_client_config())
     out = {}
     for topic in declared.TOPICS:
         subject = topic.subject(settings)

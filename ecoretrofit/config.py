@@ -15,6 +15,7 @@ instead; no code path knows which mode it runs in.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ class Settings:
     clickhouse_user: str = "default"
     clickhouse_password: str = field(default="", repr=False)
     clickhouse_database: str = "eco"
+    # Writes to the schema registry (register, delete, change compatibility) need these
+    # (HTTP basic auth); reads stay open, as in Confluent's default.
+    schema_registry_user: str = "eco"
+    schema_registry_password: str = field(default="", repr=False)
     s3_endpoint: str = ""
     s3_access_key: str = ""
     s3_secret_key: str = field(default="", repr=False)
@@ -151,13 +156,15 @@ class Settings:
             more["clickhouse_schema_registry_url"] = s.schema_registry_url
         if not s.metrics_port:
             more["metrics_port"] = p + PORT_OFFSETS["metrics"]
-        if not s.clickhouse_password or not s.s3_access_key:
+        if not s.clickhouse_password or not s.s3_access_key or not s.schema_registry_password:
             creds = s.local_credentials()
             if not s.clickhouse_password:
                 more["clickhouse_password"] = creds["clickhouse_password"]
             if not s.s3_access_key:
                 more["s3_access_key"] = creds["s3_access_key"]
                 more["s3_secret_key"] = creds["s3_secret_key"]
+            if not s.schema_registry_password:
+                more["schema_registry_password"] = creds["schema_registry_password"]
         return dataclasses.replace(s, **more) if more else s
 
     # ---------------------------------------------------------------- helpers
@@ -172,27 +179,32 @@ class Settings:
         """Credentials of the local stack: generated once per data directory.
 
         No secret lives in the repository; the first process that needs one writes
-        ``credentials.env`` (mode 600) and every later process reads the same file.
+        ``credentials.env`` (mode 600, in a 700 directory) and every later process reads
+        the same file. A file from an older version that lacks a credential gets it
+        added, under a lock, so concurrent processes agree on one value.
         """
         path = self.credentials_file
         if path.exists():
-            return _read_env_file(path)
-        creds = {
-            "clickhouse_password": secrets.token_urlsafe(18),
-            "s3_access_key": "eco" + secrets.token_hex(6),
-            "s3_secret_key": secrets.token_urlsafe(24),
+            creds = _read_env_file(path)
+            if all(k in creds for k in _CREDENTIAL_FACTORIES):
+                return creds
+        private_dir(path.parent)
+        with open(path.parent / ".credentials.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            creds = _read_env_file(path) if path.exists() else {}
+            missing = {k: make() for k, make in _CREDENTIAL_FACTORIES.items() if k not in creds}
+            if missing:
+                creds.update(missing)
+                write_private(path, "".join(f"{k}={v}\n" for k, v in creds.items()))
+        return creds
+
+    def registry_client_config(self) -> dict[str, str]:
+        """confluent-kafka ``SchemaRegistryClient`` settings, with the credentials
+        that registry writes need (Confluent's ``basic.auth.user.info``)."""
+        return {
+            "url": self.schema_registry_url,
+            "basic.auth.user.info": f"{self.schema_registry_user}:{self.schema_registry_password}",
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{k}={v}\n" for k, v in creds.items()))
-        tmp.chmod(0o600)
-        try:
-            os.link(tmp, path)  # atomic and first-writer-wins across processes
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-        return _read_env_file(path)
 
     def kafka_client_config(self) -> dict[str, object]:
         """librdkafka settings shared by every confluent-kafka client.
@@ -237,6 +249,43 @@ class Settings:
 
     def replace(self, **changes: object) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+
+# One generator per credential of the local stack (see Settings.local_credentials).
+_CREDENTIAL_FACTORIES = {
+    "clickhouse_password": lambda: secrets.token_urlsafe(18),
+    "s3_access_key": lambda: "eco" + secrets.token_hex(6),
+    "s3_secret_key": lambda: secrets.token_urlsafe(24),
+    "schema_registry_password": lambda: secrets.token_urlsafe(18),
+    # the local SeaweedFS's JWT signing keys are derived from it (infra/localstack/stack.py)
+    "seaweedfs_jwt_key": lambda: secrets.token_urlsafe(32),
+}
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if needed and make it 0700: the local data
+    directory holds credentials, the broker's log and the warehouse. An existing
+    directory is tightened too (one made by an older version was 0755).
+
+    >>> import tempfile
+    >>> d = private_dir(Path(tempfile.mkdtemp()) / "data")
+    >>> oct(d.stat().st_mode & 0o777)
+    '0o700'
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by its owner only from the
+    first byte on (never written world-readable, then tightened)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
 
 
 def _read_env_file(path: Path) -> dict[str, str]:

@@ -131,7 +131,7 @@ def _parse_plain(schema: dict | str) -> dict:
 def registry_client(settings):
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient({"url": settings.schema_registry_url})
+    return SchemaRegistryClient(settings.registry_client_config())
 
 
 def encoder_for(settings, topic: str, schema_name: str, client=None) -> AvroEncoder:

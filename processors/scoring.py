@@ -94,11 +94,16 @@ class ScoringConfig:
 def detector_params(settings) -> dict:
     """The window settings mean the same thing to both z-score variants: a window of
     N readings, or an exponential weighting whose half-life is N/2 readings (about
-    the same memory). Other detectors keep their own, measured defaults."""
+    the same memory). ``seasonal_ensemble`` opens its incidents at the processor's
+    threshold. Other detectors keep their own, measured defaults."""
     if settings.detector == "zscore":
         return {"window": settings.zscore_window, "warmup": settings.zscore_warmup}
     if settings.detector == "ewzscore":
         return {"halflife": settings.zscore_window / 2, "warmup": settings.zscore_warmup}
+    if settings.detector == "seasonal_ensemble":
+        # its incident opens at the score the processor pages at, not at a lower one
+        # that would hold back the next real page
+        return {"alarm": z_to_score(settings.zscore_threshold)}
     return {}
 
 

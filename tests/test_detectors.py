@@ -13,7 +13,9 @@ from processors.detectors.calibration import TailCalibrator
 from processors.detectors.ensemble import Ensemble
 from processors.detectors.zscore import EWZScore, RollingZScore, score_to_z, z_to_score
 
-DETECTORS = ["zscore", "ewzscore", "robust", "extreme", "knn", "hst", "ensemble"]
+DETECTORS = ["zscore", "ewzscore", "robust", "extreme", "knn", "hst", "ensemble", "seasonal", "seasonal_ensemble"]
+# "seasonal" has no opinion on a series without a period (it scores 0 there by design)
+POINT_DETECTORS = [d for d in DETECTORS if d != "seasonal"]
 
 
 def noise(n: int, seed: int = 0, level: float = 50.0, sigma: float = 1.0) -> list[float]:
@@ -52,7 +54,7 @@ def test_flat_signal_scores_low(name):
     assert det2.score_one(50.2) < 0.9
 
 
-@pytest.mark.parametrize("name", DETECTORS)
+@pytest.mark.parametrize("name", POINT_DETECTORS)
 def test_spike_scores_high(name):
     det = make(name)
     feed(det, noise(1500, seed=2))
@@ -202,6 +204,122 @@ def test_ensemble_combinations_and_refractory():
         Ensemble(members=members, weights=[1.0])
     with pytest.raises(ValueError):
         Ensemble(members=[("ensemble", {})])
+
+
+# --------------------------------------------------------------------------- seasonal
+
+
+def daily(n: int, seed: int, period: int = 96, sigma: float = 0.3) -> list[float]:
+    """A daily-like cycle (``period`` events a day) with noise."""
+    rng = random.Random(seed)
+    return [20.0 + 5.0 * math.sin(2 * math.pi * i / period) + rng.gauss(0.0, sigma) for i in range(n)]
+
+
+def test_seasonal_finds_the_period_and_flags_a_broken_cycle():
+    det = make("seasonal")
+    history = daily(2000, seed=20)
+    feed(det, history)
+    assert det.period == 96 and det.has_opinion()
+    # the next "day" repeats the cycle: quiet
+    repeat = daily(2096, seed=21)[2000:]
+    normal = feed(det, repeat[:48])
+    assert max(normal) < 0.999
+    # the cycle stops at mid-level (every value ordinary, the pattern not)
+    broken = feed(det, [20.0] * 48)
+    assert max(broken) > 0.999
+    assert det.evidence().count == 2096
+
+
+def test_seasonal_has_no_opinion_without_a_period():
+    det = make("seasonal")
+    scores = feed(det, noise(3000, seed=22))
+    assert det.period is None and not det.has_opinion()
+    assert max(scores) == 0.0
+
+
+def test_seasonal_restarts_its_calibration_when_the_period_changes():
+    det = make("seasonal", every=100)
+    feed(det, daily(1500, seed=23, period=96))
+    assert det.period == 96
+    feed(det, daily(2500, seed=24, period=60))
+    assert det.period == 60 and det.has_opinion()
+
+
+def test_dominant_period_rejects_short_and_flat_series():
+    from processors.detectors.seasonal import dominant_period
+
+    assert dominant_period([1.0] * 500, 4, 200, 0.5) is None
+    assert dominant_period([1.0, 2.0, 3.0], 4, 200, 0.5) is None
+    with pytest.raises(ValueError):
+        make("seasonal", min_lag=1)
+
+
+# --------------------------------------------------------------------------- seasonal_ensemble
+
+
+def test_ensemble_leaves_out_members_without_an_opinion():
+    members = (("zscore", {"window": 100, "warmup": 10}), ("seasonal", {}))
+    with_seasonal = Ensemble(members=members, weights=[0.5, 0.5], refractory=0)
+    alone = Ensemble(members=members[:1], refractory=0)
+    data = noise(800, seed=25)
+    assert feed(with_seasonal, data) == feed(alone, data)  # no period: zscore decides alone
+
+
+def test_ensemble_p_floor_keeps_one_member_from_deciding_alone():
+    members = (("zscore", {"window": 100, "warmup": 10}), ("ewzscore", {"halflife": 30, "warmup": 10}))
+    capped = Ensemble(members=members, refractory=0, p_floor=1e-6)
+    feed(capped, noise(300, seed=26))
+    assert capped.score_one(1e9) == pytest.approx(1.0 - 1e-6)
+    with pytest.raises(ValueError):
+        Ensemble(members=members, p_floor=1.0)
+
+
+def test_ensemble_hold_reports_an_incident_once():
+    members = (("zscore", {"window": 200, "warmup": 10}),)
+    e = Ensemble(members=members, refractory=0, alarm=0.999, hold=30)
+    feed(e, noise(300, seed=27))
+    scores = feed(e, [90.0] + [90.0 + i for i in range(30)] + [150.0])
+    assert scores[0] > 0.999
+    assert scores[1:31] == [0.0] * 30          # the incident is open: quiet, even as it grows
+    assert scores[31] > 0.999                  # the hold is over: a new incident pages
+
+
+def test_ensemble_checkpoints_from_before_the_hold_still_load():
+    e = make("ensemble")
+    data = noise(1200, seed=35) + [90.0] + noise(50, seed=36)
+    feed(e, data[:1000])
+    state = dict(pickle.loads(pickle.dumps(e)).__dict__)  # its own copy of the members
+    for key in ("p_floor", "alarm", "hold", "_since_alarm"):  # the older layout
+        del state[key]
+    old = Ensemble.__new__(Ensemble)
+    old.__setstate__(state)
+    assert feed(old, data[1000:]) == feed(e, data[1000:])
+
+
+def test_seasonal_ensemble_flags_level_shift_and_spike_and_stays_quiet_on_noise():
+    quiet = make("seasonal_ensemble")
+    scores = feed(quiet, noise(5000, seed=29))[1000:]
+    # calibrated: p < 0.005 on fewer than 0.5% of the events, nothing at the processor's z=4
+    assert sum(s >= 0.995 for s in scores) < 0.005 * len(scores)
+    assert max(scores) < 0.9999
+
+    det = make("seasonal_ensemble")
+    feed(det, daily(3000, seed=30))
+    shift = feed(det, [x + 8.0 for x in daily(3048, seed=31)[3000:]])
+    assert max(shift) >= 0.995 and shift.index(max(shift)) < 10   # found at its start
+
+    det = make("seasonal_ensemble")
+    feed(det, daily(3000, seed=32))
+    assert det.score_one(20.0 + 15.0) > 0.999
+
+
+def test_seasonal_ensemble_sees_a_skipped_peak():
+    det = make("seasonal_ensemble")
+    feed(det, daily(3000, seed=33))
+    day = daily(3096, seed=34)[3000:]
+    # the peak of the next day never comes: the value stays at its mid-level
+    flat = [min(x, 20.5) for x in day]
+    assert max(feed(det, flat)) >= 0.995
 
 
 def test_measure_detector_costs():

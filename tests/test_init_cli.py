@@ -37,7 +37,7 @@ def test_init_job_prepares_the_cluster_and_is_idempotent(stack_settings):
     for topic, partitions in partitions_by_name(s).items():
         assert topic in topics and len(topics[topic].partitions) == partitions, topic
 
-    registry = SchemaRegistryClient({"url": s.schema_registry_url})
+    registry = SchemaRegistryClient(s.registry_client_config())
     for topic in TOPICS:
         if topic.value_schema:
             assert registry.get_compatibility(topic.subject(s)) == topic.compatibility == "BACKWARD"

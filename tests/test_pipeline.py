@@ -46,7 +46,7 @@ def stored_counts(settings, region: str) -> tuple[int, int]:
 def test_registry_works_with_confluent_client(stack_settings):
     """The official serializer/deserializer round-trip through our registry and Kafka."""
     s = stack_settings
-    client = SchemaRegistryClient({"url": s.schema_registry_url})
+    client = SchemaRegistryClient(s.registry_client_config())
     topic = unique("eco.test.sr")
     ser = AvroSerializer(client, schemas.schema_text(schemas.TELEMETRY_READING))
     de = AvroDeserializer(client)

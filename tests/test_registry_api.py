@@ -47,20 +47,25 @@ READING_V2 = {
 READING_BROKEN = {**READING_V1, "fields": READING_V1["fields"] + [{"name": "region", "type": "string"}]}
 
 
+# What the registry's writes need, and how Confluent's clients send it.
+CREDENTIALS = ("eco", "test-secret")
+AUTH = {"basic.auth.user.info": ":".join(CREDENTIALS)}
+
+
 def avro(schema: dict, indent: int | None = None) -> Schema:
     return Schema(json.dumps(schema, indent=indent), "AVRO")
 
 
 @pytest.fixture
 def server():
-    with RegistryServer(MemoryLog(), port=0).start() as srv:
+    with RegistryServer(MemoryLog(), credentials=CREDENTIALS, port=0).start() as srv:
         yield srv
 
 
 @pytest.fixture
 def client(server):
     # No retries: a 5xx must fail the test at once, not after back-off.
-    with SchemaRegistryClient({"url": server.url, "max.retries": 0}) as c:
+    with SchemaRegistryClient({**AUTH, "url": server.url, "max.retries": 0}) as c:
         yield c
 
 
@@ -101,7 +106,7 @@ def test_serializer_to_deserializer_round_trip(client):
     assert data[0] == 0 and int.from_bytes(data[1:5], "big") == 1  # Confluent framing, id 1
     assert client.get_versions(SUBJECT) == [1]
     # a fresh client has no cache: the deserializer must fetch the writer schema by id
-    with SchemaRegistryClient({"url": client._rest_client.base_urls[0]}) as fresh:
+    with SchemaRegistryClient({**AUTH, "url": client._rest_client.base_urls[0]}) as fresh:
         assert AvroDeserializer(fresh)(data, ctx) == {"home_id": "H000042", "power_w": 812.5}
     assert deserializer(data, ctx) == {"home_id": "H000042", "power_w": 812.5}
 
@@ -221,9 +226,11 @@ def test_raw_http_shapes(server, client):
         f"{base}/subjects/plain-value/versions",
         content=json.dumps({"schema": '"string"'}),
         headers={"Content-Type": "application/json"},
+        auth=CREDENTIALS,
     )
     assert r.json() == {"id": 2}
-    bad = httpx.post(f"{base}/subjects/x/versions", content=b"{oops", headers={"Content-Type": "application/json"})
+    bad = httpx.post(f"{base}/subjects/x/versions", content=b"{oops", headers={"Content-Type": "application/json"},
+                     auth=CREDENTIALS)
     assert bad.status_code == 400 and "error_code" in bad.json()
     assert httpx.get(f"{base}/no/such/path").json()["error_code"] == 404
     # a subject name with a slash, URL-encoded by the client, stays one subject
@@ -236,13 +243,13 @@ def test_raw_http_shapes(server, client):
 
 def test_restart_on_the_same_log_keeps_ids_and_versions():
     memory = MemoryLog()
-    with RegistryServer(memory).start() as first:
-        with SchemaRegistryClient({"url": first.url}) as c:
+    with RegistryServer(memory, credentials=CREDENTIALS).start() as first:
+        with SchemaRegistryClient({**AUTH, "url": first.url}) as c:
             c.register_schema(SUBJECT, avro(READING_V1))
             c.register_schema(SUBJECT, avro(READING_V2))
             c.set_compatibility(SUBJECT, "FULL")
-    with RegistryServer(memory).start() as second:
-        with SchemaRegistryClient({"url": second.url}) as c:
+    with RegistryServer(memory, credentials=CREDENTIALS).start() as second:
+        with SchemaRegistryClient({**AUTH, "url": second.url}) as c:
             assert c.get_versions(SUBJECT) == [1, 2]
             assert c.get_version(SUBJECT, 2).schema_id == 2
             assert c.get_compatibility(SUBJECT) == "FULL"
@@ -254,7 +261,7 @@ def test_concurrent_registrations_get_distinct_ids(server):
 
     def register(i: int) -> None:
         schema = {"type": "record", "name": f"R{i}", "fields": [{"name": "x", "type": "int"}]}
-        with SchemaRegistryClient({"url": server.url}) as c:
+        with SchemaRegistryClient({**AUTH, "url": server.url}) as c:
             ids[i] = c.register_schema(f"s{i}", Schema(json.dumps(schema), "AVRO"))
 
     threads = [threading.Thread(target=register, args=(i,)) for i in range(12)]
@@ -267,7 +274,7 @@ def test_concurrent_registrations_get_distinct_ids(server):
 
 def test_port_already_taken_raises_oserror(server):
     with pytest.raises(OSError):
-        RegistryServer(MemoryLog(), host=server.host, port=server.port)
+        RegistryServer(MemoryLog(), credentials=CREDENTIALS, host=server.host, port=server.port)
 
 
 @pytest.mark.integration
@@ -275,16 +282,16 @@ def test_kafka_log_survives_a_registry_restart(stack_settings):
     topic = f"_schemas_test_{uuid.uuid4().hex[:10]}"  # fresh per run: re-runs do not collide
     config = stack_settings.kafka_client_config()
 
-    with RegistryServer(KafkaLog(config, topic)).start() as first:
-        with SchemaRegistryClient({"url": first.url}) as c:
+    with RegistryServer(KafkaLog(config, topic), credentials=CREDENTIALS).start() as first:
+        with SchemaRegistryClient({**AUTH, "url": first.url}) as c:
             assert c.register_schema(SUBJECT, avro(READING_V1)) == 1
             assert c.register_schema(SUBJECT, avro(READING_V2)) == 2
             assert c.register_schema("other-value", avro(READING_V1)) == 1
             c.delete_version("other-value", 1)
             c.set_compatibility(SUBJECT, "FULL")
 
-    with RegistryServer(KafkaLog(config, topic)).start() as second:
-        with SchemaRegistryClient({"url": second.url}) as c:
+    with RegistryServer(KafkaLog(config, topic), credentials=CREDENTIALS).start() as second:
+        with SchemaRegistryClient({**AUTH, "url": second.url}) as c:
             assert c.get_versions(SUBJECT) == [1, 2]
             assert c.get_version(SUBJECT, 1).schema_id == 1
             assert c.get_version(SUBJECT, 2).schema_id == 2
@@ -338,10 +345,81 @@ class FailingLog(MemoryLog):
 
 
 def test_a_failed_write_is_a_50001_and_changes_nothing():
-    with RegistryServer(FailingLog()).start() as srv:
-        with SchemaRegistryClient({"url": srv.url, "max.retries": 0}) as c:
+    with RegistryServer(FailingLog(), credentials=CREDENTIALS).start() as srv:
+        with SchemaRegistryClient({**AUTH, "url": srv.url, "max.retries": 0}) as c:
             err = sr_error(c.register_schema, SUBJECT, avro(READING_V1))
             assert (err.http_status_code, err.error_code) == (500, 50001)
             assert "broker unreachable" in err.error_message
             assert c.get_subjects() == []
             assert sr_error(c.get_schema, 1).error_code == 40403
+
+
+# --------------------------------------------------------------------------- access
+WRITES = [
+    ("POST", f"/subjects/{SUBJECT}/versions", {"schema": json.dumps(READING_V2)}),
+    ("DELETE", f"/subjects/{SUBJECT}", None),
+    ("DELETE", f"/subjects/{SUBJECT}?permanent=true", None),
+    ("DELETE", f"/subjects/{SUBJECT}/versions/1", None),
+    ("DELETE", f"/subjects/{SUBJECT}/versions/1?permanent=true", None),
+    ("PUT", f"/config/{SUBJECT}", {"compatibility": "NONE"}),
+    ("DELETE", f"/config/{SUBJECT}", None),
+    ("PUT", "/config", {"compatibility": "NONE"}),
+    ("DELETE", "/config", None),
+]
+
+
+@pytest.mark.parametrize("auth", [None, ("eco", "wrong"), ("intruder", CREDENTIALS[1]), "Bearer abc", "Basic !!"],
+                         ids=["anonymous", "wrong-password", "wrong-user", "other-scheme", "garbage"])
+def test_writes_without_the_right_credentials_are_refused_and_change_nothing(server, client, auth):
+    client.register_schema(SUBJECT, avro(READING_V1))
+    client.set_compatibility(SUBJECT, "FULL")
+    before = (httpx.get(f"{server.url}/subjects/{SUBJECT}/versions?deleted=true").json(),
+              httpx.get(f"{server.url}/config/{SUBJECT}").json(), httpx.get(f"{server.url}/config").json())
+    for method, path, body in WRITES:
+        kwargs = {"auth": auth} if isinstance(auth, tuple) else {"headers": {"Authorization": auth}} if auth else {}
+        r = httpx.request(method, server.url + path, json=body, **kwargs)
+        assert r.status_code == 401, (method, path, r.status_code, r.text)
+        assert r.json()["error_code"] == 401 and r.headers["WWW-Authenticate"].startswith("Basic")
+    after = (httpx.get(f"{server.url}/subjects/{SUBJECT}/versions?deleted=true").json(),
+             httpx.get(f"{server.url}/config/{SUBJECT}").json(), httpx.get(f"{server.url}/config").json())
+    assert after == before == ([1], {"compatibilityLevel": "FULL"}, {"compatibilityLevel": "BACKWARD"})
+
+
+def test_reads_stay_open_as_in_confluents_default(server, client):
+    client.register_schema(SUBJECT, avro(READING_V1))
+    base = server.url
+    # what ClickHouse's AvroConfluent and consumers' deserializers call, anonymously
+    assert json.loads(httpx.get(f"{base}/schemas/ids/1").json()["schema"]) == READING_V1
+    assert httpx.get(f"{base}/subjects").json() == [SUBJECT]
+    assert httpx.get(f"{base}/subjects/{SUBJECT}/versions/latest").json()["id"] == 1
+    # lookups and compatibility tests are POSTs that change nothing: open too
+    assert httpx.post(f"{base}/subjects/{SUBJECT}", json={"schema": json.dumps(READING_V1)}).json()["id"] == 1
+    assert httpx.post(f"{base}/compatibility/subjects/{SUBJECT}/versions/latest",
+                      json={"schema": json.dumps(READING_V2)}).json() == {"is_compatible": True}
+    # credentials that are sent are checked even on a read: a misconfigured client finds out
+    assert httpx.get(f"{base}/subjects", auth=("eco", "wrong")).status_code == 401
+
+
+def test_confluents_client_needs_basic_auth_for_every_write(server):
+    with SchemaRegistryClient({"url": server.url, "max.retries": 0}) as anonymous:
+        for call, args in [(anonymous.register_schema, (SUBJECT, avro(READING_V1))),
+                           (anonymous.set_compatibility, (SUBJECT, "NONE"))]:
+            err = sr_error(call, *args)
+            assert err.http_status_code == 401, err
+        # an anonymous producer's serializer cannot auto-register a schema either
+        with pytest.raises(SchemaRegistryError, match="Unauthorized"):
+            AvroSerializer(anonymous, json.dumps(READING_V1))(
+                {"home_id": "H1", "power_w": 1.0}, SerializationContext(TOPIC, MessageField.VALUE))
+    with SchemaRegistryClient({**AUTH, "url": server.url, "max.retries": 0}) as c:
+        assert c.register_schema(SUBJECT, avro(READING_V1)) == 1
+        c.set_compatibility(SUBJECT, "NONE")
+        assert c.delete_subject(SUBJECT) == [1]
+        assert c.delete_subject(SUBJECT, permanent=True) == [1]
+        assert c.get_subjects() == []
+    with SchemaRegistryClient({"url": server.url, "max.retries": 0}) as anonymous:
+        assert sr_error(anonymous.delete_subject, "whatever", permanent=True).http_status_code == 401
+
+
+def test_the_registry_refuses_to_start_without_credentials():
+    with pytest.raises(ValueError, match="user and a password"):
+        RegistryServer(MemoryLog(), credentials=("eco", ""), port=0)

@@ -61,7 +61,7 @@ def reading(**extra) -> dict:
 
 @pytest.fixture
 def registry(stack_settings) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": stack_settings.schema_registry_url})
+    return SchemaRegistryClient(stack_settings.registry_client_config())
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_adding_an_optional_field_with_default_is_accepted(stack_settings, regis
     assert v2_id != v1_id
     assert registry.get_versions(subject) == [1, 2]
     # (a fresh client: confluent-kafka caches get_latest_version answers)
-    latest = SchemaRegistryClient({"url": stack_settings.schema_registry_url}).get_latest_version(subject)
+    latest = SchemaRegistryClient(stack_settings.registry_client_config()).get_latest_version(subject)
     assert latest.version == 2 and latest.schema_id == v2_id and "co2_ppm" in latest.schema.schema_str
 
 

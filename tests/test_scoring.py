@@ -126,3 +126,24 @@ def test_a_dropout_longer_than_the_staleness_window_is_still_reported():
     assert [(e["metric"], e["detector"], e["value"], e["severity"]) for e in events] == \
         [("seq", "gap", 1200.0, "critical")]
     assert model.resets == 1
+
+
+def test_the_processor_runs_seasonal_ensemble():
+    """ECO_DETECTOR=seasonal_ensemble: its incidents open at the processor's threshold,
+    it finds a voltage sag, and a checkpointed model scores on identically."""
+    settings = Settings.from_env({"ECO_DATA_DIR": "/tmp/eco-unit", "ECO_DETECTOR": "seasonal_ensemble"})
+    config = ScoringConfig.from_settings(settings)
+    assert config.detector_params == {"alarm": config.threshold}
+    plan = FaultPlan()
+    plan.inject("H000001", "voltage_sag", START + 600_000, 30_000)
+    sim = CitySimulator(2, ["north"], seed=3, start_ms=START, faults=plan)
+    model = HomeModel(config)
+    events = []
+    for _ in range(700):
+        events += model.update(next(r for r in sim.tick() if r["home_id"] == "H000001"))
+    sags = [e for e in events if e["metric"] == "voltage_v" and e["detector"] == "seasonal_ensemble"]
+    assert [e for e in sags if START + 600_000 <= e["ts"] <= START + 630_000], sags
+    restored = HomeModel.from_bytes(model.to_bytes())
+    for _ in range(50):
+        reading = next(r for r in sim.tick() if r["home_id"] == "H000001")
+        assert restored.update(dict(reading)) == model.update(dict(reading))

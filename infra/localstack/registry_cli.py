@@ -37,7 +37,10 @@ def run(args: argparse.Namespace, settings) -> int:
     except StoreError as exc:
         raise CommandError(f"schema store unavailable: {exc}") from None
     try:
-        server = RegistryServer(schema_log, host=host, port=port)
+        server = RegistryServer(
+            schema_log, host=host, port=port,
+            credentials=(settings.schema_registry_user, settings.schema_registry_password),
+        )
     except OSError as exc:
         schema_log.close()
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

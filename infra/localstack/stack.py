@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -36,9 +38,10 @@ from typing import Callable
 
 from ecoretrofit import metrics, processes
 from ecoretrofit.admin import ensure_buckets, ensure_topics, kafka_ok, register_schemas
-from ecoretrofit.config import Settings
+from ecoretrofit.config import Settings, private_dir, write_private
 from ecoretrofit.errors import CommandError
 from ecoretrofit.processes import http_ok
+from infra.localstack import local_tls
 
 
 @dataclass
@@ -126,6 +129,7 @@ class LocalStack:
                     f"-s3.config={self.data_dir / 's3-identities.json'}",
                 ],
                 ports=list(weed_ports.values()),
+                env=self._weed_security_env(),
                 # any HTTP answer (403 for an anonymous request) means S3 is serving
                 healthy=lambda: http_ok(s.s3_endpoint, accept=(200, 403)),
                 stop_timeout=20.0,
@@ -352,17 +356,38 @@ class LocalStack:
         tmp.replace(self.run_dir / f"{SUPERVISOR}.json")
 
     # ------------------------------------------------------------ internals
+    def _weed_security_env(self) -> dict[str, str]:
+        """SeaweedFS serves and deletes objects around the S3 credentials unless told
+        otherwise: its filer HTTP port (GET/DELETE /buckets/<bucket>/<key>), its volume
+        HTTP port (GET/DELETE /<fid>) and its gRPC ports (``weed shell`` fs.rm) answer
+        anyone. JWT signing keys make the filer and volume HTTP ports refuse unsigned
+        reads and writes (the S3 gateway signs its own), and mutual TLS with the data
+        directory's CA closes gRPC. Passed as WEED_* variables: no security.toml on disk.
+        """
+        secret = self.settings.local_credentials()["seaweedfs_jwt_key"].encode()
+        env = {
+            f"WEED_JWT_{purpose}_KEY": hmac.new(secret, purpose.encode(), hashlib.sha256).hexdigest()
+            for purpose in ("SIGNING", "SIGNING_READ", "FILER_SIGNING", "FILER_SIGNING_READ")
+        }
+        tls = local_tls.paths(self.data_dir / "tls")
+        env["WEED_GRPC_CA"] = str(tls.ca)
+        for role in ("MASTER", "VOLUME", "FILER", "S3", "CLIENT"):
+            env[f"WEED_GRPC_{role}_CERT"] = str(tls.cert)
+            env[f"WEED_GRPC_{role}_KEY"] = str(tls.key)
+        return env
+
     def _prepare_dirs(self) -> None:
+        # 0700: credentials, the broker's log and the warehouse live below it
+        private_dir(self.data_dir)
         for d in (self.run_dir, self.log_dir, self.data_dir / "seaweedfs"):
             d.mkdir(parents=True, exist_ok=True)
-        ident = self.data_dir / "s3-identities.json"
+        local_tls.ensure(self.data_dir / "tls")
         s = self.settings
-        ident.write_text(json.dumps({"identities": [{
+        write_private(self.data_dir / "s3-identities.json", json.dumps({"identities": [{
             "name": "ecoretrofit",
             "credentials": [{"accessKey": s.s3_access_key, "secretKey": s.s3_secret_key}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))
-        ident.chmod(0o600)
 
     def _pidfile(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"

@@ -25,4 +25,4 @@ def available() -> list[str]:
 
 def _load_all() -> None:
     # Importing the modules registers their detectors.
-    from processors.detectors import ensemble, extreme, hst, knn, robust, stuck, zscore  # noqa: F401
+    from processors.detectors import ensemble, extreme, hst, knn, robust, seasonal, stuck, zscore  # noqa: F401

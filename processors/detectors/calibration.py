@@ -78,6 +78,11 @@ class TailCalibrator:
             return 0.0
         return p0 * math.exp(-(raw - u) / beta)
 
+    def median(self) -> float:
+        """The median of the remembered raw values (0.0 before any)."""
+        h = self._sorted
+        return h[len(h) // 2] if h else 0.0
+
     def score(self, raw: float) -> float:
         """``1 - p_value(raw)``: 0 for ordinary raw values, close to 1 for rare ones."""
         return 1.0 - self.p_value(raw)

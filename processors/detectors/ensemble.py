@@ -26,6 +26,19 @@ above threshold" into "incidents" (on NAB, default members: 51.6 without it, 65.
 with it, standard profile; the gain is fewer false positives); set it to 0 for the
 raw combined score.
 
+``alarm`` and ``hold`` (off by default): once a reported score reaches ``alarm``
+the incident is open and the next ``hold`` events report 0, even if it grows: the
+refractory rule alone reports every new high of a rising incident. Set ``alarm`` to
+the threshold the scores are paged at.
+
+``p_floor`` (default 0): no member's p-value counts below it. A member whose tail fit
+degenerates (p = 0 on a quantised series) would otherwise decide the combination
+alone, whatever the others say.
+
+A member with a ``has_opinion()`` method that returns False (``seasonal`` before it
+has found a period) is left out of the combination and the other weights are
+renormalised: having no period is not evidence that a value is normal.
+
 NAB (34-file subset, standard / low FP / low FN): 65.1 / 51.2 / 71.7 with the
 defaults; the score moves by less than 5 points when any member's main parameter is
 halved or doubled.
@@ -46,7 +59,7 @@ import math
 from collections import deque
 from typing import Mapping, Sequence
 
-from processors.detectors import extreme, hst, knn, robust, stuck, zscore  # noqa: F401 (registers the members)
+from processors.detectors import extreme, hst, knn, robust, seasonal, stuck, zscore  # noqa: F401 (registers the members)
 from processors.detectors.base import Detector, Evidence, create, register
 
 #: The default members and weights: extremes against the long-run history carry most
@@ -65,15 +78,17 @@ class Ensemble:
     """Several detectors on the same series, their calibrated scores combined.
 
     Cost and state: the sum of the members' plus ``refractory`` floats, most of both
-    ``knn``'s (``ecoretrofit bench --only detectors`` measures them). ``score_one`` memoises the combined score for
-    the ``learn_one`` that follows.
+    ``knn``'s (``ecoretrofit bench --only detectors`` measures them). ``score_one``
+    memoises the combined score for the ``learn_one`` that follows, which uses it for
+    the refractory and hold rules (so a caller may learn a clipped value and the
+    incident still follows the event).
     """
 
     name = "ensemble"
 
     def __init__(self, members: Sequence[tuple[str, Mapping[str, object]]] | Sequence[str] = DEFAULT_MEMBERS,
                  combine: str = "geometric", weights: Sequence[float] | None = None,
-                 refractory: int = 50):
+                 refractory: int = 50, p_floor: float = 0.0, alarm: float = 1.0, hold: int = 0):
         if combine not in ("geometric", "bonferroni", "max", "mean"):
             raise ValueError("combine must be 'geometric', 'bonferroni', 'max' or 'mean'")
         specs = [(m, {}) if isinstance(m, str) else (m[0], dict(m[1])) for m in members]
@@ -93,24 +108,46 @@ class Ensemble:
         total = sum(w)
         self.weights = [x / total for x in w]
         self.refractory = max(0, int(refractory))
+        if not 0.0 <= p_floor < 1.0:
+            raise ValueError("p_floor must be in [0, 1)")
+        self.p_floor = float(p_floor)
+        self.alarm = float(alarm)
+        self.hold = max(0, int(hold))
         self._recent: deque[float] = deque(maxlen=max(1, self.refractory))
+        self._since_alarm = self.hold  # events since the last reported alarm
         self._memo: tuple[float, float] | None = None
 
     def member_scores(self, x: float) -> list[float]:
         return [m.score_one(x) for m in self.members]
 
+    def _voices(self, x: float) -> tuple[list[float], list[float]]:
+        """The scores (capped at ``1 - p_floor``) and renormalised weights of the
+        members that have an opinion now."""
+        cap = 1.0 - self.p_floor
+        scores, weights = [], []
+        for m, w in zip(self.members, self.weights):
+            has_opinion = getattr(m, "has_opinion", None)
+            if has_opinion is not None and not has_opinion():
+                continue
+            scores.append(min(cap, m.score_one(x)))
+            weights.append(w)
+        total = sum(weights)
+        return scores, [w / total for w in weights] if total > 0 else weights
+
     def combined_score(self, x: float) -> float:
-        """The combined score before the refractory rule."""
+        """The combined score before the refractory and hold rules."""
         if self._memo is not None and self._memo[0] == x:
             return self._memo[1]
-        scores = self.member_scores(x)
-        if self.combine == "max":
+        scores, weights = self._voices(x)
+        if not scores:
+            s = 0.0
+        elif self.combine == "max":
             s = max(scores)
         elif self.combine == "mean":
-            s = sum(w * s for w, s in zip(self.weights, scores))
+            s = sum(w * s for w, s in zip(weights, scores))
         elif self.combine == "geometric":
             logp = 0.0
-            for sc, w in zip(scores, self.weights):
+            for sc, w in zip(scores, weights):
                 if w > 0.0:
                     p = 1.0 - sc
                     if p <= 0.0:
@@ -119,20 +156,32 @@ class Ensemble:
                     logp += w * math.log(p)
             s = 1.0 - math.exp(logp)
         else:
-            p = min((1.0 - s) / w if w > 0 else 1.0 for s, w in zip(scores, self.weights))
+            p = min((1.0 - s) / w if w > 0 else 1.0 for s, w in zip(scores, weights))
             s = 1.0 - min(1.0, p)
         self._memo = (x, s)
         return s
 
-    def score_one(self, x: float) -> float:
-        s = self.combined_score(x)
+    def _reported(self, s: float) -> float:
+        """The combined score ``s`` after the hold and refractory rules."""
+        if self._since_alarm < self.hold:
+            return 0.0
         if self.refractory and self._recent and s <= max(self._recent):
             return 0.0
         return s
 
+    def score_one(self, x: float) -> float:
+        return self._reported(self.combined_score(x))
+
     def learn_one(self, x: float) -> None:
+        # The incident bookkeeping follows the event's own score: the value of the
+        # last ``score_one`` (memoised), not the value learnt, which a caller may
+        # have clipped (the processor learns anomalies only up to its threshold band).
+        s = self._memo[1] if self._memo is not None else self.combined_score(x)
+        if self.hold:
+            alarmed = self._reported(s) >= self.alarm
+            self._since_alarm = 0 if alarmed else min(self.hold, self._since_alarm + 1)
         if self.refractory:
-            self._recent.append(self.combined_score(x))
+            self._recent.append(s)
         self._memo = None
         for m in self.members:
             m.learn_one(x)
@@ -142,6 +191,11 @@ class Ensemble:
         state["_memo"] = None
         return state
 
+    def __setstate__(self, state: dict) -> None:
+        # checkpoints made before the floor and the incident hold existed: neither on
+        state = {"p_floor": 0.0, "alarm": 1.0, "hold": 0, "_since_alarm": 0, **state}
+        self.__dict__.update(state)
+
     def evidence(self) -> Evidence:
         """The location/scale view of normal from the first member that has one
         (robust median and sigma, or a z-score's mean and std), else the first member's."""
@@ -149,3 +203,37 @@ class Ensemble:
             if getattr(m, "name", "") in ("robust", "zscore", "ewzscore"):
                 return m.evidence()
         return self.members[0].evidence()
+
+
+#: ``seasonal_ensemble``'s members: the default ensemble's plus the seasonal residual,
+#: which only has a say on series with a period it has found.
+SEASONAL_MEMBERS: tuple[tuple[str, Mapping[str, object]], ...] = DEFAULT_MEMBERS + (("seasonal", {}),)
+SEASONAL_WEIGHTS: tuple[float, ...] = DEFAULT_WEIGHTS + (0.3,)
+
+
+@register("seasonal_ensemble")
+class SeasonalEnsemble(Ensemble):
+    """The default ensemble plus pattern-change evidence, reporting each incident once.
+
+    - members: extreme + robust + shape kNN (as ``ensemble``) and ``seasonal`` (the
+      residual against one period ago, see ``seasonal``), weights 0.6/0.2/0.2/0.3
+      (renormalised over the members with an opinion: without a period the other three
+      decide exactly as in ``ensemble``);
+    - ``p_floor=1e-10``: no member may claim a p-value below 1e-10. A calibrator with
+      1,500 remembered values cannot know more, and an uncapped member whose tail
+      fit degenerates (p = 0 on a quantised series) would otherwise decide alone;
+    - ``alarm=0.995, hold=100``: once a score reaches 0.995 (p < 0.005) the incident
+      is open and the next 100 events report 0, on top of the ``refractory=100`` rule
+      (only new highs are reported). An on-call engineer gets one page per incident.
+
+    Cost: the three members of ``ensemble`` plus a few µs for ``seasonal``.
+    """
+
+    name = "seasonal_ensemble"
+
+    def __init__(self, members: Sequence[tuple[str, Mapping[str, object]]] | Sequence[str] = SEASONAL_MEMBERS,
+                 combine: str = "geometric", weights: Sequence[float] | None = None,
+                 refractory: int = 100, p_floor: float = 1e-10, alarm: float = 0.995, hold: int = 100):
+        if weights is None and members is SEASONAL_MEMBERS:
+            weights = SEASONAL_WEIGHTS
+        super().__init__(members, combine, weights, refractory, p_floor, alarm, hold)

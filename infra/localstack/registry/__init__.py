@@ -7,6 +7,6 @@ package serves the subset of Confluent's REST API that confluent-kafka's
 * ``infra.localstack.registry.core``   pure logic: schemas, subjects, versions, ids, compatibility rules;
                       the state is the fold of a log of change records.
 * ``infra.localstack.registry.store``  that log: ``MemoryLog`` or ``KafkaLog`` (a one-partition topic).
-* ``infra.localstack.registry.server`` the HTTP API: ``RegistryServer(log, host, port).start()``.
+* ``infra.localstack.registry.server`` the HTTP API: ``RegistryServer(log, credentials=(user, password), host=..., port=...).start()``.
 * ``infra.localstack.registry_cli`` ``ecoretrofit registry serve [--host H] [--port P] [--memory]``.
 """

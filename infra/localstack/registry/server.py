@@ -8,8 +8,14 @@ Usage from Python::
     from infra.localstack.registry.server import RegistryServer
     from infra.localstack.registry.store import MemoryLog
 
-    with RegistryServer(MemoryLog(), host="127.0.0.1", port=0).start() as server:
+    with RegistryServer(MemoryLog(), credentials=("eco", "secret"), port=0).start() as server:
         print(server.url)          # http://127.0.0.1:<free port>
+
+Access: reads are open, as in Confluent's default; every write (register, delete a
+subject or version, soft or hard, set or delete compatibility) needs HTTP basic auth
+with ``credentials``, which Confluent's clients send from ``basic.auth.user.info``.
+Credentials that are sent and wrong are refused on reads too, so a misconfigured
+client learns it at its first request.
 
 Every write goes: validate against the state (``plan_*``) -> append the record to the
 log (durable) -> apply it to the state -> answer. One lock serialises every request, so
@@ -20,6 +26,9 @@ fetch), so a single lock costs nothing that matters.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import json
 import logging
 import re
@@ -45,6 +54,35 @@ class Response:
     status: int
     body: Any  # JSON-able, or bytes sent as they are
     content_type: str = CONTENT_TYPE
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+UNAUTHORIZED = Response(
+    401, {"error_code": 401, "message": "Unauthorized: registry writes need HTTP basic auth credentials"},
+    headers=(("WWW-Authenticate", 'Basic realm="schema-registry"'),),
+)
+
+
+def basic_auth_matches(header: str | None, credentials: tuple[str, str]) -> bool:
+    """Does an ``Authorization`` header carry exactly these basic-auth credentials?
+
+    >>> token = base64.b64encode(b"eco:s3cret").decode()
+    >>> basic_auth_matches("Basic " + token, ("eco", "s3cret")), basic_auth_matches("Basic " + token, ("eco", "other"))
+    (True, False)
+    >>> basic_auth_matches(None, ("eco", "s3cret")), basic_auth_matches("Basic !!", ("eco", "s3cret"))
+    (False, False)
+    """
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    # Compare both parts in constant time, and both always: no early exit on the user.
+    same_user = hmac.compare_digest(user.encode(), credentials[0].encode())
+    same_password = hmac.compare_digest(password.encode(), credentials[1].encode())
+    return bool(sep) and same_user and same_password
 
 
 class Request:
@@ -104,8 +142,11 @@ def _parse_id(text: str) -> int:
 class RegistryService:
     """The registry without HTTP: the state, the log, and the lock between them."""
 
-    def __init__(self, schema_log: SchemaLog):
+    def __init__(self, schema_log: SchemaLog, credentials: tuple[str, str]):
+        if not all(credentials):
+            raise ValueError("the registry needs a user and a password for writes")
         self.log = schema_log
+        self.credentials = credentials
         self.state = RegistryState()
         # Every request runs under this lock (see dispatch): a write's plan -> append ->
         # apply is atomic, and a read never sees the state halfway through an apply.
@@ -291,9 +332,24 @@ ROUTES: list[tuple[str, str, Callable[[RegistryService, Request], Response]]] = 
 ]
 _COMPILED = [(method, re.compile(pattern + "/?"), handler) for method, pattern, handler in ROUTES]
 
+# What changes the registry: these need credentials. Lookups and compatibility tests
+# are POSTs too, but read only.
+WRITES = frozenset({
+    RegistryService.register,
+    RegistryService.delete_subject,
+    RegistryService.delete_version,
+    RegistryService.put_config,
+    RegistryService.delete_config,
+})
 
-def dispatch(service: RegistryService, method: str, raw_path: str, body: bytes) -> Response:
-    """Route one request and turn every failure into Confluent's error JSON."""
+
+def dispatch(
+    service: RegistryService, method: str, raw_path: str, body: bytes, authorization: str | None = None
+) -> Response:
+    """Route one request and turn every failure into Confluent's error JSON.
+
+    ``authorization`` is the request's Authorization header: required for WRITES,
+    checked whenever it is sent."""
     url = urlsplit(raw_path)
     query = parse_qs(url.query, keep_blank_values=True)
     path = url.path.rstrip("/") if url.path != "/" else ""
@@ -306,6 +362,11 @@ def dispatch(service: RegistryService, method: str, raw_path: str, body: bytes) 
             if route_method != method:
                 allowed = True
                 continue
+            if (handler in WRITES or authorization is not None) and not basic_auth_matches(
+                authorization, service.credentials
+            ):
+                log.warning("refused %s %s: missing or wrong credentials", method, url.path)
+                return UNAUTHORIZED
             # Decode segments only after matching, so an encoded '/' in a subject
             # name (%2F) cannot change the route.
             params = [unquote(p) for p in match.groups()]
@@ -329,7 +390,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
-        response = dispatch(self.server.service, self.command, self.path, body)  # type: ignore[attr-defined]
+        response = dispatch(
+            self.server.service, self.command, self.path, body, self.headers.get("Authorization")  # type: ignore[attr-defined]
+        )
         if isinstance(response.body, bytes):
             payload = response.body
         else:
@@ -337,6 +400,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in response.headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
         metrics.REGISTRY_REQUESTS.labels(self.command, str(response.status)).inc()
@@ -357,13 +422,16 @@ class RegistryServer:
     """The registry on a host and port. Binds at construction (port 0 = any free port),
     then replays the log; ``start()`` serves in a thread, ``serve_forever()`` in this one.
 
+    ``credentials`` (user, password) are what every write must present.
     Raises OSError if the address is taken and StoreError if the log cannot be replayed.
     """
 
-    def __init__(self, schema_log: SchemaLog, host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self, schema_log: SchemaLog, *, credentials: tuple[str, str], host: str = "127.0.0.1", port: int = 0
+    ):
         self._httpd = _HTTPServer((host, port), _Handler)
         try:
-            self.service = RegistryService(schema_log)
+            self.service = RegistryService(schema_log, credentials)
         except BaseException:
             self._httpd.server_close()
             raise
