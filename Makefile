@@ -21,15 +21,18 @@ $(STAMP): pyproject.toml | $(PY)
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # Prometheus and promtool come from Debian (alert rules, their unit tests, live alerts);
-# so does ZooKeeper, the coordinator chdb's S3Queue engine needs for continuous lake ingestion.
+# so does Chromium, the headless browser the dashboard tests drive with Playwright
+# (`playwright install` downloads its own browsers, which this project never does),
+# and ZooKeeper, the coordinator chdb's S3Queue engine needs for continuous lake ingestion.
 apt-packages:
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
-			|| [ ! -x /usr/share/zookeeper/bin/zkServer.sh ]; then \
-		echo "installing Debian packages: prometheus zookeeper"; \
+	    || ! command -v chromium >/dev/null 2>&1 || [ ! -x /usr/share/zookeeper/bin/zkServer.sh ]; then \
+		echo "installing Debian packages: prometheus chromium zookeeper"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus zookeeper >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium zookeeper >/dev/null; \
 	fi
 	@command -v promtool >/dev/null || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
+	@command -v chromium >/dev/null || { echo "chromium still missing after apt-get install chromium" >&2; exit 1; }
 
 demo: setup
 	$(VENV)/bin/ecoretrofit demo $(DEMO_ARGS)

@@ -12,8 +12,8 @@ import time
 
 from ecoretrofit.config import Settings
 
-SECTIONS = ("produce", "process", "latency", "live", "detectors", "ingest", "queries")
-DEFAULT = ("produce", "process", "latency", "detectors")
+SECTIONS = ("produce", "process", "latency", "live", "detectors", "predictor", "ingest", "queries", "twin")
+DEFAULT = ("produce", "process", "latency", "detectors", "predictor")
 
 
 def add_arguments(parser) -> None:
@@ -26,6 +26,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--live-duration", type=float, default=60.0, help="live: seconds of load")
     parser.add_argument("--ingest-readings", type=int, default=300_000,
                         help="ingest: readings stored by each path (Kafka engine, sink, bulk insert)")
+    parser.add_argument("--twin-homes", type=int, default=10_000, help="twin: twins behind the API")
+    parser.add_argument("--twin-live-homes", type=int, default=1_000, help="twin: homes live for the dashboard")
     parser.add_argument("--query-rows", type=int, default=10_000_000,
                         help="queries: readings bulk-inserted before the queries are timed")
 
@@ -39,7 +41,7 @@ def run(args, settings: Settings) -> int:
     if unknown:
         raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
     results: dict[str, object] = {}
-    needs_stack = set(sections) - {"detectors"}
+    needs_stack = set(sections) - {"detectors", "predictor"}
     stack = LocalStack(settings, log=lambda line: print(line, file=sys.stderr))
     started = stack.up() if needs_stack else []
     try:
@@ -54,6 +56,10 @@ def run(args, settings: Settings) -> int:
                 results[name] = pipeline.bench_latency(settings)
             elif name == "live":
                 results[name] = pipeline.bench_live(settings, args.live_homes, args.live_workers, args.live_duration)
+            elif name == "predictor":
+                from maintenance.bench import measure_predictor_costs
+
+                results[name] = measure_predictor_costs()
             elif name == "detectors":
                 from processors.detectors.bench import measure_detector_costs
 
@@ -66,6 +72,12 @@ def run(args, settings: Settings) -> int:
                 from bench import warehouse
 
                 results[name] = warehouse.bench_queries(settings, rows=args.query_rows)
+            elif name == "twin":
+                from bench import twin
+
+                results[name] = {"api": twin.bench_api(settings, homes=args.twin_homes),
+                                 "what_if": twin.bench_what_if(settings),
+                                 "dashboard": twin.bench_dashboard(settings, homes=args.twin_live_homes)}
             print(f"  done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
     finally:
         if started:
@@ -111,6 +123,18 @@ def print_report(results: dict) -> None:
         from bench import warehouse
 
         warehouse.print_queries(results["queries"])
+    if "predictor" in results:
+        r = results["predictor"]
+        base = r["baseline_ewzscore"]
+        print("predictor (events/s on one core; baseline: ewzscore score + learn, same run):")
+        print(f"          RulPredictor.update per asset reading   {r['predictor']:>12,.0f}  "
+              f"({r['predictor'] / base:.1%} of baseline {base:,.0f})")
+        print(f"          workflow per telemetry reading          {r['workflow']:>12,.0f}  "
+              f"({r['workflow'] / base:.1%} of baseline)")
+    if "twin" in results:
+        from bench import twin
+
+        twin.print_twin(results["twin"])
     if "detectors" in results:
         print("detectors (events/s on one core, score_one + learn_one):")
         width = max(map(len, results["detectors"]), default=0)

@@ -32,6 +32,8 @@ PORT_OFFSETS = {
     "warehouse": 123,
     "s3": 333,
     "prometheus": 90,
+    "twin": 180,  # the digital-twin service (API and dashboard)
+    "assistant": 181,  # the assistant's MCP server over streamable HTTP
     "metrics": 100,  # first /metrics port; services take consecutive ones
     # SeaweedFS internals: every port explicit or it picks defaults (+10000 gRPC).
     "weed_master": 334,
@@ -85,11 +87,15 @@ class Settings:
     topic_telemetry: str = topics.TELEMETRY.name
     topic_anomalies: str = topics.ANOMALIES.name
     topic_alerts: str = topics.ALERTS.name
+    topic_workorders: str = topics.WORK_ORDERS.name
+    topic_predictions: str = topics.PREDICTIONS.name
     topic_deadletter: str = topics.DEADLETTER.name
     topic_schemas: str = topics.SCHEMAS.name
     telemetry_partitions: int = topics.TELEMETRY.partitions
     anomalies_partitions: int = topics.ANOMALIES.partitions
     alerts_partitions: int = topics.ALERTS.partitions
+    workorders_partitions: int = topics.WORK_ORDERS.partitions
+    predictions_partitions: int = topics.PREDICTIONS.partitions
 
     # simulation
     homes: int = 1000
@@ -119,6 +125,14 @@ class Settings:
     # observability
     metrics_port: int = 0  # 0 -> derived; each service adds its own offset
     log_level: str = "INFO"
+
+    # the language model behind `ecoretrofit explain` (empty provider: the deterministic
+    # analysis only). "openai": any OpenAI-compatible chat-completions endpoint;
+    # "anthropic": the Messages API. The URL is the API's base, without the path.
+    llm_provider: str = ""
+    llm_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = field(default="", repr=False)
 
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 

@@ -4,12 +4,15 @@ Brings the local stack up (unless it already runs), starts a Faust worker, strea
 1,000 simulated homes live with a few injected faults, waits for the warehouse to
 catch up, and prints what happened: readings produced vs stored, faults injected vs
 anomalies found, the most anomalous homes, and what to run next. Ctrl-C stops
-everything it started.
+everything it started. The dashboard (the twin service of the stack) is printed with
+its token at the start; ``--keep`` keeps the city live after the summary (stack,
+processor and simulator) until Ctrl-C, so a newcomer can explore it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +29,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--homes", type=int, default=None, help="homes to simulate (default ECO_HOMES, 1000)")
     parser.add_argument("--faults", type=int, default=2, help="faults injected per kind (default 2)")
     parser.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    parser.add_argument("--keep", action="store_true",
+                        help="after the summary keep everything up, the city live, until Ctrl-C")
     parser.add_argument("--prometheus", action="store_true", help="also start Prometheus with the alert rules")
 
 
@@ -43,7 +48,8 @@ def run(args, settings: Settings) -> int:
     print(f"EcoRetrofit Streams demo: {homes} homes for {args.duration:.0f}s\n")
     print("1/4 local stack")
     started = stack.up()
-    processor = None
+    print(f"\n    dashboard  {dashboard_url(settings)}\n")
+    processor = live = None
     try:
         print("2/4 stream processor (Faust worker)")
         processor = _start_processor(settings)
@@ -52,17 +58,42 @@ def run(args, settings: Settings) -> int:
         print("4/4 waiting for the warehouse to store every reading")
         report = _collect(settings, run, plan, stats)
         _print_summary(settings, report)
-        return 0 if report["stored"] == stats.acked else 1
+        code = 0 if report["stored"] == stats.acked else 1
+        if args.keep:
+            # SIGTERM (a service manager, a background job) stops it like Ctrl-C does
+            signal.signal(signal.SIGTERM, _interrupt)
+            signal.signal(signal.SIGINT, _interrupt)
+            live = processes.start_cli(settings, "demo-simulate",
+                                       ["simulate", "--homes", str(homes), "--faults", str(args.faults), "--quiet"])
+            print(f"\nthe city stays live: open {dashboard_url(settings)}\nCtrl-C stops everything the demo started",
+                  flush=True)
+            while live.running():
+                time.sleep(1.0)
+            raise CommandError("the live simulator stopped; see logs/demo-simulate.log")
+        return code
     except KeyboardInterrupt:
         print("\ninterrupted: stopping what the demo started", file=sys.stderr)
-        return 130
+        return 130 if not args.keep else 0
     finally:
+        if live is not None:
+            live.stop()
         if processor is not None:
             processor.stop()
         if not args.keep_running and started:
             stack.down(only=started)
         elif started:
             print("\nthe stack keeps running: `ecoretrofit stack down` stops it")
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def dashboard_url(settings: Settings) -> str:
+    """The city dashboard with its read token in the fragment (never sent to the server)."""
+    from twin.auth import Tokens
+
+    return f"http://{settings.bind_host}:{settings.port('twin')}/#token={Tokens.for_data_dir(settings.data_dir).read}"
 
 
 def _start_processor(settings: Settings) -> processes.Proc:
@@ -181,3 +212,4 @@ def _print_summary(settings: Settings, r: dict) -> None:
     print(f'  ecoretrofit query "SELECT * FROM {db}.anomalies ORDER BY ts DESC LIMIT 20"')
     print(f'  ecoretrofit query "SELECT * FROM {db}.dead_letters LIMIT 10"')
     print("  ecoretrofit stack status")
+    print(f"  the dashboard: {dashboard_url(settings)}")

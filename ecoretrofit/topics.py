@@ -102,6 +102,42 @@ PROSE: dict[str, dict[str, object]] = {
         delivery="At-least-once.",
         dedup="Deduplicate on the event's id field.",
     ),
+    "workorders": dict(
+        title="maintenance work orders",
+        purpose=(
+            "Every version of every maintenance work order on a home's component (corrective, preventive, "
+            "predictive, inspection): opened, failure noted, closed with failure -> cause -> resolution codes. "
+            "The latest version (highest `version`) of an `order_id` is the order's state."
+        ),
+        producers=(
+            "maintenance systems, the city simulator's technicians (maintenance/fleet.py records; in live "
+            "`simulate --maintenance` they also close the orders they read here) and the maintenance worker "
+            "(`ecoretrofit maintain`: predictive orders, `order_id` PM-<asset_id>-<episode>, opened once per "
+            "asset and episode)"
+        ),
+        consumers=(
+            "the warehouse (ClickHouse `work_orders`, ReplacingMergeTree on version), reliability statistics, "
+            "the maintenance worker (labels: failures teach its predictor) and the simulator's technicians"
+        ),
+        ordering="Per asset (key asset_id): an order's versions arrive in order. No order across assets or partitions.",
+        delivery="At-least-once: a version may arrive twice; it is the same record.",
+        dedup="(order_id, version) identifies a record; keep the highest version per order_id.",
+    ),
+    "predictions": dict(
+        title="maintenance predictions",
+        purpose=(
+            "Per component, the probability of failure within a horizon, the remaining useful life and the "
+            "signals behind them, each time a home's health window closes (every 6 hours of event time)."
+        ),
+        producers="the maintenance worker (`ecoretrofit maintain`, maintenance/worker.py)",
+        consumers="the warehouse (ClickHouse `maintenance_predictions`), operators' dashboards",
+        ordering="Per asset (key asset_id), in event-time order of the windows.",
+        delivery=(
+            "At-least-once: after a restart the worker resumes from its last checkpoint, so the windows "
+            "since then are predicted and sent again, with the same values."
+        ),
+        dedup="`prediction_id` (asset, window end, model) is stable across re-processing: deduplicate on it.",
+    ),
     "deadletter": dict(
         title="dead letters",
         purpose="Messages the processor could not decode, kept byte for byte for inspection and replay.",
@@ -133,6 +169,8 @@ PROSE: dict[str, dict[str, object]] = {
 
 KEY_TEXT = {
     declared.HOME_ID_KEY: HOME_KEY,
+    declared.ASSET_ID_KEY: "asset_id as UTF-8 bytes, no schema (e.g. H000042-CP): every record of one asset "
+                           "on one partition",
     declared.SOURCE_KEY: "the original message's key bytes, unchanged (null if it had none)",
     declared.INTERNAL_KEY: "internal to the registry",
 }

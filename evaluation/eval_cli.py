@@ -30,7 +30,7 @@ from producers.faults import KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="eval_command", metavar="{nab,faults}")
+    sub = parser.add_subparsers(dest="eval_command", metavar="{nab,faults,rul,maintenance,explain}")
     sub.required = True
 
     nab = sub.add_parser("nab", help="score detectors on the Numenta Anomaly Benchmark",
@@ -49,6 +49,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nab.add_argument("--json", action="store_true", help="print the results as JSON")
     nab.add_argument("--files", action="store_true", help="also print the per-file breakdown (standard profile)")
 
+    from evaluation import rul
+
+    rul.add_arguments(sub.add_parser("rul", help="remaining-useful-life predictor on NASA C-MAPSS",
+                                     description=(rul.__doc__ or "").strip().split("\n")[0]))
+
+    from evaluation import maintenance_eval
+
+    maintenance_eval.add_arguments(sub.add_parser(
+        "maintenance", help="predictive vs preventive vs run-to-failure on the simulated city",
+        description=(maintenance_eval.__doc__ or "").strip().split("\n")[0]))
+
+    from evaluation import explain_eval
+
+    explain_eval.add_arguments(sub.add_parser(
+        "explain", help="does the deterministic analysis name the true cause of inefficiency?",
+        description=(explain_eval.__doc__ or "").strip().split("\n")[0]))
+
     faults = sub.add_parser("faults", help="score detectors on simulated homes with injected faults",
                             description="Inject seeded faults into simulated homes and score the detectors "
                                         "(event-level matching), in process or through Kafka.")
@@ -56,6 +73,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: object) -> int:
+    if args.eval_command == "maintenance":
+        from evaluation import maintenance_eval
+
+        return maintenance_eval.run(args, settings)
+    if args.eval_command == "explain":
+        from evaluation import explain_eval
+
+        return explain_eval.run(args, settings)
+    if args.eval_command == "rul":
+        from evaluation import rul
+
+        return rul.run(args, settings)
     if args.eval_command == "faults":
         return run_faults(args, settings)
     return _run_nab(args)

@@ -28,13 +28,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--faults", type=int, default=0, help="faults injected per kind (seeded scenario mix)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default ECO_SEED)")
     parser.add_argument("--ground-truth", default=None, help="write the injected faults to this JSON file")
+    parser.add_argument("--causes", type=float, default=0.0, metavar="FRACTION",
+                        help="give this share of homes a cause of inefficiency (producers.causes)")
+    parser.add_argument("--causes-truth", default=None, metavar="FILE",
+                        help="write each home's cause of inefficiency to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--maintenance", action="store_true",
+                        help="components wear out and fail; live: technicians act on the work-orders topic")
+    parser.add_argument("--technician-delay", type=float, default=None, metavar="HOURS",
+                        help="with --maintenance: hours from an order opening to the technician's visit (default 24)")
 
 
 def run(args, settings: Settings) -> int:
     from producers.faults import FaultPlan
     from producers.producer import TelemetryProducer, run_backfill, run_live
-    from producers.simulator import CitySimulator
+    from producers.causes import CausePlan
+    from producers.simulator import CitySimulator, home_id
 
     homes = args.homes or settings.homes
     seed = settings.seed if args.seed is None else args.seed
@@ -49,7 +58,24 @@ def run(args, settings: Settings) -> int:
         ticks = None
         start_ms = int(time.time() * 1000)
         span_ms = int((args.duration or 3600) * 1000)
-    sim = CitySimulator(homes, settings.regions, seed, start_ms, step_ms=step_ms)
+    maintenance = None
+    if args.maintenance:
+        from maintenance.assets import HOUR_MS
+        from maintenance.fleet import MaintenanceConfig
+
+        delay = MaintenanceConfig().technician_delay_ms if args.technician_delay is None \
+            else int(args.technician_delay * HOUR_MS)
+        maintenance = MaintenanceConfig(technician_delay_ms=delay)
+    elif args.technician_delay is not None:
+        raise CommandError("--technician-delay needs --maintenance")
+    if not 0.0 <= args.causes <= 1.0:
+        raise CommandError("--causes must be a fraction between 0 and 1")
+    causes = CausePlan.random([home_id(i) for i in range(homes)], seed, args.causes) if args.causes else None
+    sim = CitySimulator(homes, settings.regions, seed, start_ms, step_ms=step_ms,
+                        maintenance=maintenance, causes=causes)
+    if causes is not None and args.causes_truth:
+        with open(args.causes_truth, "w") as f:
+            json.dump([c.as_dict() for c in causes], f, indent=1)
     plan = None
     if args.faults:
         plan = FaultPlan.random(sim.home_ids, start_ms, span_ms, seed=seed, faults_per_kind=args.faults,
@@ -61,7 +87,18 @@ def run(args, settings: Settings) -> int:
     if args.backfill:
         stats = run_backfill(sim, producer, start_ms, ticks, step_ms, progress=not args.quiet, homes_hint=homes)
     else:
-        stats = asyncio.run(_live(sim, producer, args.duration, args.step, args.quiet))
+        technicians = None
+        if sim.fleet is not None:
+            from maintenance.technicians import TopicTechnicians
+
+            technicians = TopicTechnicians(settings, sim.fleet)
+        try:
+            stats = asyncio.run(_live(sim, producer, args.duration, args.step, args.quiet, technicians))
+        finally:
+            if technicians is not None:
+                technicians.close()
+                print(f"technicians: {technicians.taken} orders taken from {settings.topic_workorders}, "
+                      f"{technicians.published} work-order versions published")
     elapsed = time.monotonic() - t0
     if plan is not None and args.ground_truth:
         with open(args.ground_truth, "w") as f:
@@ -71,11 +108,12 @@ def run(args, settings: Settings) -> int:
         f"({stats.sent / max(elapsed, 1e-9):,.0f}/s): {stats.acked:,} acknowledged, {stats.failed:,} failed"
         + (f" {stats.errors}" if stats.failed else "")
         + (f"; {len(plan.ground_truth())} faults injected" if plan else "")
+        + (f"; {len(causes)} homes with a cause of inefficiency" if causes else "")
     )
     return 0 if stats.failed == 0 and stats.in_flight == 0 else 1
 
 
-async def _live(sim, producer, duration, step_s, quiet):
+async def _live(sim, producer, duration, step_s, quiet, technicians=None):
     from producers.producer import run_live
 
     stop = asyncio.Event()
@@ -84,6 +122,8 @@ async def _live(sim, producer, duration, step_s, quiet):
         loop.add_signal_handler(sig, stop.set)
 
     def progress(ticks: int, n: int) -> None:
+        if technicians is not None:
+            technicians.step()
         if not quiet and ticks % 10 == 0:
             s = producer.stats
             print(f"tick {ticks}: produced {s.sent:,}, acknowledged {s.acked:,}", flush=True)

@@ -24,6 +24,16 @@ with numpy:
   recirculation loop with UV steriliser: flow = recirculation + demand (shower peaks),
   outlet temperature dips with demand, UV intensity and pump pressure fall with flow.
   Homes without one report ``None`` (``NaN`` in ``tick_columns``).
+- **components** (optional, ``maintenance=MaintenanceConfig()``): each home's bill of
+  materials (``maintenance.fleet.Fleet``, ``sim.fleet``) wears out; a worn component
+  changes its home's physics or sensors (a worn pump shakes and loses pressure, a UV
+  lamp dims, a filter clogs, a heat pump's COP falls, insulation leaks), a failed one
+  stops, and technicians reset the wear. Only homes with a worn or failed component are
+  touched, and the fleet draws from its own hash streams, never the noise generator.
+- **causes of inefficiency** (optional, ``causes=CausePlan``, ``producers.causes``):
+  poor insulation, a degraded heat pump, a high thermostat, no night set-back, an
+  always-on load, a pump that never stops, for the whole run, with ground truth. Only
+  the homes with a cause are touched.
 
 Per-home parameters come from a counter-based hash of ``(seed, home index)``, so home
 ``H000042`` is the same home in a city of 100 or of 100,000. Noise comes from one
@@ -58,6 +68,9 @@ from typing import Sequence
 import numpy as np
 
 import schemas
+from ecoretrofit.hashing import uniforms as _uniforms
+from maintenance.fleet import Fleet, MaintenanceConfig
+from producers.causes import CauseEffects, CausePlan
 from producers.faults import FaultPlan, FaultRecord
 
 #: The TelemetryReading fields, in schema order.
@@ -71,24 +84,6 @@ DAY_MS = 86_400_000
 def home_id(index: int) -> str:
     """``H`` + the zero-padded home index: ``home_id(42) == 'H000042'``."""
     return f"H{index:06d}"
-
-
-# --------------------------------------------------------------- hashing
-_U64 = np.uint64
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    x = x + _U64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return x ^ (x >> _U64(31))
-
-
-def _uniforms(seed: int, index: np.ndarray, stream: int) -> np.ndarray:
-    """U[0, 1) per index, a pure function of (seed, index, stream)."""
-    key = _splitmix64(np.array([(seed * 1_000_003 + stream) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-    h = _splitmix64(index.astype(np.uint64) ^ key)
-    return (h >> _U64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 # --------------------------------------------------------------- daily profiles
@@ -113,6 +108,71 @@ WATER_WEEKDAY = 0.02 + 0.90 * _bump(7.0, 0.6) + 0.15 * _bump(13.0, 2.0) + 0.55 *
 WATER_WEEKEND = 0.02 + 0.80 * _bump(9.3, 1.0) + 0.25 * _bump(13.5, 2.5) + 0.55 * _bump(20.5, 1.3)
 #: Thermostat night set-back (0 by day, 1 at night, one-hour ramps).
 SETBACK = np.where(_HOURS >= 12, _smoothstep(22.5, 23.5), 1.0 - _smoothstep(5.5, 6.5))
+
+#: Share of a home's non-HVAC electricity that ends up as heat indoors.
+INTERNAL_GAIN_FRACTION = 0.7
+#: Extra circulation-pump electricity per litre/minute of flow, W.
+PUMP_W_PER_LPM = 6.0
+#: Relative rise of the circulation pump's vibration per litre/minute of flow.
+PUMP_VIB_PER_LPM = 0.015
+#: Proportional thermostat gain, in multiples of the home's loss UA.
+CONTROL_GAIN_PER_UA = 3.0
+
+
+# ------------------------------------------------- physics shared with twin/ (pure)
+def calendar(ts: int) -> tuple[float, int, float, bool, float]:
+    """``(hour, minute of day, day of year, weekend, season)`` of a UTC millisecond
+    timestamp; ``season`` is -1 around 20 January and +1 half a year later."""
+    tm = time.gmtime(ts // 1000)
+    ms_of_day = ts % DAY_MS
+    hour = ms_of_day / 3_600_000.0
+    minute = ms_of_day // 60_000
+    doy = tm.tm_yday - 1 + ms_of_day / DAY_MS
+    season = -math.cos(2 * math.pi * (doy - 20.0) / 365.25)
+    return hour, minute, doy, tm.tm_wday >= 5, season
+
+
+def region_climate(seed: int, regions: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per region: annual mean outdoor temperature, seasonal and daily amplitude (C),
+    from the region's name, so it does not depend on order."""
+    ridx = np.array([zlib.crc32(r.encode()) for r in regions], dtype=np.uint64)
+
+    def ru(stream: int) -> np.ndarray:
+        return _uniforms(seed, ridx, 1000 + stream)
+
+    return 7.0 + 6.0 * ru(0), 7.0 + 4.0 * ru(1), 3.0 + 3.0 * ru(2)
+
+
+def outdoor_normal(mean, season_amp, daily_amp, hour: float, season: float):
+    """The climate's outdoor temperature without weather (coldest before dawn)."""
+    daily = -math.cos(2 * math.pi * (hour - 4.5) / 24.0)
+    return mean + season_amp * season + daily_amp * daily
+
+
+def sun_fraction(hour: float, season: float) -> float:
+    """Sun on a clear day, 0 at night .. 1 at noon; days are longer in summer."""
+    half_day = 6.0 + 2.0 * season
+    return max(0.0, math.cos(0.5 * math.pi * (hour - 12.5) / half_day)) if abs(hour - 12.5) < half_day else 0.0
+
+
+def solar_gain_w(size, sun: float, season: float):
+    """Solar heat gain through a home of relative ``size``."""
+    return (350.0 * (0.65 + 0.35 * season) * sun) * size
+
+
+def heat_pump_step(t_in, t_out, sp, ua, heat_cap, gain, q_int, solar, q_heat_max, q_cool_max, cop, dt: float,
+                   hvac_cap=None):
+    """One step of the one-node thermal model with its heat pump: feed-forward plus
+    proportional control toward ``sp``, saturating at capacity. Returns
+    ``(indoor temperature after dt, heat delivered W (< 0: cooling), HVAC electricity W)``."""
+    q = ua * (sp - t_out) - q_int - solar + gain * (sp - t_in)
+    np.clip(q, -q_cool_max, q_heat_max, out=q)
+    if hvac_cap is not None:
+        q *= hvac_cap
+    t_next = t_in + (dt / heat_cap) * (ua * (t_out - t_in) + q_int + solar + q)
+    hvac_w = np.where(q > 0, q / cop, -q / (1.15 * cop)) + 0.02 * np.abs(q)
+    return t_next, q, hvac_w
+
 
 # AR(1) processes: name -> (stationary sd, time constant s)
 _AR = {
@@ -166,6 +226,8 @@ class CitySimulator:
         step_ms: int = 1000,
         water_fraction: float = 0.35,
         faults: FaultPlan | None = None,
+        maintenance: MaintenanceConfig | None = None,
+        causes: CausePlan | None = None,
     ):
         if homes < 1:
             raise ValueError("homes must be at least 1")
@@ -211,7 +273,7 @@ class CitySimulator:
         self.ua = 150.0 * self.size * self.insulation  # W/K
         tau_s = (4.0 + 6.0 * u(4)) * 3600.0
         self.heat_cap = self.ua * tau_s  # J/K
-        self.gain = 3.0 * self.ua  # proportional controller, W/K
+        self.gain = CONTROL_GAIN_PER_UA * self.ua  # proportional controller, W/K
         self.setpoint = 19.5 + 2.5 * u(5)
         self.setback = np.where(u(7) < 0.6, 1.0 + 2.0 * u(6), 0.0)
         self.shift_min = np.round((u(8) * 2.0 - 1.0) * 60.0).astype(np.int64)
@@ -233,15 +295,26 @@ class CitySimulator:
         self.p0 = (2.6 + 0.8 * u(20))[w]
         self.pump_w = np.where(self.has_water, 60.0 + 80.0 * u(21), 0.0)
 
+        # ---- causes of inefficiency (optional): the home as it really is, for the whole
+        # run; the register (``insulation``, the rated COP) keeps what it was built as.
+        self.causes: CausePlan | None = causes
+        self._pump_add_w: np.ndarray | None = None
+        self._pump_vib_add: np.ndarray | None = None
+        if causes is not None and len(causes):
+            e = CauseEffects.of(causes, self.home_index, n)
+            self.ua = self.ua * e.ua_factor  # heat capacity stays: a shorter time constant
+            self.gain = CONTROL_GAIN_PER_UA * self.ua
+            self.q_heat_max = self.ua * 36.0 * e.capacity_factor
+            self.q_cool_max = self.ua * 16.0 * e.capacity_factor
+            self.cop = self.cop * e.cop_factor
+            self.setpoint = self.setpoint + e.setpoint_add_c
+            self.setback = np.where(e.no_setback, 0.0, self.setback)
+            self.base_load = self.base_load + e.base_add_w
+            if e.pump_add_w.any():
+                self._pump_add_w, self._pump_vib_add = e.pump_add_w, e.pump_vib_add
+
         # ---- regions: climate from the region's name, so it does not depend on order
-        ridx = np.array([zlib.crc32(r.encode()) for r in regions], dtype=np.uint64)
-
-        def ru(stream: int) -> np.ndarray:
-            return _uniforms(self.seed, ridx, 1000 + stream)
-
-        self.clim_mean = 7.0 + 6.0 * ru(0)
-        self.clim_season = 7.0 + 4.0 * ru(1)
-        self.clim_daily = 3.0 + 3.0 * ru(2)
+        self.clim_mean, self.clim_season, self.clim_daily = region_climate(self.seed, regions)
 
         # ---- dynamic state
         self._rng = np.random.default_rng(self.seed)
@@ -261,6 +334,14 @@ class CitySimulator:
         self._ar_cache: dict[float, dict[str, tuple[float, float]]] = {}
         # one draw per tick, carved into views
         self._nz = 9 * n + 7 * nw + 3 * r
+
+        # ---- components (optional): wear and failures of each home's bill of materials
+        self._wpos = np.full(n, -1, dtype=np.int64)
+        self._wpos[w] = np.arange(nw)
+        self.fleet: Fleet | None = None
+        if maintenance is not None:
+            self.fleet = Fleet(self.seed, self.home_ids, self.home_regions, self.has_water, self.now_ms,
+                               maintenance, home_indices=range(n))
 
         # ---- faults
         self._groups: list[_Group] = []
@@ -433,17 +514,28 @@ class CitySimulator:
         o += 7 * nw
         zr = [z[o + k * r : o + (k + 1) * r] for k in range(3)]
 
-        tm = time.gmtime(ts // 1000)
-        ms_of_day = ts % DAY_MS
-        hour = ms_of_day / 3_600_000.0
-        minute = ms_of_day // 60_000
-        doy = tm.tm_yday - 1 + ms_of_day / DAY_MS
-        weekend = tm.tm_wday >= 5
+        hour, minute, doy, weekend, season = calendar(ts)
         mins = (minute + self.shift_min) % 1440
 
         active = self._active(ts)
         ua = self.ua
+        cop = self.cop
         hvac_cap = None
+        wear: dict = {}
+        if self.fleet is not None:
+            self.fleet.advance(ts)
+            wear = self.fleet.wear(ts)
+            if "envelope" in wear:
+                i, x, failed = wear["envelope"]
+                ua = ua.copy()
+                ua[i] *= np.where(failed, 1.8, 1.0 + 0.6 * x)
+            if "heat_pump" in wear:
+                i, x, failed = wear["heat_pump"]
+                cop = cop.copy()
+                cop[i] *= 1.0 - 0.4 * x
+                if failed.any():
+                    hvac_cap = np.ones(n)
+                    hvac_cap[i[failed]] = 0.0
         for g in active:
             a = g.act
             if g.kind == "insulation_degradation":
@@ -451,11 +543,9 @@ class CitySimulator:
                 ua[g.idx[a]] *= 1.0 + g.mag[a] * g.frac(a, ts)
             elif g.kind == "hvac_failure":
                 hvac_cap = np.ones(n) if hvac_cap is None else hvac_cap
-                hvac_cap[g.idx[a]] = np.clip(1.0 - g.mag[a], 0.0, 1.0)
+                hvac_cap[g.idx[a]] *= np.clip(1.0 - g.mag[a], 0.0, 1.0)
 
         # ---- weather (per region, then per home)
-        season = -math.cos(2 * math.pi * (doy - 20.0) / 365.25)
-        daily = -math.cos(2 * math.pi * (hour - 4.5) / 24.0)
         phi, sd = ar["weather_slow"]
         self._weather_slow = phi * self._weather_slow + sd * zr[0]
         phi, sd = ar["weather_fast"]
@@ -463,29 +553,24 @@ class CitySimulator:
         phi, sd = ar["feeder"]
         self._feeder = phi * self._feeder + sd * zr[2]
         t_region = (
-            self.clim_mean + self.clim_season * season + self.clim_daily * daily + self._weather_slow + self._weather_fast
+            outdoor_normal(self.clim_mean, self.clim_season, self.clim_daily, hour, season)
+            + self._weather_slow + self._weather_fast
         )
         t_out = t_region[self.region_idx] + self.micro
-        half_day = 6.0 + 2.0 * season
-        sun = max(0.0, math.cos(0.5 * math.pi * (hour - 12.5) / half_day)) if abs(hour - 12.5) < half_day else 0.0
-        solar = (350.0 * (0.65 + 0.35 * season) * sun) * self.size
+        solar = solar_gain_w(self.size, sun_fraction(hour, season), season)
 
         # ---- occupants
         occ_prof = (OCC_WEEKEND if weekend else OCC_WEEKDAY)[mins]
         phi, sd = ar["occ"]
         self._occ = phi * self._occ + sd * zn()
         occ = self.occ_load * occ_prof * np.exp(self._occ)
-        q_int = 0.7 * (self.base_load + occ)
+        q_int = INTERNAL_GAIN_FRACTION * (self.base_load + occ)
 
         # ---- thermal model and HVAC
         sp = self.setpoint - self.setback * SETBACK[mins]
-        t_in = self._indoor
-        q = ua * (sp - t_out) - q_int - solar + self.gain * (sp - t_in)
-        np.clip(q, -self.q_cool_max, self.q_heat_max, out=q)
-        if hvac_cap is not None:
-            q *= hvac_cap
-        self._indoor = t_in + (dt / self.heat_cap) * (ua * (t_out - t_in) + q_int + solar + q)
-        hvac_w = np.where(q > 0, q / self.cop, -q / (1.15 * self.cop)) + 0.02 * np.abs(q)
+        self._indoor, q, hvac_w = heat_pump_step(
+            self._indoor, t_out, sp, ua, self.heat_cap, self.gain, q_int, solar, self.q_heat_max, self.q_cool_max,
+            cop, dt, hvac_cap)
 
         # ---- water system
         flow_w = None
@@ -495,6 +580,13 @@ class CitySimulator:
             self._demand = phi * self._demand + sd * zw[0]
             demand = self.demand_peak * wprof * np.exp(self._demand)
             flow_w = self.recirc + demand + 0.05 * zw[1]
+            if "circulation_pump" in wear:  # a stopped pump: no recirculation
+                i, x, failed = wear["circulation_pump"]
+                p = self._wpos[i[failed]]
+                flow_w[p] = np.maximum(flow_w[p] - self.recirc[p], 0.0)
+            if "water_filter" in wear:  # clogging
+                i, x, failed = wear["water_filter"]
+                flow_w[self._wpos[i]] *= np.where(failed, 0.2, 1.0 - 0.35 * x)
             phi, sd = ar["wtemp"]
             self._wtemp = phi * self._wtemp + sd * zw[2]
             wtemp_w = self.hot_sp - 0.22 * demand + self._wtemp + 0.05 * zw[4]
@@ -502,11 +594,28 @@ class CitySimulator:
             phi, sd = ar["press"]
             self._press = phi * self._press + sd * zw[5]
             press_w = self.p0 - 0.003 * flow_w * flow_w + self._press + 0.015 * zw[6]
+            if "circulation_pump" in wear:  # bearing wear: pressure falls
+                i, x, failed = wear["circulation_pump"]
+                p = self._wpos[i]
+                press_w[p] = np.where(failed, 0.1 * self.p0[p], press_w[p] - 0.6 * x)
+            if "water_filter" in wear:
+                i, x, failed = wear["water_filter"]
+                press_w[self._wpos[i]] += np.where(failed, 0.8, 0.5 * x)
+            if "uv_lamp" in wear:
+                i, x, failed = wear["uv_lamp"]
+                p = self._wpos[i]
+                uv_w[p] = np.where(failed, 0.02 * self.uv0[p], uv_w[p] * (1.0 - 0.55 * x))
+            if "water_heater" in wear:
+                i, x, failed = wear["water_heater"]
+                p = self._wpos[i]
+                wtemp_w[p] = np.where(failed, wtemp_w[p] - 35.0, wtemp_w[p] - 10.0 * x)
 
         # ---- power and energy
         p_true = self.base_load + occ + hvac_w
+        if self._pump_add_w is not None:
+            p_true = p_true + self._pump_add_w
         if nw:
-            p_true[w] += self.pump_w[w] + 6.0 * flow_w
+            p_true[w] += self.pump_w[w] + PUMP_W_PER_LPM * flow_w
         p_true = np.abs(p_true + (8.0 + 0.015 * p_true) * zn())
         self._energy = self._energy + p_true * (dt / 3_600_000.0)
 
@@ -515,8 +624,16 @@ class CitySimulator:
         volt = 231.0 + self._feeder[self.region_idx] + self.v_offset - 3.0 * city_load - 0.00045 * p_true + 0.3 * zn()
         pump_part = self.pump_vib.copy()
         if nw:
-            pump_part[w] *= 1.0 + 0.015 * flow_w
+            pump_part[w] *= 1.0 + PUMP_VIB_PER_LPM * flow_w
+        if self._pump_vib_add is not None:
+            pump_part += self._pump_vib_add
         vib = (self.vib_base + pump_part) * np.exp(0.06 * zn())
+        if "circulation_pump" in wear:  # bearing wear shakes; a stopped pump does not
+            i, x, failed = wear["circulation_pump"]
+            vib[i] *= np.where(failed, self.vib_base[i] / (self.vib_base[i] + pump_part[i]), 1.0 + 3.0 * x)
+        if "inverter" in wear:
+            i, x, failed = wear["inverter"]
+            volt[i] = np.where(failed, 0.85 * volt[i], volt[i] - 8.0 * x)
 
         # ---- sensors
         phi, sd = ar["indoor"]
@@ -542,6 +659,8 @@ class CitySimulator:
             cols["pump_pressure_bar"][w] = press_w
         self._seq += 1
         emitted = np.ones(n, dtype=bool)
+        if "meter" in wear:  # a failed meter sends nothing
+            emitted[wear["meter"][0]] = False
 
         # ---- sensor faults (physical ones were applied above)
         stuck: list[_Group] = []

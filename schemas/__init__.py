@@ -14,6 +14,8 @@ from importlib import resources
 TELEMETRY_READING = "telemetry_reading"
 ANOMALY_EVENT = "anomaly_event"
 ALERT_EVENT = "alert_event"
+WORK_ORDER = "work_order"
+MAINTENANCE_PREDICTION = "maintenance_prediction"
 
 
 @lru_cache(maxsize=None)

@@ -14,7 +14,7 @@ optionally ``<kind>_partitions``) attributes, normally ``ecoretrofit.config.Sett
 >>> TELEMETRY.name, TELEMETRY.partitions, TELEMETRY.subject()
 ('eco.telemetry.v1', 8, 'eco.telemetry.v1-value')
 >>> [t.kind for t in TOPICS]
-['telemetry', 'anomalies', 'alerts', 'deadletter', 'schemas']
+['telemetry', 'anomalies', 'alerts', 'workorders', 'predictions', 'deadletter', 'schemas']
 >>> dict(SCHEMAS.config)
 {'cleanup.policy': 'compact', 'retention.ms': '-1'}
 """
@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from schemas import ALERT_EVENT, ANOMALY_EVENT, TELEMETRY_READING
+from schemas import ALERT_EVENT, ANOMALY_EVENT, MAINTENANCE_PREDICTION, TELEMETRY_READING, WORK_ORDER
 
 # Key encodings (what a consumer needs to know about the key bytes).
 HOME_ID_KEY = "home_id"  # UTF-8 home id, no schema: partition = murmur2(key)
+ASSET_ID_KEY = "asset_id"  # UTF-8 asset id (<home_id>-<type code>), no schema
 SOURCE_KEY = "source"  # the original message's key bytes, unchanged
 INTERNAL_KEY = "internal"  # private to the one service that owns the topic
 
@@ -70,6 +71,9 @@ class Topic:
 TELEMETRY = Topic("telemetry", "eco.telemetry.v1", 8, HOME_ID_KEY, TELEMETRY_READING, compatibility=BACKWARD)
 ANOMALIES = Topic("anomalies", "eco.anomalies.v1", 4, HOME_ID_KEY, ANOMALY_EVENT, compatibility=BACKWARD)
 ALERTS = Topic("alerts", "eco.alerts.v1", 4, HOME_ID_KEY, ALERT_EVENT, compatibility=BACKWARD)
+WORK_ORDERS = Topic("workorders", "eco.workorders.v1", 4, ASSET_ID_KEY, WORK_ORDER, compatibility=BACKWARD)
+PREDICTIONS = Topic("predictions", "eco.predictions.v1", 4, ASSET_ID_KEY, MAINTENANCE_PREDICTION,
+                    compatibility=BACKWARD)
 # One partition: dead letters keep the order the processor met them in.
 DEADLETTER = Topic("deadletter", "eco.deadletter.v1", 1, SOURCE_KEY, None, partitions_configurable=False)
 # The schema registry's log: one partition (totally ordered) that must never expire,
@@ -80,7 +84,7 @@ SCHEMAS = Topic(
     partitions_configurable=False,
 )
 
-TOPICS: tuple[Topic, ...] = (TELEMETRY, ANOMALIES, ALERTS, DEADLETTER, SCHEMAS)
+TOPICS: tuple[Topic, ...] = (TELEMETRY, ANOMALIES, ALERTS, WORK_ORDERS, PREDICTIONS, DEADLETTER, SCHEMAS)
 BY_KIND: Mapping[str, Topic] = MappingProxyType({t.kind: t for t in TOPICS})
 
 

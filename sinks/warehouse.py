@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import schemas
 from ecoretrofit.config import ConfigError, Settings
 from ecoretrofit.errors import CommandError
 
@@ -108,11 +109,39 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         "topic_telemetry": settings.topic_telemetry,
         "topic_anomalies": settings.topic_anomalies,
         "topic_alerts": settings.topic_alerts,
+        "topic_workorders": settings.topic_workorders,
+        "topic_predictions": settings.topic_predictions,
         "consumer_group_prefix": "eco-warehouse",
         # the plausibility contract of a reading (schemas/plausibility.py) as SQL
         "telemetry_reasons": reasons,
         "telemetry_dead_letter_error": dead_letter_error_sql(reasons),
+        # what each column means, for people and assistants reading system.columns
+        "telemetry_column_comments": column_comments_sql(schemas.TELEMETRY_READING, TELEMETRY_EXTRA_COMMENTS),
     }
+
+
+#: Telemetry columns the warehouse adds to the Avro fields.
+TELEMETRY_EXTRA_COMMENTS = {
+    "kafka_partition": "Kafka partition the reading was consumed from.",
+    "kafka_offset": "Kafka offset of the reading in its partition.",
+    "ingested_at": "When the warehouse stored the reading (UTC).",
+}
+
+
+def column_comments_sql(schema_name: str, extra: dict[str, str] | None = None) -> str:
+    """``COMMENT COLUMN`` clauses of an ``ALTER TABLE`` from an Avro schema's field docs
+    (declared once, in the schema) plus ``extra``.
+
+    >>> print(column_comments_sql("telemetry_reading", {"x": "it's"}).split(", ")[-1])
+    COMMENT COLUMN x 'it\\'s'
+    """
+    docs = {f["name"]: f["doc"] for f in schemas.schema_dict(schema_name)["fields"] if f.get("doc")}
+    docs.update(extra or {})
+
+    def literal(text: str) -> str:
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return ", ".join(f"COMMENT COLUMN {name} {literal(doc)}" for name, doc in docs.items())
 
 
 def render_ddl(settings: Settings, directory: Path | str | None = None) -> list[str]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("ecoretrofit", "producers", "processors", "schemas", "sinks", "infra", "bench", "evaluation")
+PACKAGES = ("ecoretrofit", "producers", "processors", "schemas", "sinks", "infra", "bench", "evaluation", "maintenance",
+            "twin", "assistant")
 
 
 def is_cli(module: str) -> bool:

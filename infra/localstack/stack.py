@@ -174,6 +174,15 @@ class LocalStack:
                 env=child_env,
                 healthy=lambda: http_ok(f"http://{_connect_host(host)}:{metrics.port_for(s, 'consumers')}/metrics"),
             ),
+            Component(
+                # the digital twins: API and dashboard, live from the topics
+                name="twin",
+                argv=py + ["twin"],
+                ports=[s.port("twin")],
+                env=child_env,
+                healthy=lambda: http_ok(f"http://{_connect_host(host)}:{s.port('twin')}/health"),
+                start_timeout=120.0,
+            ),
         ]
         if self.with_prometheus:
             comps.append(self._prometheus_component())

@@ -1,0 +1,57 @@
+"""Bearer tokens of the twin API: a read token and a write token, generated once per
+data directory (``twin-tokens.env``, mode 600) like the stack's other credentials,
+never in the repository.
+
+>>> import tempfile, pathlib
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> t = Tokens.for_data_dir(d)
+>>> t == Tokens.for_data_dir(d), t.scope_of(t.read), t.scope_of(t.write), t.scope_of("guess")
+(True, 'read', 'write', None)
+>>> oct((d / "twin-tokens.env").stat().st_mode & 0o777)
+'0o600'
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TOKENS_FILE = "twin-tokens.env"
+
+
+@dataclass(frozen=True)
+class Tokens:
+    read: str = field(repr=False)
+    write: str = field(repr=False)
+
+    def scope_of(self, token: str) -> str | None:
+        """'write', 'read' or None; compared in constant time."""
+        if hmac.compare_digest(token.encode(), self.write.encode()):
+            return "write"
+        if hmac.compare_digest(token.encode(), self.read.encode()):
+            return "read"
+        return None
+
+    @staticmethod
+    def path(data_dir: Path) -> Path:
+        return Path(data_dir) / TOKENS_FILE
+
+    @classmethod
+    def for_data_dir(cls, data_dir: Path) -> "Tokens":
+        path = cls.path(data_dir)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(f"read={secrets.token_urlsafe(24)}\nwrite={secrets.token_urlsafe(24)}\n")
+            tmp.chmod(0o600)
+            try:
+                os.link(tmp, path)  # first writer wins across processes
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        values = dict(line.split("=", 1) for line in path.read_text().split())
+        return cls(read=values["read"], write=values["write"])
