@@ -92,10 +92,11 @@ CONFIG_XML = """<clickhouse>
     <timezone>UTC</timezone>
     <background_message_broker_schedule_pool_size>16</background_message_broker_schedule_pool_size>
     <kafka>
-        <!-- A block is written (with every view) between two polls. Under a backfill
-             that took more than 10 s: the consumer was dropped from its group, its
-             commit refused, and the block read again (1.3% duplicates at 10M). -->
-        <max_poll_interval_ms>60000</max_poll_interval_ms>
+        <!-- Also the rebalance timeout the consumers send when they join: at 60 s a
+             restarted warehouse's consumers sat without partitions for 43 s, then for
+             more than 90 s (tests/test_kafka_engine_restarts.py); at 10 s they resumed
+             in 2-12 s. So a block must be written within 10 s (010_telemetry.sql). -->
+        <max_poll_interval_ms>10000</max_poll_interval_ms>
         <session_timeout_ms>6000</session_timeout_ms>
         <heartbeat_interval_ms>1000</heartbeat_interval_ms>
         <!-- Tansu holds a fetch for much of the max wait even when data is there:
@@ -253,30 +254,8 @@ class Engine:
     def close(self) -> None:
         with self._lock:  # waits for the running query
             if self._conn is not None:
-                self._leave_consumer_groups()
                 self._conn.close()
                 self._conn = None
-
-    def _leave_consumer_groups(self) -> None:
-        """Stop every Kafka-engine table's consumers the way a server shutdown does.
-
-        Closing the chdb connection does not shut the embedded server down: the process
-        exits with its consumers still members of their groups, and the broker keeps
-        assigning partitions to those dead members (no consumer reads them, yet their
-        committed offsets look complete) until it expires them. DETACH (not PERMANENT:
-        the table is attached again when the data directory is next opened) commits the
-        last written block and leaves the group, so the next start rebalances at once.
-        """
-        try:
-            tables = self._rows("SELECT database, name FROM system.tables WHERE engine = 'Kafka'")
-        except ClickHouseError as exc:
-            log.warning("cannot list the Kafka tables to stop them: %s", exc)
-            return
-        for database, name in tables:
-            try:
-                self._rows(f"DETACH TABLE `{database}`.`{name}`")
-            except ClickHouseError as exc:
-                log.warning("cannot stop the consumers of %s.%s: %s", database, name, exc)
 
     # ----------------------------------------------------------------- queries
     def execute(self, req: QueryRequest) -> QueryResult:
