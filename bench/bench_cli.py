@@ -12,7 +12,8 @@ import time
 
 from ecoretrofit.config import Settings
 
-SECTIONS = ("produce", "process", "latency", "live", "detectors", "predictor", "ingest", "queries", "twin")
+SECTIONS = ("produce", "process", "latency", "live", "detectors", "predictor", "ingest", "queries", "twin",
+            "gateway", "gateway_live")
 DEFAULT = ("produce", "process", "latency", "detectors", "predictor")
 
 
@@ -28,6 +29,8 @@ def add_arguments(parser) -> None:
                         help="ingest: readings stored by each path (Kafka engine, sink, bulk insert)")
     parser.add_argument("--twin-homes", type=int, default=10_000, help="twin: twins behind the API")
     parser.add_argument("--twin-live-homes", type=int, default=1_000, help="twin: homes live for the dashboard")
+    parser.add_argument("--gateway-devices", type=int, default=1000, help="gateway_live: devices at 1 Hz")
+    parser.add_argument("--gateway-duration", type=float, default=60.0, help="gateway_live: seconds of load")
     parser.add_argument("--query-rows", type=int, default=10_000_000,
                         help="queries: readings bulk-inserted before the queries are timed")
 
@@ -78,6 +81,14 @@ def run(args, settings: Settings) -> int:
                 results[name] = {"api": twin.bench_api(settings, homes=args.twin_homes),
                                  "what_if": twin.bench_what_if(settings),
                                  "dashboard": twin.bench_dashboard(settings, homes=args.twin_live_homes)}
+            elif name == "gateway":
+                from bench import gateway
+
+                results[name] = gateway.bench_throughput(settings)
+            elif name == "gateway_live":
+                from bench import gateway
+
+                results[name] = gateway.bench_live(settings, args.gateway_devices, args.gateway_duration)
             print(f"  done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
     finally:
         if started:
@@ -135,6 +146,10 @@ def print_report(results: dict) -> None:
         from bench import twin
 
         twin.print_twin(results["twin"])
+    if "gateway" in results or "gateway_live" in results:
+        from bench import gateway
+
+        gateway.print_report(results)
     if "detectors" in results:
         print("detectors (events/s on one core, score_one + learn_one):")
         width = max(map(len, results["detectors"]), default=0)

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluation.eval_cli", "score the detectors on injected faults or on NAB"),
     "bench": ("bench.bench_cli", "measure throughput and latency against baselines"),
     "init": ("infra.init_cli", "create topics, register schemas, create the lake bucket, apply the ClickHouse DDL"),
+    "gateway": ("gateway.gateway_cli", "the device gateway: HTTPS ingestion (serve) and the MQTT bridge"),
+    "devices": ("gateway.devices_cli", "register, list or revoke the devices allowed to send readings"),
     "registry": ("infra.localstack.registry_cli", "run the Confluent-compatible schema registry"),
     "warehouse": ("infra.localstack.warehouse_cli", "run the embedded-ClickHouse warehouse service"),
 }

@@ -35,6 +35,8 @@ PORT_OFFSETS = {
     "twin": 180,  # the digital-twin service (API and dashboard)
     "assistant": 181,  # the assistant's MCP server over streamable HTTP
     "metrics": 100,  # first /metrics port; services take consecutive ones
+    "gateway": 443,  # HTTPS device gateway
+    "mqtt": 883,  # Mosquitto, TLS only
     # SeaweedFS internals: every port explicit or it picks defaults (+10000 gRPC).
     "weed_master": 334,
     "weed_master_grpc": 335,
@@ -116,6 +118,27 @@ class Settings:
     # whole topic, "latest" only what arrives from now on (benchmarks, new deployments).
     processor_offset_reset: str = "earliest"
     checkpoint_interval_s: float = 10.0
+    # How often each home reports (the simulator's live rate): a home silent for three
+    # intervals is reported silent, and seq jumps are checked against elapsed time.
+    reading_interval_ms: int = 1000
+    # How long a home stays in alert on a metric after its last anomaly there.
+    alert_hold_s: float = 120.0
+
+    # device gateway (gateway/): HTTPS and MQTT ingestion from real devices
+    gateway_url: str = ""  # "" -> https://<host>:<port base + 443>
+    # Real certificates: PEM paths. Empty -> a CA and server certificate generated once
+    # per data directory (DATA_DIR/tls/); clients then trust DATA_DIR/tls/ca.pem.
+    gateway_tls_cert: str = ""
+    gateway_tls_key: str = ""
+    gateway_tls_ca: str = ""
+    gateway_max_body_bytes: int = 1_048_576
+    gateway_max_batch: int = 1000  # readings per request or MQTT message
+    gateway_rate_per_s: float = 20.0  # requests per device per second, sustained
+    gateway_rate_burst: int = 40
+    mqtt_host: str = ""  # "" -> the local stack's Mosquitto
+    mqtt_port: int = 0
+    mqtt_bridge_password: str = field(default="", repr=False)  # "" -> generated per data dir
+    mqtt_bridge_group: str = "eco-bridge"  # shared-subscription group of the bridges
 
     # local stack: a component that dies is restarted after this delay, doubling with
     # each crash in a row up to the maximum
@@ -162,6 +185,12 @@ class Settings:
             derived["clickhouse_url"] = f"http://{connect_host}:{self.port('warehouse')}"
         if not self.s3_endpoint:
             derived["s3_endpoint"] = f"http://{connect_host}:{self.port('s3')}"
+        if not self.gateway_url:
+            derived["gateway_url"] = f"https://{connect_host}:{self.port('gateway')}"
+        if not self.mqtt_host:
+            derived["mqtt_host"] = connect_host
+        if not self.mqtt_port:
+            derived["mqtt_port"] = self.port("mqtt")
         s = dataclasses.replace(self, **derived) if derived else self
         more: dict[str, object] = {}
         if not s.clickhouse_kafka_bootstrap:

@@ -157,12 +157,15 @@ def _collect(settings: Settings, run: DemoRun, plan, stats, timeout_s: float = 9
         print(f"    stored {stored:,} of {stats.acked:,}", flush=True)
         time.sleep(2)
     time.sleep(2)  # the last anomaly events trail the last readings
+    # Anomalies stamped after the run are about its end (every home falls silent when
+    # the simulator stops and the processor reports that), not about the run.
+    during = f"ts >= fromUnixTimestamp64Milli({run.start_ms}) AND ts <= fromUnixTimestamp64Milli({run.end_ms})"
     anomalies = client.query(
-        f"SELECT home_id, metric, toUnixTimestamp64Milli(ts), severity, detector FROM {db}.anomalies WHERE {where}"
+        f"SELECT home_id, metric, toUnixTimestamp64Milli(ts), severity, detector FROM {db}.anomalies WHERE {during}"
     ).result_rows
     top = client.query(
         f"SELECT home_id, any(region), count() AS n, groupUniqArray(metric), max(score) "
-        f"FROM {db}.anomalies WHERE {where} GROUP BY home_id ORDER BY n DESC, home_id LIMIT 5"
+        f"FROM {db}.anomalies WHERE {during} GROUP BY home_id ORDER BY n DESC, home_id LIMIT 5"
     ).result_rows
     dead = int(client.command(
         f"SELECT count() FROM {db}.dead_letters WHERE received_at >= fromUnixTimestamp64Milli({run.start_ms})"))

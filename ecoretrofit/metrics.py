@@ -99,6 +99,16 @@ REGISTRY_REQUESTS = Counter(
 )
 REGISTRY_SCHEMAS = Gauge("eco_registry_schemas", "Schemas known to the registry")
 
+# --- device gateway ---------------------------------------------------------
+GATEWAY_REQUESTS = Counter(
+    "eco_gateway_requests_total", "Device requests (HTTPS) and messages (MQTT) by outcome", ["transport", "status"]
+)
+GATEWAY_READINGS = Counter(
+    "eco_gateway_readings_total", "Device readings by outcome (stored, duplicate, dead_letter)",
+    ["transport", "outcome"],
+)
+BRIDGE_CONNECTED = Gauge("eco_bridge_connected", "1 while the MQTT bridge is connected and subscribed")
+
 _started: set[int] = set()
 _lock = threading.Lock()
 
@@ -121,7 +131,7 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 # Each service's /metrics port is Settings.metrics_port + its offset. The processor
 # adds its worker index (0..3); the registry and warehouse serve /metrics on their
 # own HTTP port instead.
-PORT_OFFSETS = {"simulate": 0, "process": 1, "sink": 5, "demo": 6, "consumers": 7}
+PORT_OFFSETS = {"simulate": 0, "process": 1, "sink": 5, "demo": 6, "consumers": 7, "gateway": 8, "bridge": 9}
 
 
 def port_for(settings, service: str, index: int = 0) -> int:

@@ -68,7 +68,10 @@ PROSE: dict[str, dict[str, object]] = {
     "telemetry": dict(
         title="telemetry readings",
         purpose="Every sensor reading of every home: the pipeline's input.",
-        producers="`ecoretrofit simulate` (producers/producer.py)",
+        producers=(
+            "`ecoretrofit simulate` (producers/producer.py); the device gateway (`ecoretrofit gateway serve` "
+            "for HTTPS, `ecoretrofit gateway bridge` for MQTT), header `source` = gateway-https or gateway-mqtt"
+        ),
         consumers="the stream processor (`ecoretrofit process`), the warehouse (ClickHouse Kafka engine)",
         ordering=(
             "Per home: all readings of a home share a key, hence a partition, and arrive in the order "
@@ -79,7 +82,11 @@ PROSE: dict[str, dict[str, object]] = {
             "readings within a partition. A producer restart may re-send readings it had not seen "
             "acknowledged, so consumers treat the topic as at-least-once."
         ),
-        dedup="(home_id, seq) identifies a reading; a gap in seq means readings lost at the source.",
+        dedup=(
+            "(home_id, seq) identifies a reading; a gap in seq means readings lost at the source. A device "
+            "retrying a batch whose reply it lost, or a bridge killed between Kafka's ack and its PUBACK, can "
+            "write a reading twice: deduplicate on (home_id, seq)."
+        ),
     ),
     "anomalies": dict(
         title="anomaly events",
@@ -140,19 +147,23 @@ PROSE: dict[str, dict[str, object]] = {
     ),
     "deadletter": dict(
         title="dead letters",
-        purpose="Messages the processor could not decode, kept byte for byte for inspection and replay.",
-        producers="the stream processor (processors/app.py `dead_letter`)",
+        purpose=(
+            "Messages the processor could not decode, and device messages the MQTT bridge refused, kept "
+            "byte for byte for inspection and replay."
+        ),
+        producers="the stream processor (processors/app.py `dead_letter`); the MQTT bridge (gateway/bridge.py)",
         consumers="operators; alert EcoDeadLettersGrowing counts them (eco_dead_letters_total)",
         value="the original message's value bytes, unchanged (not necessarily Avro: that is why it is here)",
         ordering="One partition: in the order the processor met them.",
         delivery="At-least-once (a re-processed bad message is dead-lettered again).",
         dedup="(source_topic, source_partition, source_offset) headers identify the original message.",
         headers=[
-            ("source_topic", "topic the message came from (UTF-8)"),
-            ("source_partition", "its partition, decimal UTF-8"),
-            ("source_offset", "its offset, decimal UTF-8"),
-            ("reason", "short label: truncated, bad_magic, unknown_schema, corrupt"),
-            ("error", "the decoder's full message (UTF-8)"),
+            ("source_topic", "topic the message came from (UTF-8); `mqtt:<topic>` from the bridge"),
+            ("source_partition", "its partition, decimal UTF-8 (absent for MQTT)"),
+            ("source_offset", "its offset, decimal UTF-8 (absent for MQTT)"),
+            ("reason", "short label: truncated, bad_magic, unknown_schema, corrupt; from the bridge: "
+                       "invalid, foreign_home, bad_topic"),
+            ("error", "the decoder's full message, or every bad field of the payload (UTF-8)"),
         ],
     ),
     "schemas": dict(

@@ -5,13 +5,15 @@ The same seeded scenario mix as ``eval faults`` (``FaultPlan.random`` on a
 Faust worker (``ecoretrofit process``); its anomaly events are read back from its own
 anomalies topic and matched against the ground truth with ``evaluation.faults.score``.
 
-The worker's ``HomeModel`` holds alarms on one series back for a 60 s cooldown, keeps
-quiet below each metric's noise floor, and finds meter dropouts only when the meter
-comes back (a seq jump), so these figures differ from the in-process ones: they are
-what an operator of the pipeline sees. Event time is historic (the run ends now), and
-``step_s`` must stay well below the processor's 15-minute staleness reset. A dropout
-longer than that reset is not reported by the processor at all (the home's model,
-sequence number included, starts afresh), which these figures show.
+The worker's ``HomeModel`` holds alarms on one series back for a 60 s cooldown and
+keeps quiet below each metric's noise floor, so these figures differ from the
+in-process ones: they are what an operator of the pipeline sees. Meter dropouts are
+found by the same ``GapDetector`` as in process, inside the worker: while the home is
+silent (its partition's event-time clock passed three reading intervals; the worker
+is told the simulator's step) and again when it speaks (a seq jump). Event time is
+historic (the run ends now), and ``step_s`` must stay well below the processor's
+15-minute staleness reset. Alarms stamped after the run's end (every home falls
+silent when the simulator stops) are not about the run and are dropped.
 
 Rows: one per detector the worker ran (``settings.detector``, ``stuck`` on values,
 ``gap`` on dropouts) and ``processor`` (all its alarms against all faults).
@@ -76,7 +78,9 @@ def evaluate_through_kafka(
     try:
         topic = unique_topic("evalfaults")
         ensure_topics(settings, {topic: settings.telemetry_partitions})
-        workers = start_workers(settings, topic, 1, "earliest", label="evalfaults-worker")
+        # the worker judges silence in reading intervals: tell it the simulator's step
+        workers = start_workers(settings.replace(reading_interval_ms=step_ms), topic, 1, "earliest",
+                                label="evalfaults-worker")
         anomalies_topic = workers.anomalies_topic
 
         sim = CitySimulator(homes, settings.regions, seed, start_ms, step_ms=step_ms)
@@ -111,6 +115,8 @@ def evaluate_through_kafka(
         if started:
             local.down(only=started)
 
+    end_ms = start_ms + span
+    alarms = {d: [a for a in found if a[2] < end_ms] for d, found in alarms.items()}
     faults = plan.ground_truth()
     value_faults = [f for f in faults if f.kind not in GAP_KINDS]
     gap_faults = [f for f in faults if f.kind in GAP_KINDS]

@@ -1,22 +1,39 @@
-"""The Faust stream processor: scores every reading, emits anomaly events.
+"""The Faust stream processor: scores every reading, emits anomaly events and alerts.
 
 The agent reads the telemetry topic in batches, decodes the Avro itself (raw
 serializers: the Confluent wire format is not Faust's), and keeps one ``HomeModel``
 per home in memory. Models are checkpointed into a Faust Table (``home-models``,
-co-partitioned with the telemetry topic, pickled bytes) every
+co-partitioned with the telemetry topic, JSON of each detector's state plus the
+home's open alerts; never pickles, which would run code on load) every
 ``checkpoint_interval_s`` rather than per event: a Table write is a changelog
 message, and one per reading would cap the worker at ~2-3k readings/s. A restarted
-or newly assigned worker gets the models back from the Table's changelog.
+or newly assigned worker gets the models back from the Table's changelog; an
+unreadable checkpoint (garbage, a pickle) is logged and the home starts afresh.
 
-Messages that cannot be decoded go to the dead-letter topic with the reason in
-headers, and processing continues.
+Offsets follow checkpoints: a batch's messages are acknowledged to Faust (and so
+become committable) only once the checkpoint covering them is written. A restart
+therefore resumes every home exactly where its checkpoint left it: no reading is
+skipped by the models, so no false "meter dropout" (some anomaly events may be sent
+twice; their ``event_id`` is deterministic).
+
+Every message passes ``processors.intake.screen`` (size, Avro, the plausibility
+contract) first; refused ones go to the dead-letter topic with every reason in
+headers and a bounded copy of the raw bytes, and are never scored.
+
+Silent homes: a home silent for ``silence_intervals`` reading intervals is reported
+(anomaly event, sticky alert) while it is silent, by the batch loop and by a timer,
+against a per-partition clock (the newest event time seen on the partition, advanced
+by wall time since), so a replay of old data judges silence in event time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter as Tally
+
+from aiokafka.partitioner import murmur2
 
 import faust
 from faust.sensors import Monitor
@@ -26,13 +43,14 @@ from ecoretrofit import metrics
 from ecoretrofit.config import FETCH_MAX_WAIT_MS, Settings
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
 from processors.alerts import AlertBook
-from processors.scoring import HomeModel, ScoringConfig
+from processors.intake import dead_letter, screen
+from processors.scoring import MAX_CHECKPOINT_BYTES, HomeModel, ScoringConfig
+from processors.snapshots import SnapshotPointer, SnapshotPolicy
 
 log = logging.getLogger(__name__)
 
-# How long a home stays in alert on a metric after its last anomaly there: the
-# eco_homes_in_alert gauge, and when the alerts topic gets the "resolved" event.
-ALERT_HOLD_S = 120.0
+# How often the timer looks for silent homes (the batch loop also does, per batch).
+SILENCE_CHECK_S = 1.0
 
 
 class QuietMonitor(Monitor):
@@ -140,10 +158,26 @@ class Processor:
             # producers use, hence the same partition as the home's readings.
             use_partitioner=True,
         )
+        # recovery starts at the last full snapshot, not at offset 0 (processors/snapshots.py)
+        self.models.persisted_offset = self._snapshot_start
+        self.snapshot_policy = SnapshotPolicy()
+        self._pointer: SnapshotPointer | None = None
         self.cache: dict[str, HomeModel] = {}
         self.dirty: set[str] = set()
-        self.alert_book = AlertBook(hold_s=ALERT_HOLD_S)
+        self.alert_book = AlertBook(hold_s=settings.alert_hold_s)
         self.last_checkpoint = time.monotonic()
+        # messages scored since the last checkpoint: acknowledged once it is written
+        self.held: list = []
+        # partition -> (newest event time seen, wall time then): the silence clock
+        self.clocks: dict[int, tuple[int, float]] = {}
+        self.partition_of: dict[str, int] = {}
+        self.assigned_at = time.monotonic()
+        self.restored_all = False
+        self.table_ready = False
+        self.warned_unsaved = False
+        # A checkpoint must never fall between a batch's model updates and its alert
+        # bookkeeping (sends yield to the loop): one holder at a time.
+        self.lock = asyncio.Lock()
         self.batch_size = batch_size
         self.batch_within_s = batch_within_s
         self.decoder = None
@@ -157,27 +191,65 @@ class Processor:
 
         @app.on_partitions_revoked.connect
         async def _forget(app, revoked, **kwargs) -> None:  # noqa: ANN001
-            # Another worker may own these homes now; its checkpoints win.
-            self.cache.clear()
-            self.dirty.clear()
+            # Another worker may own these homes now; its checkpoints win. Messages not
+            # covered by a checkpoint stay unacknowledged: the next owner re-reads them.
+            log.warning("partitions revoked: forgetting %d homes, %d unacknowledged messages",
+                        len(self.cache), len(self.held))
+            self.forget()
+
+        @app.on_partitions_assigned.connect
+        async def _assigned(app, assigned, **kwargs) -> None:  # noqa: ANN001
+            # (table_ready was reset by the revocation that precedes every assignment;
+            # resetting it here could undo a recovery that already completed)
+            self.assigned_at = time.monotonic()
+
+        @app.on_rebalance_complete.connect
+        async def _recovered(app, **kwargs) -> None:  # noqa: ANN001
+            # sent once the table has read its changelog (or needed none)
+            self.table_ready = True
 
         @app.agent(self.telemetry, name="score-readings")
         async def score(stream):
             async for events in stream.take_events(self.batch_size, within=self.batch_within_s):
-                await self.handle_batch(events)
+                async with self.lock:
+                    await self.handle_batch(events)
 
         @app.timer(interval=5.0)
         async def resolve_alerts() -> None:
-            for alert in self.alert_book.expire(time.time()):
-                await self.send_alert(alert)
-            self.update_alert_gauge()
+            async with self.lock:
+                for alert in self.alert_book.expire(time.time()):
+                    await self.send_alert(alert)
+                self.update_alert_gauge()
+
+        @app.timer(interval=SILENCE_CHECK_S)
+        async def check_silence() -> None:
+            async with self.lock:
+                self.restore_all()
+                await self.report_silence()
+
+        @app.timer(interval=max(0.5, self.settings.checkpoint_interval_s))
+        async def snapshot_when_due() -> None:
+            async with self.lock:
+                await self.snapshot_due_partitions()
 
         @app.timer(interval=max(0.5, self.settings.checkpoint_interval_s / 2))
         async def checkpoint_when_idle() -> None:
             # Batches checkpoint as they go; this covers a worker that went quiet with
             # models it has not written yet (the next owner would otherwise miss them).
-            if self.dirty and time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
-                self.checkpoint()
+            async with self.lock:
+                if (self.dirty or self.held) and \
+                        time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
+                    self.checkpoint()
+
+    def forget(self) -> None:
+        self.restored_all = self.table_ready = False
+        self.snapshot_policy.forget()
+        self.cache.clear()
+        self.dirty.clear()
+        self.held.clear()
+        self.clocks.clear()
+        self.partition_of.clear()
+        self.alert_book.forget()
 
     # --------------------------------------------------------------- the work
     def _codecs(self) -> None:
@@ -189,41 +261,139 @@ class Processor:
     def model_for(self, home_id: str) -> HomeModel:
         model = self.cache.get(home_id)
         if model is None:
-            model, problem = HomeModel.restore(self.models.get(home_id), self.config)
-            if problem:
-                log.warning("home %s starts afresh: %s", home_id, problem)
-            self.cache[home_id] = model
+            model = self.cache[home_id] = self._restore(home_id, self.models.get(home_id))
         return model
+
+    def _restore(self, home_id: str, data) -> HomeModel:
+        model, extra, problem = HomeModel.restore(data, self.config)
+        if problem:
+            log.error("home %s starts afresh: %s", home_id, problem)
+        try:
+            alerts = extra.get("alerts", [])
+            self.alert_book.load_home(home_id, alerts)
+            if alerts:
+                log.warning("home %s: %d open alert(s) restored from its checkpoint", home_id, len(alerts))
+        except (TypeError, ValueError) as exc:
+            log.error("home %s: open alerts in its checkpoint unusable: %s", home_id, exc)
+        return model
+
+    def restore_all(self) -> None:
+        """Load every checkpointed home of our partitions once per assignment, so a
+        home that never speaks again is still reported silent, and the alerts a
+        crashed worker left open are resolved."""
+        if self.restored_all or not self.table_ready:
+            return
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.telemetry.get_topic_name()}
+        for home_id, data in list(self.models.items()):
+            if home_id in self.cache or not isinstance(home_id, str):
+                continue
+            if self.partition(home_id) in assigned:
+                self.cache[home_id] = self._restore(home_id, data)
+        self.restored_all = True
+
+    def partition(self, home_id: str) -> int:
+        """The home's partition, in the telemetry topic and in the model changelog
+        (both keyed by home with the murmur2 partitioner)."""
+        p = self.partition_of.get(home_id)
+        if p is None:
+            p = self.partition_of[home_id] = (murmur2(home_id.encode()) & 0x7FFFFFFF) % self.settings.telemetry_partitions
+        return p
+
+    def pointer(self) -> SnapshotPointer:
+        if self._pointer is None:
+            topic = self.models.changelog_topic.get_topic_name()
+            self._pointer = SnapshotPointer(self.settings, topic, f"{self.settings.processor_app_id}-snapshots")
+        return self._pointer
+
+    def _snapshot_start(self, tp) -> int | None:
+        """Faust's "persisted offset" of a changelog partition (the last offset it
+        need not re-read): just before the partition's last full snapshot."""
+        try:
+            start = self.pointer().start(tp.partition)
+        except Exception:  # no pointer readable: replay everything, as without snapshots
+            log.exception("snapshot start of %s unknown; recovering from the beginning", tp)
+            return None
+        return None if start is None else start - 1
+
+    async def snapshot_due_partitions(self) -> None:
+        """Rewrite every home of each partition whose changelog grew past the policy's
+        bound, then move that partition's snapshot start to just before it."""
+        if not self.restored_all:  # a snapshot must hold every home of the partition
+            return
+        live = Tally(self.partition(h) for h in self.cache)
+        for p in self.snapshot_policy.due(live):
+            start = self.pointer().end(p)
+            self.dirty.update(h for h in self.cache if self.partition(h) == p)
+            self.checkpoint()
+            await self.app.producer.flush()
+            self.pointer().commit(p, start)
+            self.snapshot_policy.done(p)
+            log.info("snapshot of changelog partition %d: %d homes, recovery now starts at offset %d",
+                     p, live[p], start)
+
+    def clock_ms(self, partition: int | None, wall: float) -> int | None:
+        """Event-time "now" on a partition: its newest reading's time plus the wall
+        time since it arrived; None before any reading arrived there (and the grace
+        after an assignment has passed: then the wall clock)."""
+        seen = self.clocks.get(partition) if partition is not None else None
+        if seen is not None:
+            return seen[0] + int((wall - seen[1]) * 1000)
+        grace = max(10.0, 3 * self.config.silence_intervals * self.config.reading_interval_ms / 1000)
+        return int(wall * 1000) if time.monotonic() - self.assigned_at > grace else None
+
+    async def report_silence(self) -> None:
+        wall = time.time()
+        for home_id, model in list(self.cache.items()):
+            if model.silent or model.last_ts is None:
+                continue
+            now_ms = self.clock_ms(self.partition(home_id), wall)
+            if now_ms is None:
+                continue
+            for event in model.check_silence(now_ms, detected_at_ms=int(wall * 1000)):
+                await self.send_anomaly(event, wall, sticky=True)
+                self.dirty.add(home_id)
 
     async def handle_batch(self, events) -> None:
         self._codecs()
-        now_ms = int(time.time() * 1000)
+        wall = time.time()
+        now_ms = int(wall * 1000)
         processed = Tally()
         found = []
+        spoke = []
         last_ts = None
         for event in events:
+            msg = event.message
+            msg.incref()  # acknowledged after the checkpoint that covers it
+            self.held.append(msg)
             try:
-                reading = self.decoder.decode(event.value)
+                reading = screen(event.value, self.decoder.decode, now_ms=now_ms, regions=self.settings.regions)
             except DecodeError as exc:
                 await self.dead_letter(event, exc)
                 continue
             home_id = reading["home_id"]
             try:
-                found += self.model_for(home_id).update(reading, detected_at_ms=now_ms)
+                model = self.model_for(home_id)
+                was_silent = model.silent
+                found += model.update(reading, detected_at_ms=now_ms)
             except Exception as exc:  # one bad reading must not stop the city
                 log.exception("scoring failed for %s", home_id)
                 await self.dead_letter(event, DecodeError(f"scoring failed: {exc!r}", "processing_error"))
                 self.cache.pop(home_id, None)
                 continue
+            if was_silent:
+                spoke.append(home_id)
+            seen = self.clocks.get(msg.partition)
+            if seen is None or reading["ts"] > seen[0]:
+                self.clocks[msg.partition] = (reading["ts"], wall)
             self.dirty.add(home_id)
             processed[reading["region"]] += 1
             last_ts = reading["ts"]
         for anomaly in found:
-            await self.anomalies.send(key=anomaly["home_id"].encode(), value=self.encoder.encode(anomaly))
-            metrics.ANOMALIES.labels(anomaly["region"], anomaly["metric"], anomaly["severity"], anomaly["detector"]).inc()
-            alert = self.alert_book.on_anomaly(anomaly, time.time())
-            if alert is not None:
+            await self.send_anomaly(anomaly, wall)
+        for home_id in spoke:  # a silent home spoke again: its silence alert resolves
+            for alert in self.alert_book.resolve(home_id, "seq", wall):
                 await self.send_alert(alert)
+        await self.report_silence()
         for region, n in processed.items():
             metrics.READINGS_PROCESSED.labels(region=region).inc(n)
         metrics.BATCH_SIZE.labels(component="processor").observe(len(events))
@@ -233,33 +403,53 @@ class Processor:
         if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
             self.checkpoint()
 
+    async def send_anomaly(self, anomaly: dict, wall: float, sticky: bool = False) -> None:
+        self._codecs()  # the silence timer may report before the first batch
+        await self.anomalies.send(key=anomaly["home_id"].encode(), value=self.encoder.encode(anomaly))
+        metrics.ANOMALIES.labels(anomaly["region"], anomaly["metric"], anomaly["severity"], anomaly["detector"]).inc()
+        alert = self.alert_book.on_anomaly(anomaly, wall, sticky=sticky)
+        if alert is not None:
+            await self.send_alert(alert)
+
     def checkpoint(self) -> None:
         for home_id in self.dirty:
             model = self.cache.get(home_id)
-            if model is not None:
-                self.models[home_id] = model.to_bytes()
+            if model is None:
+                continue
+            try:
+                blob = model.to_bytes(extra={"alerts": self.alert_book.home_state(home_id)})
+            except NotImplementedError as exc:  # a detector without checkpoint state
+                if not self.warned_unsaved:
+                    log.warning("models are not checkpointed (%s): homes re-learn after a restart", exc)
+                    self.warned_unsaved = True
+                continue
+            if len(blob) > MAX_CHECKPOINT_BYTES:
+                log.error("home %s: checkpoint of %d bytes exceeds %d; not written", home_id, len(blob),
+                          MAX_CHECKPOINT_BYTES)
+                continue
+            self.models[home_id] = blob
+            self.snapshot_policy.written(self.partition(home_id))
         if self.dirty:
             metrics.CHECKPOINTS.labels(component="processor").inc()
         self.dirty.clear()
+        # the checkpoint covers every message scored so far: they may be committed now
+        consumer = self.app.consumer
+        for msg in self.held:
+            msg.ack(consumer)
+        self.held.clear()
         self.last_checkpoint = time.monotonic()
 
     async def dead_letter(self, event, exc: DecodeError) -> None:
         msg = event.message
-        log.warning("dead letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc)
+        log.warning("dead letter %s[%s]@%s: %s: %.300s", msg.topic, msg.partition, msg.offset, exc.reason, exc)
         metrics.DEAD_LETTERS.labels("processor", msg.topic, exc.reason).inc()
-        await self.deadletters.send(
-            key=event.key if isinstance(event.key, bytes) else None,
-            value=event.value,
-            headers={
-                "source_topic": msg.topic.encode(),
-                "source_partition": str(msg.partition).encode(),
-                "source_offset": str(msg.offset).encode(),
-                "reason": exc.reason.encode(),
-                "error": str(exc).encode(),
-            },
+        key, value, headers = dead_letter(
+            event.key if isinstance(event.key, bytes) else None, event.value, exc, msg.topic, msg.partition, msg.offset,
         )
+        await self.deadletters.send(key=key, value=value, headers=headers)
 
     async def send_alert(self, alert: dict) -> None:
+        self._codecs()
         await self.alerts.send(key=alert["home_id"].encode(), value=self.alert_encoder.encode(alert))
 
     def update_alert_gauge(self) -> None:

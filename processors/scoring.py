@@ -25,15 +25,32 @@ Pure code: the Faust agent, the evaluation commands and the benchmarks all use i
 >>> gap = model.update({**base, "ts": 3_700_000, "seq": 10}) + model.update({**base, "ts": 3_710_000, "seq": 20})
 >>> [(e["metric"], e["detector"], e["value"]) for e in gap]
 [('seq', 'gap', 9.0)]
+
+A home that stops reporting is reported while it is silent (``check_silence`` with
+the caller's clock), once per silence:
+
+>>> [(e["metric"], e["detector"], e["value"]) for e in model.check_silence(now_ms=3_715_000)]
+[('seq', 'gap', 4.0)]
+>>> model.check_silence(now_ms=3_720_000), model.silent
+([], True)
+
+Checkpoints are JSON, never pickles:
+
+>>> blob = model.to_bytes()
+>>> blob[:1], HomeModel.restore(blob, model.config)[0].to_bytes() == blob
+(b'{', True)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-import pickle
 from dataclasses import dataclass, field
 
-from processors.detectors import make
+from processors.detectors import load_state, make
+from processors.detectors.gaps import GapDetector
+from processors.detectors.state import dump, integer
 from processors.detectors.zscore import z_to_score
 from schemas import SCORED_METRICS
 
@@ -72,6 +89,9 @@ class ScoringConfig:
     # A model that has not seen its home for this long describes another time (or,
     # after a re-deployment, another home): start learning again.
     stale_after_ms: int = 15 * 60_000
+    # How often a home reports, and how many intervals of silence make it "silent".
+    reading_interval_ms: int = 1000
+    silence_intervals: float = 3.0
 
     @property
     def threshold(self) -> float:
@@ -88,7 +108,11 @@ class ScoringConfig:
             detector_params=detector_params(settings),
             threshold_z=settings.zscore_threshold,
             critical_z=2 * settings.zscore_threshold,
+            reading_interval_ms=settings.reading_interval_ms,
         )
+
+    def as_json(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
 def detector_params(settings) -> dict:
@@ -107,29 +131,44 @@ def detector_params(settings) -> dict:
     return {}
 
 
-class HomeModel:
-    """The models of one home: a detector per metric plus episode bookkeeping."""
+# A checkpoint larger than this is refused on read (and never written): the models of
+# one home are a few KB with the default detector, ~0.7 MB with "ensemble".
+MAX_CHECKPOINT_BYTES = 900_000
 
-    # Bump when the pickled layout changes: older checkpoints are then dropped (the
-    # home re-learns in a warm-up) instead of crashing the worker after an upgrade.
-    VERSION = 3  # 3: anomalies learned clipped to the threshold band
+
+class HomeModel:
+    """The models of one home: a detector per metric, its sequence/silence detector
+    and episode bookkeeping."""
+
+    FORMAT = "eco.home-model"
+    # Bump when the state layout changes: older checkpoints are then dropped (the home
+    # re-learns in a warm-up) instead of crashing the worker after an upgrade.
+    VERSION = 4  # 4: JSON state (3: pickles, refused since)
 
     def __init__(self, config: ScoringConfig):
         self.version = self.VERSION
         self.config = config
         self.detectors: dict = {}
         self.extras: dict = {}
-        self.last_seq: int | None = None
+        self.gaps = GapDetector(config.reading_interval_ms, config.silence_intervals)
+        self.home_id: str | None = None
+        self.region: str | None = None
         self._last_alarm_ms: dict[str, int] = {}
         self._last_severity: dict[str, str] = {}
         self.last_ts: int | None = None
         self.resets = 0
+
+    @property
+    def silent(self) -> bool:
+        """Whether the home was reported silent and has not spoken since."""
+        return bool(self.gaps.silent())
 
     def update(self, reading: dict, detected_at_ms: int | None = None) -> list[dict]:
         """Score then learn every metric of ``reading``; returns anomaly events."""
         cfg = self.config
         events = []
         ts = reading["ts"]
+        self.home_id, self.region = reading["home_id"], reading["region"]
         # Gaps first: a dropout long enough to make the models stale is still a dropout.
         events += self._check_seq(reading, detected_at_ms)
         if self.last_ts is not None and abs(ts - self.last_ts) > cfg.stale_after_ms:
@@ -171,21 +210,37 @@ class HomeModel:
 
     def _check_seq(self, reading: dict, detected_at_ms: int | None) -> list[dict]:
         """Meter dropout: a jump in the per-home sequence number proves readings were
-        lost at the source (there is no value to score)."""
+        lost at the source (there is no value to score); ``GapDetector`` decides."""
         seq = reading.get("seq")
-        last, self.last_seq = self.last_seq, seq if seq is not None else self.last_seq
-        if seq is None or last is None or seq <= last + 1:
+        if seq is None:
             return []
-        missing = seq - last - 1
-        return [{
-            "event_id": f"{reading['home_id']}/seq/{reading['ts']}/gap",
-            "home_id": reading["home_id"], "region": reading["region"], "metric": "seq",
-            "ts": reading["ts"],
-            "detected_at": detected_at_ms if detected_at_ms is not None else reading["ts"],
-            "value": float(missing), "score": 1.0, "detector": "gap",
+        gap = self.gaps.observe(reading["home_id"], seq, reading["ts"])
+        if gap is None:
+            return []
+        return [self._gap_event(gap.detected_ms, float(gap.missing), "gap",
+                                detected_at_ms if detected_at_ms is not None else reading["ts"])]
+
+    def check_silence(self, now_ms: int, detected_at_ms: int | None = None) -> list[dict]:
+        """An anomaly event if the home has been silent for ``silence_intervals``
+        reading intervals at ``now_ms`` (once per silence; the next reading ends it)."""
+        if self.home_id is None:
+            return []
+        out = []
+        for gap in self.gaps.check(now_ms):
+            missing = max(0.0, (now_ms - gap.last_ts_ms) / self.config.reading_interval_ms - 1)
+            out.append(self._gap_event(now_ms, float(int(missing)), "silence",
+                                       detected_at_ms if detected_at_ms is not None else now_ms))
+        return out
+
+    def _gap_event(self, ts: int, missing: float, kind: str, detected_at: int) -> dict:
+        return {
+            "event_id": f"{self.home_id}/seq/{ts}/{kind}",
+            "home_id": self.home_id, "region": self.region, "metric": "seq",
+            "ts": ts, "detected_at": detected_at,
+            "value": missing, "score": 1.0, "detector": "gap",
             "window_mean": 1.0, "window_std": 0.0, "window_count": 0, "zscore": None,
             "severity": "critical" if missing >= 60 else "warning",
-        }]
+        }
 
     def _new_episode(self, metric: str, ts: int, severity: str) -> bool:
         last = self._last_alarm_ms.get(metric)
@@ -196,32 +251,91 @@ class HomeModel:
             return True
         return False
 
-    # Checkpoints: the whole model as bytes (Faust Tables store bytes).
-    def to_bytes(self) -> bytes:
-        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+    # ------------------------------------------------------------- checkpoints
+    # JSON of each detector's explicit state (``to_state``/``from_state``): a
+    # checkpoint is read from a topic, and loading it must not be able to run code.
+    def to_state(self, extra: dict | None = None) -> dict:
+        """The model as JSON values; ``extra`` (the caller's per-home state, e.g. open
+        alerts) rides along and comes back from ``restore``."""
+        return {
+            "format": self.FORMAT, "version": self.VERSION, "config": self.config.as_json(),
+            "home_id": self.home_id, "region": self.region, "last_ts": self.last_ts, "resets": self.resets,
+            "detectors": {m: dump(d) for m, d in self.detectors.items()},
+            "extras": [[m, dump(d)] for (m, _name), d in self.extras.items()],
+            "last_alarm_ms": self._last_alarm_ms, "last_severity": self._last_severity,
+            "gaps": self.gaps.to_state(), "extra": extra or {},
+        }
 
-    @staticmethod
-    def from_bytes(data: bytes) -> "HomeModel":
-        model = pickle.loads(data)
-        if not isinstance(model, HomeModel):
-            raise TypeError(f"checkpoint holds {type(model).__name__}, not HomeModel")
+    def to_bytes(self, extra: dict | None = None) -> bytes:
+        return json.dumps(self.to_state(extra), separators=(",", ":"), allow_nan=True).encode()
+
+    @classmethod
+    def from_state(cls, state: dict, config: ScoringConfig) -> "HomeModel":
+        """Rebuild from ``to_state``'s output, validating every field (it may be
+        hostile); raises ``ValueError``/``TypeError``/``KeyError`` if it is not usable."""
+        if not isinstance(state, dict) or state.get("format") != cls.FORMAT:
+            raise ValueError("not a home-model checkpoint")
+        if state.get("version") != cls.VERSION:
+            raise ValueError(f"checkpoint version {state.get('version')!r} != {cls.VERSION}")
+        if state.get("config") != config.as_json():
+            raise ValueError("checkpoint made with another detector configuration")
+        model = cls(config)
+        for name in ("home_id", "region"):
+            value = state[name]
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a string")
+            setattr(model, name, value)
+        model.last_ts = None if state["last_ts"] is None else integer(state["last_ts"], -(2**62), 2**62)
+        model.resets = integer(state["resets"])
+        allowed = set(SCORED_METRICS)
+        detectors, extras = state["detectors"], state["extras"]
+        if not isinstance(detectors, dict) or not isinstance(extras, list):
+            raise TypeError("detectors must be a dict and extras a list")
+        for metric, blob in detectors.items():
+            if metric not in allowed:
+                raise ValueError(f"unknown metric {metric!r}")
+            model.detectors[metric] = load_state(blob)
+        for metric, blob in extras:
+            if metric not in allowed:
+                raise ValueError(f"unknown metric {metric!r}")
+            det = load_state(blob)
+            if det.name not in config.extra_detectors:
+                raise ValueError(f"{det.name!r} is not an extra detector of this configuration")
+            model.extras[(metric, det.name)] = det
+        for name in ("last_alarm_ms", "last_severity"):
+            value = state[name]
+            if not isinstance(value, dict) or len(value) > 4 * len(allowed) * (1 + len(config.extra_detectors)):
+                raise TypeError(f"{name} must be a small dict")
+        model._last_alarm_ms = {str(k): integer(v, -(2**62), 2**62) for k, v in state["last_alarm_ms"].items()}
+        model._last_severity = {str(k): str(v) for k, v in state["last_severity"].items()}
+        model.gaps = GapDetector.from_state(state["gaps"])
+        if len(model.gaps) > 1:
+            raise ValueError("a home model tracks one home")
         return model
 
     @classmethod
-    def restore(cls, data: bytes | None, config: ScoringConfig) -> tuple["HomeModel", str | None]:
-        """The checkpointed model if it is usable with ``config``, else a fresh one
-        and the reason the checkpoint was not used."""
+    def restore(cls, data: bytes | None, config: ScoringConfig) -> tuple["HomeModel", dict, str | None]:
+        """The checkpointed model and its ``extra`` if usable with ``config``; else a
+        fresh model, ``{}`` and the reason the checkpoint was not used. Never raises
+        and never executes anything from ``data``: it is parsed as JSON only."""
         if not data:
-            return cls(config), None
+            return cls(config), {}, None
+        if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_CHECKPOINT_BYTES:
+            return cls(config), {}, f"unusable checkpoint ({type(data).__name__} of {len(data)} bytes)"
         try:
-            model = cls.from_bytes(data)
-        except Exception as exc:  # unreadable: a class that moved, a corrupt blob
-            return cls(config), f"unreadable checkpoint ({type(exc).__name__}: {exc})"
-        if getattr(model, "version", None) != cls.VERSION:
-            return cls(config), f"checkpoint version {getattr(model, 'version', None)} != {cls.VERSION}"
-        if model.config != config:
-            return cls(config), "checkpoint made with another detector configuration"
-        return model, None
+            state = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            head = bytes(data[:2])
+            kind = "a pickle (refused: pickles can run code)" if head[:1] == b"\x80" else "not JSON"
+            return cls(config), {}, f"unreadable checkpoint: {kind} ({type(exc).__name__})"
+        try:
+            model = cls.from_state(state, config)
+            extra = state.get("extra") or {}
+            if not isinstance(extra, dict):
+                raise TypeError("extra must be a dict")
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError) as exc:
+            return cls(config), {}, f"unusable checkpoint ({type(exc).__name__}: {exc})"
+        return model, extra, None
 
 
 def _event(reading: dict, metric: str, value: float, score: float, det, severity: str, detected_at_ms) -> dict:

@@ -37,6 +37,15 @@ def add_arguments(parser) -> None:
                         help="components wear out and fail; live: technicians act on the work-orders topic")
     parser.add_argument("--technician-delay", type=float, default=None, metavar="HOURS",
                         help="with --maintenance: hours from an order opening to the technician's visit (default 24)")
+    dev = parser.add_argument_group("device mode: homes send through the device gateway, each with an on-disk buffer")
+    dev.add_argument("--devices", choices=("mqtt", "https"), default=None, help="send as devices over this transport")
+    dev.add_argument("--buffer", default=None, help="the devices' buffer file (default DATA_DIR/devices/<transport>.sqlite)")
+    dev.add_argument("--first-home", type=int, default=0, help="home index of the first device")
+    dev.add_argument("--batch", type=int, default=500, help="most readings per message/request")
+    dev.add_argument("--offline-homes", type=int, default=0, help="this many devices lose their link ...")
+    dev.add_argument("--offline-at", type=float, default=0.0, help="... this many seconds after the start ...")
+    dev.add_argument("--offline-for", type=float, default=0.0, help="... for this many seconds")
+    dev.add_argument("--drain", type=float, default=120.0, help="seconds to keep sending buffered readings at the end")
 
 
 def run(args, settings: Settings) -> int:
@@ -46,6 +55,8 @@ def run(args, settings: Settings) -> int:
     from producers.simulator import CitySimulator, home_id
 
     homes = args.homes or settings.homes
+    if args.devices:
+        return _devices(args, settings, homes)
     seed = settings.seed if args.seed is None else args.seed
     step_ms = int(args.step * 1000)
     if homes <= 0 or step_ms <= 0:
@@ -129,6 +140,41 @@ async def _live(sim, producer, duration, step_s, quiet, technicians=None):
             print(f"tick {ticks}: produced {s.sent:,}, acknowledged {s.acked:,}", flush=True)
 
     return await run_live(sim, producer, duration, step_s=step_s, stop=stop, on_tick=progress)
+
+
+MQTT_DEVICES_PER_PROCESS = 300
+
+
+def _devices(args, settings: Settings, homes: int) -> int:
+    """Device mode: prints one JSON line of counts at the end; exit 0 when every reading
+    generated was acknowledged by the gateway (nothing left in the buffers)."""
+    from pathlib import Path
+
+    from producers.device_buffer import DeviceBuffer
+    from producers.devices import OfflinePlan, run_devices
+
+    if args.devices == "mqtt" and homes > MQTT_DEVICES_PER_PROCESS:
+        raise CommandError(f"--devices mqtt: at most {MQTT_DEVICES_PER_PROCESS} homes per process (paho's select() "
+                           "limit; see producers/devices.py): run more processes with other --first-home")
+    path = Path(args.buffer) if args.buffer else settings.data_dir / "devices" / f"{args.devices}.sqlite"
+    buffer = DeviceBuffer(path)
+
+    async def main() -> dict:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_devices(
+            settings, homes=homes, transport=args.devices, buffer=buffer, duration_s=args.duration,
+            first_home=args.first_home, step_s=args.step, batch_max=args.batch, drain_s=args.drain, stop=stop,
+            offline=OfflinePlan(args.offline_homes, args.offline_at, args.offline_for), seed=args.seed)
+
+    try:
+        counts = asyncio.run(main())
+    finally:
+        buffer.close()
+    print(json.dumps(counts), flush=True)
+    return 0 if counts["buffered"] == 0 else 1
 
 
 def _parse_start(text: str) -> int:

@@ -81,6 +81,9 @@ MAX_FUTURE_MS = 10 * 60 * 1000
 MAX_PAST_MS = 400 * 24 * 3600 * 1000
 # One Avro-encoded reading is ~100 bytes; anything larger than this is not a reading.
 MAX_MESSAGE_BYTES = 4096
+# A dead-letter record keeps at most this much of the rejected message (and says how
+# much it cut), so re-sending a dead letter never exceeds a producer's 1 MB limit.
+DEAD_LETTER_MAX_BYTES = 64 * 1024
 # Longest string field we accept (regions are declared, home ids match the pattern).
 MAX_STRING_CHARS = 64
 

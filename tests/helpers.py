@@ -42,3 +42,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def home_ids(n: int) -> list[str]:
+    """``n`` home ids no other test uses, in the form the plausibility contract accepts
+    (``H`` + 9 digits)."""
+    base = uuid.uuid4().int % 900_000_000 + 100_000_000
+    return [f"H{(base + i) % 1_000_000_000:09d}" for i in range(n)]

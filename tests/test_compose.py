@@ -112,12 +112,17 @@ def environment(service: dict) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in env.items()}
 
 
+# Settings whose empty default means "feature off", in a cluster as locally: without a
+# language model `ecoretrofit explain` runs its deterministic analysis.
+OPTIONAL = {"ECO_LLM_PROVIDER", "ECO_LLM_URL", "ECO_LLM_MODEL", "ECO_LLM_API_KEY"}
+
+
 def cluster_required_vars(floor: set[str] = FLOOR) -> set[str]:
     """ECO_* settings with no usable default in a cluster: empty or zero (derived from
     the local stack's ports), loopback addresses, and relative paths."""
     required = set(floor)
     for f in dataclasses.fields(Settings):
-        if f.name == "extra" or f.default is dataclasses.MISSING:
+        if f.name == "extra" or f.default is dataclasses.MISSING or "ECO_" + f.name.upper() in OPTIONAL:
             continue
         d = f.default
         unusable = (

@@ -84,6 +84,49 @@ def test_pickle_roundtrip_gives_identical_scores(name):
 
 
 @pytest.mark.parametrize("name", DETECTORS)
+def test_state_roundtrip_through_json_gives_identical_scores(name):
+    """Checkpoints hold ``to_state()`` as JSON (never pickles): every detector a
+    processor can run must come back from it scoring exactly as before."""
+    import json
+
+    from processors.detectors.state import dump, load
+
+    if name == "hst":
+        with pytest.raises(NotImplementedError):
+            make(name).to_state()
+        return
+    rng = random.Random(4)
+    data = [50.0 + 5 * math.sin(i / 20) + rng.gauss(0, 1) + (30 if i % 997 == 0 else 0) for i in range(5000)]
+    det = make(name)
+    feed(det, data[:3500])
+    clone = load(json.loads(json.dumps(dump(det))))
+    assert type(clone) is type(det)
+    assert feed(clone, data[3500:]) == feed(det, data[3500:])
+    assert clone.evidence() == det.evidence()
+
+
+@pytest.mark.parametrize("name", [d for d in DETECTORS if d != "hst"])
+def test_malformed_state_raises_instead_of_building_a_broken_detector(name):
+    import json
+
+    from processors.detectors.state import dump, load
+
+    det = make(name)
+    feed(det, noise(600, seed=6))
+    good = json.loads(json.dumps(dump(det)))
+    for key in list(good["state"]):
+        for bad in (None, "x" * 10, [1, 2], {"a": 1}, -1):
+            state = dict(good["state"], **{key: bad})
+            try:
+                clone = load({"name": name, "state": state})
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+                continue
+            # accepted: then it must work
+            clone.score_one(50.0)
+            clone.learn_one(50.0)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
 def test_scores_stay_in_unit_interval(name):
     rng = random.Random(5)
     data = []

@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("ecoretrofit", "producers", "processors", "schemas", "sinks", "infra", "bench", "evaluation", "maintenance",
-            "twin", "assistant")
+            "twin", "assistant", "gateway")
 
 
 def is_cli(module: str) -> bool:

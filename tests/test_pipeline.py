@@ -17,7 +17,7 @@ from ecoretrofit.serde import decoder_for, encoder_for
 from producers.producer import TelemetryProducer, run_backfill
 from producers.simulator import CitySimulator
 from sinks.warehouse import connect
-from helpers import fresh_region, unique, wait_for
+from helpers import fresh_region, home_ids, unique, wait_for
 
 
 
@@ -81,11 +81,11 @@ def test_every_reading_stored_exactly_once(stack_settings):
 
 def test_spike_produces_anomaly_event(stack_settings, processor):
     s = stack_settings
-    home = unique("HSPIKE")
+    home = home_ids(1)[0]
     enc = encoder_for(s, s.topic_telemetry, schemas.TELEMETRY_READING)
     producer = TelemetryProducer(s, encoder=enc)
     now = int(time.time() * 1000) - 200_000
-    base = CitySimulator(1, ["spike-test"], seed=3, start_ms=now)
+    base = CitySimulator(1, ["north"], seed=3, start_ms=now)
     spike_ts = None
     for i in range(121):
         r = base.tick(now + i * 1000)[0]

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import collections
+import json
+import os
+import pickle
 
 import pytest
 
@@ -76,28 +79,94 @@ def test_events_carry_evidence_and_match_the_schema(city_events):
 def test_checkpoint_round_trip_keeps_scoring_identical(city_events):
     _, models = city_events
     model = models["H000010"]
-    restored = HomeModel.from_bytes(model.to_bytes())
+    blob = model.to_bytes(extra={"alerts": [["power_w", "north", 1, "warning", "ewzscore", 0.9, 1, 5.0, False]]})
+    assert blob.startswith(b"{") and json.loads(blob)["version"] == HomeModel.VERSION
+    restored, extra, problem = HomeModel.restore(blob, model.config)
+    assert problem is None and extra["alerts"][0][0] == "power_w"
     reading = {"home_id": "H000010", "region": "north", "ts": START + 901_000, "seq": 901,
                "indoor_temp_c": 35.0, "power_w": 9000.0, "voltage_v": 231.0, "vibration_mm_s": 0.4}
     assert restored.update(dict(reading)) == model.update(dict(reading))
-    with pytest.raises(TypeError):
-        HomeModel.from_bytes(__import__("pickle").dumps({"not": "a model"}))
+    assert restored.to_bytes() == model.to_bytes()
 
 
 def test_incompatible_checkpoints_start_afresh_instead_of_crashing(city_events):
     _, models = city_events
     model = models["H000011"]
-    good, problem = HomeModel.restore(model.to_bytes(), model.config)
+    good, _, problem = HomeModel.restore(model.to_bytes(), model.config)
     assert problem is None and good.last_ts == model.last_ts
-    old = HomeModel(model.config)
-    del old.version, old.last_ts  # what a checkpoint of the first release looks like
+    old = json.loads(model.to_bytes())
+    old["version"] = 3
+    wrong_type = json.loads(model.to_bytes())
+    wrong_type["detectors"]["power_w"]["state"]["count"] = "many"
+    unknown = json.loads(model.to_bytes())
+    unknown["detectors"]["power_w"]["name"] = "os.system"
     for blob, config, why in [
-        (__import__("pickle").dumps(old), model.config, "version"),
+        (json.dumps(old).encode(), model.config, "version"),
         (model.to_bytes(), ScoringConfig(detector="zscore"), "configuration"),
-        (b"not a pickle", model.config, "unreadable"),
+        (b"not a checkpoint", model.config, "not JSON"),
+        (json.dumps(wrong_type).encode(), model.config, "integer"),
+        (json.dumps(unknown).encode(), model.config, "unknown detector"),
+        (b"[1, 2]", model.config, "not a home-model"),
+        (b"{" * 5_000_000, model.config, "bytes"),
     ]:
-        fresh, problem = HomeModel.restore(blob, config)
-        assert why in problem and fresh.last_ts is None and fresh.config == config
+        fresh, extra, problem = HomeModel.restore(blob, config)
+        assert why in problem and fresh.last_ts is None and fresh.config == config and extra == {}
+
+
+class _Boom:
+    """What an attacker writes to the model changelog: unpickling it runs a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_pickle_checkpoint_does_not_run_code(city_events, tmp_path):
+    _, models = city_events
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Boom(marker))
+    pickle.loads(evil)  # the payload works: unpickling it does create the file
+    assert marker.exists()
+    marker.unlink()
+    config = models["H000012"].config
+    fresh, extra, problem = HomeModel.restore(evil, config)
+    assert not marker.exists(), "restoring a checkpoint executed code"
+    assert "pickle" in problem and fresh.last_ts is None
+
+
+def test_a_seq_jump_of_1e15_is_not_a_dropout_of_1e15_readings():
+    model = HomeModel(ScoringConfig.from_settings(Settings.from_env({"ECO_DATA_DIR": "/tmp/eco-unit"})))
+    base = {"home_id": "H1", "region": "north", "indoor_temp_c": 21.0, "power_w": 400.0,
+            "voltage_v": 230.0, "vibration_mm_s": 0.5}
+    for i in range(10):
+        assert model.update({**base, "ts": i * 1000, "seq": i}) == []
+    # one second later, a counter 10^15 ahead: no time for any loss
+    assert model.update({**base, "ts": 10_000, "seq": 10**15}) == []
+    assert model.update({**base, "ts": 11_000, "seq": 10**15 + 1}) == []
+    # 5 s of silence with an absurd jump: the 4 readings the clock proves lost, no more
+    events = model.update({**base, "ts": 16_000, "seq": 10**16})
+    assert [(e["detector"], e["value"]) for e in events] == [("gap", 4.0)]
+
+
+def test_a_silent_home_is_reported_while_silent_once_and_again_after_it_speaks():
+    model = HomeModel(ScoringConfig.from_settings(Settings.from_env({"ECO_DATA_DIR": "/tmp/eco-unit"})))
+    base = {"home_id": "H000001", "region": "north", "indoor_temp_c": 21.0, "power_w": 400.0,
+            "voltage_v": 230.0, "vibration_mm_s": 0.5}
+    for i in range(10):
+        model.update({**base, "ts": i * 1000, "seq": i})
+    assert model.check_silence(now_ms=11_000) == []  # 2 s quiet: within 3 intervals
+    events = model.check_silence(now_ms=13_500)
+    assert [(e["metric"], e["detector"], e["ts"], e["event_id"]) for e in events] == \
+        [("seq", "gap", 13_500, "H000001/seq/13500/silence")]
+    assert model.silent and model.check_silence(now_ms=60_000) == []
+    # a checkpoint keeps the silence: a restarted worker does not report it again
+    restored, _, _ = HomeModel.restore(model.to_bytes(), model.config)
+    assert restored.silent and restored.check_silence(now_ms=70_000) == []
+    back = restored.update({**base, "ts": 70_000, "seq": 70})
+    assert [(e["detector"], e["value"]) for e in back] == [("gap", 60.0)] and not restored.silent
+    assert restored.check_silence(now_ms=75_000)  # silent again later: reported again
 
 
 def test_a_second_fault_right_after_the_first_is_still_seen():
@@ -143,7 +212,8 @@ def test_the_processor_runs_seasonal_ensemble():
         events += model.update(next(r for r in sim.tick() if r["home_id"] == "H000001"))
     sags = [e for e in events if e["metric"] == "voltage_v" and e["detector"] == "seasonal_ensemble"]
     assert [e for e in sags if START + 600_000 <= e["ts"] <= START + 630_000], sags
-    restored = HomeModel.from_bytes(model.to_bytes())
+    restored, _, problem = HomeModel.restore(model.to_bytes(), config)
+    assert problem is None
     for _ in range(50):
         reading = next(r for r in sim.tick() if r["home_id"] == "H000001")
         assert restored.update(dict(reading)) == model.update(dict(reading))

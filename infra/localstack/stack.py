@@ -184,9 +184,28 @@ class LocalStack:
                 start_timeout=120.0,
             ),
         ]
+        comps.append(self._mqtt_component())
         if self.with_prometheus:
             comps.append(self._prometheus_component())
         return comps
+
+    def _mqtt_component(self) -> Component:
+        """Mosquitto for the devices: TLS only, per-device credentials and ACL from the
+        device registry (gateway/mqtt_broker.py writes its files)."""
+        from gateway import mqtt_broker
+
+        binary = mqtt_broker.mosquitto_binary()
+        if binary is None:
+            raise CommandError("mosquitto not found: apt-get install mosquitto (make setup does)")
+        s = self.settings
+        conf = self.data_dir / "mqtt" / "mosquitto.conf"
+        return Component(
+            name="mqtt",
+            argv=[str(binary), "-c", str(conf)],
+            ports=[s.mqtt_port],
+            healthy=lambda: mqtt_broker.tls_ok(s.mqtt_host, s.mqtt_port, mqtt_broker.tls_files(s).ca),
+            stop_timeout=10.0,
+        )
 
     def _created_topics(self) -> None:
         created = ensure_topics(self.settings)
@@ -259,6 +278,15 @@ class LocalStack:
         with self._lock(comp.name):
             self._stop_locked(comp)
             self._start_locked(comp)
+
+    def reload_broker_auth(self) -> bool:
+        """Ask a running local Mosquitto to re-read its password and ACL files (SIGHUP:
+        no connection is dropped). False if it is not running here."""
+        pid = self.pid_of("mqtt")
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGHUP)
+        return True
 
     def status(self) -> list[tuple[str, int | None, bool]]:
         return [(c.name, self.pid_of(c.name), c.healthy()) for c in self.components_for_stop()]
@@ -397,6 +425,9 @@ class LocalStack:
             "credentials": [{"accessKey": s.s3_access_key, "secretKey": s.s3_secret_key}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
         }]}))
+        from gateway import mqtt_broker
+
+        mqtt_broker.prepare(s)
 
     def _pidfile(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"

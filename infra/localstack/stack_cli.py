@@ -52,3 +52,5 @@ def print_endpoints(settings: Settings) -> None:
     print(f"  warehouse  {settings.clickhouse_url}  (ClickHouse HTTP; user {settings.clickhouse_user}, "
           f"password in {settings.credentials_file})")
     print(f"  s3         {settings.s3_endpoint}")
+    print(f"  mqtt       mqtts://{settings.mqtt_host}:{settings.mqtt_port}  (devices: ecoretrofit devices add; "
+          f"bridge: ecoretrofit gateway bridge; CA {settings.data_dir / 'tls' / 'ca.pem'})")

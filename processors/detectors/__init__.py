@@ -9,13 +9,21 @@ score was based on, for the anomaly event.
 
 from processors.detectors.base import _REGISTRY, Detector, Evidence, create
 
-__all__ = ["Detector", "Evidence", "available", "make"]
+__all__ = ["Detector", "Evidence", "available", "load_state", "make"]
 
 
 def make(name: str, **params: object) -> Detector:
     """A new detector by registered name, e.g. ``make("zscore", window=120)``."""
     _load_all()
     return create(name, **params)
+
+
+def load_state(blob: object) -> Detector:
+    """The detector a ``state.dump`` describes (any registered detector)."""
+    from processors.detectors import state
+
+    _load_all()
+    return state.load(blob)
 
 
 def available() -> list[str]:

@@ -21,6 +21,8 @@ class Detector(Protocol):
 
     ``score_one`` must not change the model; the caller scores first, then learns, so
     an anomaly never hides itself by being learned before it is scored.
+    ``to_state``/``from_state`` turn it into JSON values and back, for checkpoints
+    (see ``processors.detectors.state``).
     """
 
     name: str
@@ -30,6 +32,11 @@ class Detector(Protocol):
     def score_one(self, x: float) -> float: ...
 
     def evidence(self) -> Evidence: ...
+
+    def to_state(self) -> dict: ...
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Detector": ...
 
 
 _REGISTRY: dict[str, Callable[..., Detector]] = {}
@@ -51,3 +58,10 @@ def create(name: str, **params: object) -> "Detector":
     except KeyError:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
     return factory(**params)
+
+
+def detector_class(name: object) -> type | None:
+    """The registered class called ``name`` (for ``from_state``), or None (also when
+    its module was not imported: ``processors.detectors.load_state`` imports them all)."""
+    factory = _REGISTRY.get(name) if isinstance(name, str) else None
+    return factory if isinstance(factory, type) else None

@@ -1,5 +1,5 @@
 """Per-detector cost: events per second for the score-then-learn pair the processor
-runs per event, and the size of the pickled state it checkpoints.
+runs per event, and the size of the state it checkpoints (JSON of ``to_state``).
 
 >>> costs = measure_detector_costs(n_events=300, names=["zscore"])
 >>> sorted(costs), costs["zscore"] > 1000
@@ -8,13 +8,14 @@ runs per event, and the size of the pickled state it checkpoints.
 
 from __future__ import annotations
 
+import json
 import math
-import pickle
 import random
 import time
 from typing import Iterable
 
 from processors.detectors import available, make
+from processors.detectors.state import dump
 
 
 def _signal(n_events: int, seed: int) -> list[float]:
@@ -50,9 +51,10 @@ def measure_detector_costs(n_events: int = 20_000, names: Iterable[str] | None =
 
 
 def measure_state_sizes(n_events: int = 5_000, names: Iterable[str] | None = None,
-                        seed: int = 0) -> dict[str, int]:
-    """``{detector name: pickled bytes}`` after ``n_events`` events (what a Faust
-    table checkpoint stores per series)."""
+                        seed: int = 0) -> dict[str, int | None]:
+    """``{detector name: JSON bytes of its state}`` after ``n_events`` events (what a
+    Faust table checkpoint stores per series; None: the detector has no checkpoint
+    state)."""
     data = _signal(n_events, seed)
     sizes = {}
     for name in (list(names) if names is not None else available()):
@@ -60,5 +62,8 @@ def measure_state_sizes(n_events: int = 5_000, names: Iterable[str] | None = Non
         for x in data:
             det.score_one(x)
             det.learn_one(x)
-        sizes[name] = len(pickle.dumps(det, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            sizes[name] = len(json.dumps(dump(det), separators=(",", ":")))
+        except NotImplementedError:
+            sizes[name] = None
     return sizes

@@ -40,6 +40,8 @@ import math
 from bisect import bisect_left, insort
 from collections import deque
 
+from processors.detectors.state import integer, number, pack_floats, unpack_floats
+
 
 class TailCalibrator:
     """Streaming ECDF of recent raw scores with an exponential upper tail."""
@@ -100,6 +102,19 @@ class TailCalibrator:
         # the sorted view is rebuilt on load: smaller pickles
         return {"size": self.size, "min_count": self.min_count, "tail": self.tail,
                 "fifo": list(self._fifo)}
+
+    def to_state(self) -> dict:
+        return {"size": self.size, "min_count": self.min_count, "tail": self.tail,
+                "fifo": pack_floats(self._fifo)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "TailCalibrator":
+        cal = cls(size=integer(state["size"], 10, 10**6), min_count=integer(state["min_count"]),
+                  tail=number(state["tail"], 0.0, 0.5))
+        fifo = unpack_floats(state["fifo"], max_len=cal.size)
+        cal._fifo.extend(fifo)
+        cal._sorted = sorted(fifo)
+        return cal
 
     def __setstate__(self, state: dict) -> None:
         self.size = state["size"]

@@ -61,6 +61,7 @@ from typing import Mapping, Sequence
 
 from processors.detectors import extreme, hst, knn, robust, seasonal, stuck, zscore  # noqa: F401 (registers the members)
 from processors.detectors.base import Detector, Evidence, create, register
+from processors.detectors.state import dump, integer, load, number, pack_floats, unpack_floats
 
 #: The default members and weights: extremes against the long-run history carry most
 #: of the weight; a robust rolling window adds spikes that are extreme only locally,
@@ -195,6 +196,32 @@ class Ensemble:
         # checkpoints made before the floor and the incident hold existed: neither on
         state = {"p_floor": 0.0, "alarm": 1.0, "hold": 0, "_since_alarm": 0, **state}
         self.__dict__.update(state)
+
+    def to_state(self) -> dict:
+        return {"members": [dump(m) for m in self.members], "combine": self.combine,
+                "weights": list(self.weights), "refractory": self.refractory,
+                "p_floor": self.p_floor, "alarm": self.alarm, "hold": self.hold,
+                "since_alarm": self._since_alarm, "recent": pack_floats(self._recent)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Ensemble":
+        members = state["members"]
+        if not isinstance(members, list) or not members or len(members) > 16:
+            raise ValueError("members: a list of 1 to 16 detector states")
+        loaded = [load(m) for m in members]
+        weights = state["weights"]
+        if not isinstance(weights, list):
+            raise TypeError("weights must be a list")
+        refractory = integer(state["refractory"], 0, 100_000)
+        # the constructor validates names, weights and combine; members are then replaced
+        det = cls(members=[m.name for m in loaded], combine=state["combine"],
+                  weights=[number(w, 0.0) for w in weights], refractory=refractory,
+                  p_floor=number(state["p_floor"], 0.0, 1.0), alarm=number(state["alarm"]),
+                  hold=integer(state["hold"], 0, 10**6))
+        det.members = loaded
+        det._since_alarm = integer(state["since_alarm"], 0, det.hold)
+        det._recent.extend(unpack_floats(state["recent"], max(1, refractory)))
+        return det
 
     def evidence(self) -> Evidence:
         """The location/scale view of normal from the first member that has one

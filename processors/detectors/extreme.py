@@ -35,6 +35,7 @@ from bisect import insort
 from collections import deque
 
 from processors.detectors.base import Evidence, register
+from processors.detectors.state import integer, pack_floats, params_of, unpack_floats
 
 
 class _TopK:
@@ -72,6 +73,7 @@ class ExtremeValue:
         if k < 5:
             raise ValueError("k must be at least 5")
         self.k = k
+        self.horizon = horizon
         self.block_size = max(k, horizon // blocks)
         self.blocks = blocks
         self.warmup = max(warmup, 20)
@@ -109,6 +111,27 @@ class ExtremeValue:
         self._top.add(x)
         self._bot.add(-x)
         self._n += 1
+
+    def to_state(self) -> dict:
+        return {"params": {"k": self.k, "horizon": self.horizon, "blocks": self.blocks, "warmup": self.warmup,
+                           "min_beta": self.min_beta},
+                "n": self._n,
+                "blocks": [[c, pack_floats(t.vals), pack_floats(b.vals)] for c, t, b in self._blocks]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ExtremeValue":
+        det = cls(**params_of(state, ("k", "horizon", "blocks", "warmup", "min_beta")))
+        det._n = integer(state["n"])
+        blocks = state["blocks"]
+        if not isinstance(blocks, list) or len(blocks) > det.blocks:
+            raise ValueError("blocks: not a list of at most `blocks` entries")
+        for c, top, bot in blocks:
+            t, b = unpack_floats(top, det.k), unpack_floats(bot, det.k)
+            if t != sorted(t) or b != sorted(b):
+                raise ValueError("block extremes must be sorted")
+            det._blocks.append((integer(c, 0, det.block_size), _TopK(det.k, t), _TopK(det.k, b)))
+        det._rebuild()
+        return det
 
     # ------------------------------------------------------------------ scoring
     def _tail_p(self, vals: list[float], x: float, n: int, spread: float) -> float:

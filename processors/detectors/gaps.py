@@ -11,6 +11,11 @@ signs give it away, and ``GapDetector`` watches both, per home:
   intervals at ``check(now_ms)`` time has stopped reporting (noticed while it lasts).
   Each silence is reported once; the next reading ends it.
 
+A seq jump larger than the elapsed time allows (more than twice the readings that fit
+between the two timestamps, plus two) is not a dropout but a counter that is broken
+or was reset: the detector starts over from it and reports only the readings the
+elapsed time proves missing, never "a dropout of 10^15 readings".
+
 It is not a univariate ``Detector`` (it never sees a value) and is not in the detector
 registry. ``now_ms`` is whatever clock the caller trusts: event time of the newest
 reading seen (a watermark) in a replay, wall-clock time live.
@@ -30,6 +35,14 @@ reading seen (a watermark) in a replay, wall-clock time live.
 >>> gap.kind, gap.missing, gap.detected_ms, g.silent()
 ('seq_jump', 4, 6000, [])
 >>> g.observe("H000001", 6, 6000) is None  # a duplicate is ignored
+True
+>>> g.observe("H000001", 10**15, 7000) is None   # implausible jump, no time for a loss
+True
+>>> g.observe("H000001", 10**15 + 1, 8000) is None   # counting on from the new base
+True
+>>> g.observe("H000001", 10**18, 12000).missing  # implausible, but 3 s went missing
+3
+>>> GapDetector.from_state(g.to_state()).to_state() == g.to_state()
 True
 """
 
@@ -75,9 +88,13 @@ class GapDetector:
                 self._last[home_id] = (seq, ts_ms)
             return None  # otherwise a duplicate or a late reading
         self._last[home_id] = (seq, ts_ms)
-        if seq > pseq + 1:
-            return Gap(home_id, "seq_jump", pts, ts_ms, seq - pseq - 1)
-        return None
+        missing = seq - pseq - 1
+        if missing <= 0:
+            return None
+        by_time = max(0, round((ts_ms - pts) / self.interval_ms) - 1)
+        if missing > 2 * by_time + 2:  # implausible: trust the clock, not the counter
+            missing = by_time
+        return Gap(home_id, "seq_jump", pts, ts_ms, missing) if missing else None
 
     def check(self, now_ms: int) -> list[Gap]:
         """Homes silent for more than ``silence_intervals`` intervals at ``now_ms``
@@ -96,3 +113,22 @@ class GapDetector:
 
     def __len__(self) -> int:
         return len(self._last)
+
+    def to_state(self) -> dict:
+        """Plain data for checkpoints (see ``processors.detectors.state``)."""
+        return {"interval_ms": self.interval_ms, "silence_intervals": self.silence_ms / self.interval_ms,
+                "last": {h: [s, t] for h, (s, t) in self._last.items()}, "silent": sorted(self._silent)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "GapDetector":
+        from processors.detectors.state import integer, number
+
+        g = cls(integer(state["interval_ms"], 1), number(state["silence_intervals"], 1.0, 1e6))
+        last, silent = state["last"], state["silent"]
+        if not isinstance(last, dict) or not isinstance(silent, list):
+            raise TypeError("last must be a dict and silent a list")
+        for home, pair in last.items():
+            seq, ts = pair
+            g._last[str(home)] = (integer(seq, 0), integer(ts, -(2**62), 2**62))
+        g._silent = {h for h in silent if h in g._last}
+        return g

@@ -133,3 +133,13 @@ class HalfSpaceTreesDetector:
         state = self.__dict__.copy()
         state["_memo"] = None
         return state
+
+    def to_state(self) -> dict:
+        # River's trees have no plain-data form short of re-implementing them; a
+        # processor running hst re-learns after a restart instead (HomeModel skips
+        # checkpointing such models and says so).
+        raise NotImplementedError("hst has no checkpoint state")
+
+    @classmethod
+    def from_state(cls, state: dict) -> "HalfSpaceTreesDetector":
+        raise NotImplementedError("hst has no checkpoint state")

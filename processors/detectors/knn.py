@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from processors.detectors.base import Evidence, register
 from processors.detectors.calibration import TailCalibrator
 from processors.detectors.robust import IQR_TO_SIGMA, RollingQuantiles
+from processors.detectors.state import integer, pack_floats, params_of, unpack_floats
 
 
 @register("knn")
@@ -51,6 +52,7 @@ class ContextKNN:
         self.lags = lags
         self.history = history
         self.k = k
+        self.scale_window, self.calib_size = scale_window, calib_size
         self.warmup = max(warmup, 2 * lags + k + 10)
         self._keep = history + 2 * lags  # values needed for `history` candidates
         self._vals = np.zeros(2 * self._keep)
@@ -120,6 +122,24 @@ class ContextKNN:
         if not len(self._q):
             return Evidence(0.0, 0.0, 0)
         return Evidence(self._q.median(), self._scale(), self._count)
+
+    def to_state(self) -> dict:
+        keep = min(self._len, self._keep)
+        return {"params": {"lags": self.lags, "history": self.history, "k": self.k, "warmup": self.warmup,
+                           "scale_window": self.scale_window, "calib_size": self.calib_size},
+                "vals": pack_floats(self._vals[self._len - keep:self._len].tolist()),
+                "count": self._count, "q": self._q.to_state(), "cal": self._cal.to_state()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "ContextKNN":
+        det = cls(**params_of(state, ("lags", "history", "k", "warmup", "scale_window", "calib_size")))
+        vals = unpack_floats(state["vals"], det._keep)
+        det._vals[:len(vals)] = vals
+        det._len = len(vals)
+        det._count = integer(state["count"])
+        det._q = RollingQuantiles.from_state(state["q"])
+        det._cal = TailCalibrator.from_state(state["cal"])
+        return det
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

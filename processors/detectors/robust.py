@@ -33,6 +33,7 @@ from collections import deque
 
 from processors.detectors.base import Evidence, register
 from processors.detectors.calibration import TailCalibrator
+from processors.detectors.state import integer, number, pack_floats, params_of, unpack_floats
 
 
 class RollingQuantiles:
@@ -74,6 +75,17 @@ class RollingQuantiles:
     def __getstate__(self) -> dict:
         return {"window": self.window, "fifo": list(self._fifo)}
 
+    def to_state(self) -> dict:
+        return {"window": self.window, "fifo": pack_floats(self._fifo)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "RollingQuantiles":
+        q = cls(integer(state["window"], 1, 10**6))
+        fifo = unpack_floats(state["fifo"], max_len=q.window)
+        q._fifo.extend(fifo)
+        q._sorted = sorted(fifo)
+        return q
+
     def __setstate__(self, state: dict) -> None:
         self.window = state["window"]
         self._fifo = deque(state["fifo"])
@@ -100,6 +112,7 @@ class RobustZ:
         if window < 10:
             raise ValueError("window must be at least 10")
         self.window = window
+        self.calib_size = calib_size
         self.warmup = max(10, warmup)
         self.short = max(1, short)
         self.min_scale = min_scale
@@ -161,6 +174,26 @@ class RobustZ:
         self._count += 1
         if self._count % 1024 == 0:  # keep the running sum exact
             self._recent_sum = math.fsum(self._recent_z)
+
+    def to_state(self) -> dict:
+        return {"params": {"window": self.window, "warmup": self.warmup, "short": self.short,
+                           "calib_size": self.calib_size, "min_scale": self.min_scale},
+                "q": self._q.to_state(), "recent_z": pack_floats(self._recent_z),
+                "cal_point": self._cal_point.to_state(), "cal_level": self._cal_level.to_state(),
+                "count": self._count}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "RobustZ":
+        det = cls(**params_of(state, ("window", "warmup", "short", "calib_size", "min_scale")))
+        det._q = RollingQuantiles.from_state(state["q"])
+        if det._q.window != det.window:
+            raise ValueError("quantile window differs from the detector's")
+        det._recent_z.extend(unpack_floats(state["recent_z"], det.short))
+        det._recent_sum = math.fsum(det._recent_z)
+        det._cal_point = TailCalibrator.from_state(state["cal_point"])
+        det._cal_level = TailCalibrator.from_state(state["cal_level"])
+        det._count = integer(state["count"])
+        return det
 
     def evidence(self) -> Evidence:
         if not len(self._q):

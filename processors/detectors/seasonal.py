@@ -37,6 +37,7 @@ import numpy as np
 
 from processors.detectors.base import Evidence, register
 from processors.detectors.calibration import TailCalibrator
+from processors.detectors.state import integer, pack_floats, params_of, unpack_floats
 
 
 def dominant_period(values: np.ndarray, min_lag: int, max_lag: int, min_acf: float) -> int | None:
@@ -148,6 +149,26 @@ class SeasonalResidual:
                 self.period = period
                 self._residuals = []
                 self._cal = TailCalibrator(size=self.calib_size, min_count=self.min_count)
+
+    def to_state(self) -> dict:
+        return {"params": {"buffer": self.buffer, "every": self.every, "min_lag": self.min_lag,
+                           "max_lag": self.max_lag, "min_acf": self.min_acf, "smooth": self.smooth,
+                           "calib_size": self.calib_size, "min_count": self.min_count,
+                           "min_values": self.min_values},
+                "period": self.period, "ring": pack_floats(self._ring), "pos": self._pos,
+                "residuals": pack_floats(self._residuals), "cal": self._cal.to_state(), "count": self._count}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "SeasonalResidual":
+        det = cls(**params_of(state, ("buffer", "every", "min_lag", "max_lag", "min_acf", "smooth",
+                                      "calib_size", "min_count", "min_values")))
+        det.period = None if state["period"] is None else integer(state["period"], 1, det.buffer)
+        det._ring = unpack_floats(state["ring"], det.buffer)
+        det._pos = integer(state["pos"], 0, max(0, len(det._ring) - 1))
+        det._residuals = unpack_floats(state["residuals"], det.smooth)
+        det._cal = TailCalibrator.from_state(state["cal"])
+        det._count = integer(state["count"])
+        return det
 
     def evidence(self) -> Evidence:
         """The value one period ago (what the cycle predicts) and the typical residual."""

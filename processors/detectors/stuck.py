@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 
 from processors.detectors.base import Evidence, register
+from processors.detectors.state import integer, number, params_of
 
 
 @register("stuck")
@@ -61,6 +62,7 @@ class StuckDetector:
         self.warmup = int(warmup)
         self.min_changes = int(min_changes)
         self.tol = float(tol)
+        self.half_life = int(half_life)
         self._decay = 0.5 ** (1.0 / half_life)
         self._last: float | None = None
         self._run = 0  # length of the run of equal values ending with the last value
@@ -113,3 +115,21 @@ class StuckDetector:
             return Evidence(0.0, 0.0, 0)
         std = math.sqrt(max(0.0, self._var / max(self._w - 1.0, 1.0)))
         return Evidence(self._mean, std, self._seen)
+
+    _LEARNED = ("run", "seen", "changes", "pairs", "repeats", "w", "mean", "var")
+
+    def to_state(self) -> dict:
+        return {"params": {"min_run": self.min_run, "warmup": self.warmup, "min_changes": self.min_changes,
+                           "tol": self.tol, "half_life": self.half_life},
+                "last": self._last, **{k: getattr(self, "_" + k) for k in self._LEARNED}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "StuckDetector":
+        det = cls(**params_of(state, ("min_run", "warmup", "min_changes", "tol", "half_life")))
+        det._last = None if state["last"] is None else number(state["last"])
+        for k in ("run", "seen", "changes"):
+            setattr(det, "_" + k, integer(state[k]))
+        for k in ("pairs", "repeats", "w", "var"):
+            setattr(det, "_" + k, number(state[k], 0.0))
+        det._mean = number(state["mean"])
+        return det

@@ -35,6 +35,7 @@ import math
 from collections import deque
 
 from processors.detectors.base import Evidence, register
+from processors.detectors.state import integer, number, pack_floats, params_of, unpack_floats
 
 
 def z_to_score(z: float) -> float:
@@ -129,6 +130,23 @@ class RollingZScore:
         z = self.zscore(x)
         return 0.0 if z is None else z_to_score(z)
 
+    def to_state(self) -> dict:
+        return {"params": {"window": self.window, "warmup": self.warmup, "min_std": self.min_std},
+                "values": pack_floats(self._values), "mean": self._mean, "m2": self._m2,
+                "since_exact": self._since_exact}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "RollingZScore":
+        det = cls(**params_of(state, ("window", "warmup", "min_std")))
+        values = unpack_floats(state["values"])
+        if len(values) > det.window:
+            raise ValueError("more values than the window holds")
+        det._values.extend(values)
+        # the running sums as they were (a recompute would round differently)
+        det._mean, det._m2 = number(state["mean"]), number(state["m2"])
+        det._since_exact = integer(state["since_exact"], 0, det.window)
+        return det
+
     def __setstate__(self, state: dict) -> None:
         # detectors pickled before the Welford rewrite kept raw sums
         if "_sum" in state:
@@ -183,6 +201,18 @@ class EWZScore:
 
     def evidence(self) -> Evidence:
         return Evidence(self._mean, math.sqrt(max(0.0, self._var)), self._count)
+
+    def to_state(self) -> dict:
+        return {"params": {"halflife": self.halflife, "warmup": self.warmup, "min_std": self.min_std},
+                "count": self._count, "mean": self._mean, "var": self._var}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "EWZScore":
+        det = cls(**params_of(state, ("halflife", "warmup", "min_std")))
+        det._count = integer(state["count"])
+        det._mean = number(state["mean"])
+        det._var = number(state["var"], 0.0)
+        return det
 
     def zscore(self, x: float) -> float | None:
         if self._count < self.warmup or x != x:

@@ -1,0 +1,86 @@
+"""What the stream processor accepts, and what it sends to the dead letters instead.
+
+Pure code (no Kafka): the Faust agent calls ``screen`` on every message and
+``dead_letter`` for every refusal. The rules are the plausibility contract of
+``schemas.plausibility``, applied in this order so that no expensive or unbounded
+work is done on a message that is already refused:
+
+1. size: a message over ``MAX_MESSAGE_BYTES`` is refused before it is decoded;
+2. Avro: it must decode against the registered schemas (``DecodeError``);
+3. plausibility: ``plausibility.check``; every reason it fails is kept.
+
+>>> from ecoretrofit.serde import DecodeError
+>>> def decode(raw):
+...     return {"home_id": "H000001", "region": "north", "ts": 1_700_000_000_000, "seq": 1,
+...             "indoor_temp_c": 20.0, "outdoor_temp_c": 5.0, "power_w": float("nan"),
+...             "energy_kwh": 1.0, "voltage_v": -3.0, "vibration_mm_s": 0.1}
+>>> try:
+...     screen(b"x" * 5_000_000, decode, now_ms=1_700_000_000_000, regions=("north",))
+... except DecodeError as exc:
+...     print(exc.reason, "|", exc)
+oversized | message of 5000000 bytes exceeds 4096 bytes
+>>> try:
+...     screen(b"\\0" * 100, decode, now_ms=1_700_000_000_000, regions=("north",))
+... except DecodeError as exc:
+...     print(exc.reason, "|", exc)
+implausible | power_w: nan is not a finite number; voltage_v: -3.0 is outside [0, 500]
+>>> key, value, headers = dead_letter(b"k" * 10, b"v" * 2_000_000, DecodeError("too big", "oversized"),
+...                                   "eco.telemetry.v1", 3, 42)
+>>> len(value), headers["truncated"], headers["original_bytes"]
+(65536, b'true', b'2000000')
+>>> headers["error"].decode()
+'too big (raw payload truncated to the first 65536 of 2000000 bytes)'
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from ecoretrofit.serde import DecodeError
+from schemas import plausibility
+
+# Header values are bounded too: an error message can quote parts of the message.
+MAX_ERROR_CHARS = 2048
+
+
+def screen(value: bytes | None, decode: Callable[[bytes], dict], *, now_ms: int, regions: Iterable[str]) -> dict:
+    """The decoded reading, or ``DecodeError`` (``reason``: ``oversized``, a decode
+    reason, or ``implausible`` with every failed rule in the message)."""
+    size = 0 if value is None else len(value)
+    if size > plausibility.MAX_MESSAGE_BYTES:
+        raise DecodeError(f"message of {size} bytes exceeds {plausibility.MAX_MESSAGE_BYTES} bytes", "oversized")
+    reading = decode(value)
+    reasons = plausibility.check(reading, now_ms=now_ms, regions=regions)
+    if reasons:
+        raise DecodeError("; ".join(reasons), "implausible")
+    return reading
+
+
+def dead_letter(
+    key: bytes | None, value: bytes | None, error: DecodeError, topic: str, partition: int, offset: int,
+) -> tuple[bytes | None, bytes | None, dict[str, bytes]]:
+    """(key, value, headers) of the dead-letter record for a refused message: the raw
+    payload cut to ``DEAD_LETTER_MAX_BYTES`` (the headers say so and give the original
+    size), the reason label and the full reason text."""
+    limit = plausibility.DEAD_LETTER_MAX_BYTES
+    size = 0 if value is None else len(value)
+    message = str(error)
+    headers = {
+        "source_topic": topic.encode(),
+        "source_partition": str(partition).encode(),
+        "source_offset": str(offset).encode(),
+        "reason": error.reason.encode(),
+        "contract_version": str(plausibility.VERSION).encode(),
+    }
+    if size > limit:
+        value = value[:limit]
+        message += f" (raw payload truncated to the first {limit} of {size} bytes)"
+        headers["truncated"] = b"true"
+        headers["original_bytes"] = str(size).encode()
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
+    headers["error"] = message.encode()
+    if key is not None and len(key) > plausibility.MAX_STRING_CHARS * 4:
+        key = key[: plausibility.MAX_STRING_CHARS * 4]
+        headers["key_truncated"] = b"true"
+    return key, value, headers
