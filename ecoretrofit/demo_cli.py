@@ -32,6 +32,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--keep", action="store_true",
                         help="after the summary keep everything up, the city live, until Ctrl-C")
     parser.add_argument("--prometheus", action="store_true", help="also start Prometheus with the alert rules")
+    parser.add_argument("--no-maintenance", action="store_true",
+                        help="skip the predictive-maintenance phase (simulated months in accelerated time)")
 
 
 @dataclass
@@ -46,18 +48,24 @@ def run(args, settings: Settings) -> int:
     homes = args.homes or settings.homes
     stack = LocalStack(settings, with_prometheus=args.prometheus)
     print(f"EcoRetrofit Streams demo: {homes} homes for {args.duration:.0f}s\n")
-    print("1/4 local stack")
+    print("1/5 local stack")
     started = stack.up()
     print(f"\n    dashboard  {dashboard_url(settings)}\n")
     processor = live = None
     try:
-        print("2/4 stream processor (Faust worker)")
+        print("2/5 stream processor (Faust worker)")
         processor = _start_processor(settings)
-        print("3/4 simulating the city live (1 reading per home per second)")
+        print("3/5 simulating the city live (1 reading per home per second)")
         run, plan, stats = _simulate(settings, homes, args.duration, args.faults)
-        print("4/4 waiting for the warehouse to store every reading")
+        print("4/5 waiting for the warehouse to store every reading")
         report = _collect(settings, run, plan, stats)
         _print_summary(settings, report)
+        if not args.no_maintenance:
+            from ecoretrofit.demo_maintenance import print_phase, run_phase
+
+            print("\n5/5 predictive maintenance, accelerated: simulated months of component wear "
+                  "through Kafka to the `maintain` worker")
+            print_phase(run_phase(settings))
         code = 0 if report["stored"] == stats.acked else 1
         if args.keep:
             # SIGTERM (a service manager, a background job) stops it like Ctrl-C does

@@ -22,10 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class TopicTechnicians:
-    def __init__(self, settings, fleet):
+    def __init__(self, settings, fleet, act: bool = True):
+        """``act=False``: only publish the fleet's own orders and ignore the others (the
+        city runs to failure: a baseline whose failures are the ground truth of what
+        the predictions said)."""
         from confluent_kafka import Consumer, Producer, TopicPartition
 
-        self.settings, self.fleet = settings, fleet
+        self.settings, self.fleet, self.act = settings, fleet, act
         self.fleet.drain_orders()  # the back-dated history is not this run's to publish
         self.known: set[str] = {o.order_id for o in fleet.open_orders.values()}
         self.decoder = decoder_for(settings, schemas.WORK_ORDER)
@@ -49,7 +52,8 @@ class TopicTechnicians:
                 self.malformed += 1
                 log.warning("malformed work order skipped: %s", exc)
                 continue
-            if o["status"] != "open" or o["order_id"] in self.known or o["asset_id"] not in self.fleet.by_id:
+            if not self.act or o["status"] != "open" or o["order_id"] in self.known \
+                    or o["asset_id"] not in self.fleet.by_id:
                 continue
             self.known.add(o["order_id"])
             got = self.fleet.open_order(o["asset_id"], int(o["opened_ms"]), o["kind"], o["source"],
