@@ -22,16 +22,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 # Prometheus and promtool come from Debian (alert rules, their unit tests, live alerts);
 # so does Chromium, the headless browser the dashboard tests drive with Playwright
-# (`playwright install` downloads its own browsers, which this project never does),
-# Mosquitto, the device gateway's MQTT broker (in /usr/sbin: not on a non-root PATH), and
-# ZooKeeper, the coordinator chdb's S3Queue engine needs for continuous lake ingestion.
+# (`playwright install` downloads its own browsers, which this project never does), and
+# Mosquitto, the device gateway's MQTT broker (in /usr/sbin: not on a non-root PATH).
 apt-packages:
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
-	    || ! command -v chromium >/dev/null 2>&1 || ! PATH="$$PATH:/usr/sbin" command -v mosquitto >/dev/null 2>&1 \
-	    || [ ! -x /usr/share/zookeeper/bin/zkServer.sh ]; then \
-		echo "installing Debian packages: prometheus chromium mosquitto zookeeper"; \
+	    || ! command -v chromium >/dev/null 2>&1 || ! PATH="$$PATH:/usr/sbin" command -v mosquitto >/dev/null 2>&1; then \
+		echo "installing Debian packages: prometheus chromium mosquitto"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium mosquitto zookeeper >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium mosquitto >/dev/null; \
 	fi
 	@command -v promtool >/dev/null || { echo "promtool still missing after apt-get install prometheus" >&2; exit 1; }
 	@command -v chromium >/dev/null || { echo "chromium still missing after apt-get install chromium" >&2; exit 1; }
