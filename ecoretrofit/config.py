@@ -331,6 +331,29 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def create_private_once(path: Path, text: str) -> str:
+    """Write ``text`` to ``path`` (owner-only) unless the file exists, and return what
+    the file holds: when several processes race to create a secret, the first writer
+    wins and every process reads the same one.
+
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "secret"
+    >>> create_private_once(p, "first"), create_private_once(p, "second")
+    ('first', 'first')
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+        write_private(tmp, text)
+        try:
+            os.link(tmp, path)  # atomic, and fails if another process got there first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_text()
+
+
 def _read_env_file(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():

@@ -8,11 +8,10 @@ takes effect without a restart.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
-from ecoretrofit.config import write_private
+from ecoretrofit.config import create_private_once, write_private
 from gateway.devices import acl_file, mosquitto_hash, password_file
 from gateway.registry import DeviceRegistry, registry_path
 
@@ -32,17 +31,7 @@ def bridge_password(settings) -> str:
     """``ECO_MQTT_BRIDGE_PASSWORD`` if set, else generated once per data directory."""
     if settings.mqtt_bridge_password:
         return settings.mqtt_bridge_password
-    path = mqtt_dir(settings) / "bridge.secret"
-    if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        _write_private(tmp, secrets.token_urlsafe(32))
-        try:
-            os.link(tmp, path)  # first writer wins across processes
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
-    return path.read_text().strip()
+    return create_private_once(mqtt_dir(settings) / "bridge.secret", secrets.token_urlsafe(32)).strip()
 
 
 def write_broker_auth(settings, registry: DeviceRegistry | None = None) -> tuple[Path, Path]:

@@ -14,10 +14,11 @@ never in the repository.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ecoretrofit.config import create_private_once
 
 TOKENS_FILE = "twin-tokens.env"
 
@@ -41,17 +42,7 @@ class Tokens:
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> "Tokens":
-        path = cls.path(data_dir)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(f"read={secrets.token_urlsafe(24)}\nwrite={secrets.token_urlsafe(24)}\n")
-            tmp.chmod(0o600)
-            try:
-                os.link(tmp, path)  # first writer wins across processes
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink(missing_ok=True)
-        values = dict(line.split("=", 1) for line in path.read_text().split())
+        text = create_private_once(
+            cls.path(data_dir), f"read={secrets.token_urlsafe(24)}\nwrite={secrets.token_urlsafe(24)}\n")
+        values = dict(line.split("=", 1) for line in text.split())
         return cls(read=values["read"], write=values["write"])
