@@ -249,7 +249,7 @@ class Processor:
             async with self.lock:
                 if (self.dirty or self.held) and \
                         time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
-                    self.checkpoint()
+                    await self.checkpoint()
 
     async def hand_over(self) -> None:
         """Checkpoint every model scored so far and commit the offsets it covers. If
@@ -257,11 +257,10 @@ class Processor:
         twice; anomaly event ids are deterministic, so a consumer can drop repeats)."""
         if not (self.held or self.dirty):
             return
-        self.checkpoint()
         try:
-            # Both steps bounded: the whole revocation must end within the group's
+            # Every step bounded: the whole revocation must end within the group's
             # rebalance timeout, or this worker is dropped from the group.
-            await asyncio.wait_for(self.app.producer.flush(), HAND_OVER_TIMEOUT_S)
+            await asyncio.wait_for(self.checkpoint(), HAND_OVER_TIMEOUT_S)
             await asyncio.wait_for(self.app.consumer.commit(), HAND_OVER_TIMEOUT_S)
         except asyncio.TimeoutError:
             log.warning("hand-over at revocation took over %.0f s; the next owner re-reads from the last commit",
@@ -352,8 +351,7 @@ class Processor:
         for p in self.snapshot_policy.due(live):
             start = self.pointer().end(p)
             self.dirty.update(h for h in self.cache if self.partition(h) == p)
-            self.checkpoint()
-            await self.app.producer.flush()
+            await self.checkpoint()  # flushes the rewritten homes to the changelog
             self.pointer().commit(p, start)
             self.snapshot_policy.done(p)
             log.info("snapshot of changelog partition %d: %d homes, recovery now starts at offset %d",
@@ -438,7 +436,7 @@ class Processor:
             metrics.EVENT_LATENCY.labels(component="processor").observe(max(0.0, now_ms - last_ts) / 1000)
             metrics.LAST_EVENT_TS.labels(component="processor").set(time.time())
         if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
-            self.checkpoint()
+            await self.checkpoint()
 
     async def send_anomaly(self, anomaly: dict, wall: float, sticky: bool = False) -> None:
         self._codecs()  # the silence timer may report before the first batch
@@ -448,7 +446,7 @@ class Processor:
         if alert is not None:
             await self.send_alert(alert)
 
-    def checkpoint(self) -> None:
+    async def checkpoint(self) -> None:
         for home_id in self.dirty:
             model = self.cache.get(home_id)
             if model is None:
@@ -469,12 +467,16 @@ class Processor:
         if self.dirty:
             metrics.CHECKPOINTS.labels(component="processor").inc()
         self.dirty.clear()
-        # the checkpoint covers every message scored so far: they may be committed now
-        ack = self.app.consumer.ack
-        for msg in self.held:
-            ack(msg)
-        self.held.clear()
+        held, self.held = self.held, []
         self.last_checkpoint = time.monotonic()
+        # The checkpoint covers every message scored so far, but Faust commits offsets
+        # without waiting for the changelog: acknowledge only once the table writes are
+        # on the broker, or a SIGKILL in between loses the models (and open alerts) that
+        # the committed offsets say were saved.
+        await self.app.producer.flush()
+        ack = self.app.consumer.ack
+        for msg in held:
+            ack(msg)
 
     async def dead_letter(self, msg, exc: DecodeError) -> None:
         log.warning("dead letter %s[%s]@%s: %s: %.300s", msg.topic, msg.partition, msg.offset, exc.reason, exc)
