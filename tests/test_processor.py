@@ -364,7 +364,7 @@ def test_a_killed_worker_restarts_without_false_dropouts_and_resolves_its_alerts
                 and e["event_id"].endswith("/gap")]
     assert dropouts == [], f"false meter dropouts after the restart: {dropouts}"
     if stuck:
-        # Known bug (issue 9, open): in about one run in three a home whose spike came
+        # Known bug (issue 9, open): in most runs (3 of the last 4) a home whose spike came
         # after the last checkpoint is neither re-scored nor resolved by the next owner.
         pytest.xfail(f"known race, not root-caused: {stuck}")
 
