@@ -49,3 +49,23 @@ def home_ids(n: int) -> list[str]:
     (``H`` + 9 digits)."""
     base = uuid.uuid4().int % 900_000_000 + 100_000_000
     return [f"H{(base + i) % 1_000_000_000:09d}" for i in range(n)]
+
+
+def malformed_avro(good: bytes) -> dict[str, bytes]:
+    """Three ways a Confluent-framed Avro message ``good`` can arrive broken: cut in
+    half, a wrong magic byte, a schema id no registry knows."""
+    return {
+        "truncated": good[: len(good) // 2],
+        "bad_magic": b"\x07" + good[1:],
+        "unknown_schema": b"\x00\x7f\xff\xff\xf0" + good[5:],
+    }
+
+
+def offset_recorder(offsets: dict):
+    """``on_delivery=record(name)`` stores each delivered message's offset in ``offsets[name]``."""
+    def record(name):
+        def cb(err, msg):
+            assert err is None, err
+            offsets[name] = msg.offset()
+        return cb
+    return record

@@ -17,7 +17,7 @@ from ecoretrofit.serde import decoder_for, encoder_for
 from producers.producer import TelemetryProducer, run_backfill
 from producers.simulator import CitySimulator
 from sinks.warehouse import connect
-from helpers import fresh_region, home_ids, unique, wait_for
+from helpers import fresh_region, home_ids, malformed_avro, offset_recorder, unique, wait_for
 
 
 
@@ -144,18 +144,9 @@ def test_malformed_messages_go_to_dead_letters(stack_settings):
     enc = encoder_for(s, s.topic_telemetry, schemas.TELEMETRY_READING)
     sim = CitySimulator(1, [region], seed=5, start_ms=int(time.time() * 1000))
     good = [enc.encode(r) for r in (sim.tick()[0], sim.tick()[0])]
-    bad = {
-        "bad_magic": b"\x07" + good[0][1:],
-        "unknown_schema": b"\x00\x7f\xff\xff\xf0" + good[0][5:],
-        "truncated": good[0][: len(good[0]) // 2],
-    }
+    bad = malformed_avro(good[0])
     offsets = {}
-
-    def record(name):
-        def cb(err, msg):
-            assert err is None, err
-            offsets[name] = msg.offset()
-        return cb
+    record = offset_recorder(offsets)
 
     p = Producer({"bootstrap.servers": s.kafka_bootstrap})
     # one partition, so the bad messages sit between the good ones

@@ -12,7 +12,7 @@ from ecoretrofit.serde import encoder_for
 from maintenance.fleet import Fleet
 from maintenance.publish import publish_work_orders
 from sinks.warehouse import connect
-from helpers import unique, wait_for
+from helpers import malformed_avro, offset_recorder, unique, wait_for
 
 
 def _orders(prefix: str):
@@ -40,15 +40,9 @@ def test_latest_version_of_every_order_lands_and_bad_messages_are_dead_letters(s
     # malformed messages between the good ones, on one partition, with their offsets
     enc = encoder_for(s, s.topic_workorders, schemas.WORK_ORDER)
     good = enc.encode(versions[0])
-    bad = {"truncated": good[: len(good) // 2], "bad_magic": b"\x07" + good[1:],
-           "unknown_schema": b"\x00\x7f\xff\xff\xf0" + good[5:]}
+    bad = malformed_avro(good)
     offsets = {}
-
-    def record(name):
-        def cb(err, msg):
-            assert err is None, err
-            offsets[name] = msg.offset()
-        return cb
+    record = offset_recorder(offsets)
 
     p = Producer({"bootstrap.servers": s.kafka_bootstrap})
     for name, raw in bad.items():
