@@ -113,7 +113,7 @@ def ddl_params(settings: Settings) -> dict[str, str]:
     """Values for the ``{placeholders}`` in ``sinks/sql/*.sql``."""
     from sinks.plausibility_sql import dead_letter_error_sql, reasons_sql
 
-    reasons = reasons_sql(settings.regions)
+    reasons = reasons_sql(settings.known_regions)
     cluster = settings.clickhouse_cluster
     if cluster and not _CLUSTER_NAME.fullmatch(cluster):
         raise ConfigError(f"ECO_CLICKHOUSE_CLUSTER={cluster!r}: expected a cluster name of <remote_servers>")
