@@ -175,8 +175,8 @@ def test_cluster_ddl_runs_on_a_shard_and_keeps_each_home_on_its_shard(tmp_path):
         "distributed": f"SELECT count() FROM {db}.telemetry {read}",
         "region_v": f"SELECT sum(readings), max(homes) FROM {db}.energy_hourly_by_region_v {read}",
         "daily_v": f"SELECT sum(readings) FROM {db}.energy_daily_by_home_v {read}",
-        "one_home": f"SELECT count() FROM {db}.telemetry WHERE home_id = 'H000000' "
-                    "SETTINGS optimize_skip_unused_shards = 1, skip_unavailable_shards = 1",
+        "homes": f"SELECT (SELECT min(home_id) FROM {db}.telemetry_local), "
+                 f"(SELECT min(home_id) FROM ({READINGS}) WHERE NOT ({SHARD_1}))",
         "comments": f"SELECT countIf(comment != '') FROM system.columns WHERE database = '{db}' AND table = 'telemetry'",
         # anomalies: by home too
         "anomaly_insert": f"INSERT INTO {db}.anomalies (event_id, home_id, region, metric, ts, detected_at, value, "
@@ -215,8 +215,16 @@ def test_cluster_ddl_runs_on_a_shard_and_keeps_each_home_on_its_shard(tmp_path):
     assert rows["distributed"] == [[expected_rows]]
     assert rows["region_v"][0][0] == expected_rows
     assert rows["daily_v"] == [[expected_rows]]
-    # H000000 is on one shard or the other, whole
-    assert rows["one_home"] in ([[0]], [[MINUTES]])
+    # the sharding key says where a home is: a query for one home reaches its shard only
+    (home_1, home_2), = rows["homes"]
+    prune = "SETTINGS optimize_skip_unused_shards = 1"
+    one_home = [f"SELECT count() FROM {db}.telemetry WHERE home_id = '{home_1}' {prune}",
+                f"SELECT count() FROM {db}.telemetry WHERE home_id = '{home_1}'",
+                f"SELECT count() FROM {db}.telemetry WHERE home_id = '{home_2}' {prune}"]
+    on_shard_1, unpruned, on_shard_2 = run_chdb(tmp_path, one_home)
+    assert on_shard_1 == {"rows": [[MINUTES]]}  # shard 2, unreachable, was never asked
+    assert "NETWORK_ERROR" in unpruned.get("error", "") or "ALL_CONNECTION_TRIES_FAILED" in unpruned.get("error", "")
+    assert "error" in on_shard_2, "a home of shard 2 is read from shard 2"
     assert rows["comments"][0][0] >= 10, "the column comments (090) are on the table readers read"
     (anomalies, misplaced), = rows["anomalies_local"]
     assert misplaced == 0 and 0 < anomalies < 600
