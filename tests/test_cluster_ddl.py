@@ -119,6 +119,25 @@ def test_cluster_ddl_differs_from_one_server_only_by_the_cluster(tmp_path):
         "telemetry", "anomalies", "energy_hourly_by_home", "energy_daily_by_home"}
 
 
+def test_cluster_only_statements_and_statements_that_cannot_run_on_a_cluster(tmp_path):
+    from ecoretrofit.errors import CommandError
+
+    (tmp_path / "a.sql").write_text("CREATE TABLE IF NOT EXISTS {database}.t{local} (a UInt8) ENGINE = Memory;\n"
+                                    "{cluster_only} CREATE TABLE IF NOT EXISTS {database}.t AS {database}.t{local}\n"
+                                    "ENGINE = Distributed('{cluster}', '{database}', 't{local}', rand());\n")
+    assert warehouse.render_ddl(settings_for("", tmp_path), tmp_path) == [
+        "CREATE TABLE IF NOT EXISTS eco.t (a UInt8) ENGINE = Memory"]
+    assert warehouse.render_ddl(settings_for(CLUSTER, tmp_path), tmp_path) == [
+        "CREATE TABLE IF NOT EXISTS eco.t_local ON CLUSTER 'eco' (a UInt8) ENGINE = Memory",
+        "CREATE TABLE IF NOT EXISTS eco.t ON CLUSTER 'eco' AS eco.t_local\n"
+        "ENGINE = Distributed('eco', 'eco', 't_local', rand())"]
+    # a statement with no object to put ON CLUSTER after is named, not sent half-done
+    (tmp_path / "b.sql").write_text("INSERT INTO {database}.t VALUES (1);\n")
+    assert warehouse.render_ddl(settings_for("", tmp_path), tmp_path)[-1] == "INSERT INTO eco.t VALUES (1)"
+    with pytest.raises(CommandError, match=r"b.sql#1: cannot run it ON CLUSTER"):
+        warehouse.render_ddl(settings_for(CLUSTER, tmp_path), tmp_path)
+
+
 def test_a_bad_cluster_name_is_refused(tmp_path):
     from ecoretrofit.config import ConfigError
 
