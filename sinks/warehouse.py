@@ -222,9 +222,11 @@ def _labelled_statements(settings: Settings, directory: Path | str | None) -> li
         text = _PLACEHOLDER.sub(fill, text)
         statements = [s.strip() for s in _STATEMENT_END.split(text) if s.strip()]
         for n, sql in enumerate(statements, start=1):
+            label = f"{path.name}#{n}"
             if sql.startswith(_ABSENT):
                 continue
-            label = f"{path.name}#{n}"
+            if _ABSENT in sql:
+                raise CommandError(f"DDL {label}: {{cluster_only}} must begin its statement")
             out.append((label, _on_cluster(sql, params["cluster"], label)))
             view = _MATERIALIZED_VIEW.fullmatch(sql)
             if view:

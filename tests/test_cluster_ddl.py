@@ -136,6 +136,9 @@ def test_cluster_only_statements_and_statements_that_cannot_run_on_a_cluster(tmp
     assert warehouse.render_ddl(settings_for("", tmp_path), tmp_path)[-1] == "INSERT INTO eco.t VALUES (1)"
     with pytest.raises(CommandError, match=r"b.sql#1: cannot run it ON CLUSTER"):
         warehouse.render_ddl(settings_for(CLUSTER, tmp_path), tmp_path)
+    (tmp_path / "b.sql").write_text("CREATE VIEW {database}.v AS SELECT 1 {cluster_only};\n")
+    with pytest.raises(CommandError, match=r"b.sql#1: \{cluster_only\} must begin its statement"):
+        warehouse.render_ddl(settings_for("", tmp_path), tmp_path)
 
 
 def test_a_bad_cluster_name_is_refused(tmp_path):
