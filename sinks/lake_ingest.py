@@ -200,8 +200,8 @@ class LakeIngester:
         # dead_letters window deduplicates (same token).
         client.command(
             f"INSERT INTO {self.db}.dead_letters (topic, partition, offset, raw, error) "
-            f"SETTINGS insert_deduplication_token = {literal('rejected:' + key)} VALUES "
-            f"({literal('lake:' + key)}, 0, 0, {literal(key)}, {literal('unreadable lake object: ' + err)})")
+            f"SELECT {literal('lake:' + key)}, 0, 0, {literal(key)}, {literal('unreadable lake object: ' + err)} "
+            f"SETTINGS insert_deduplication_token = {literal('rejected:' + key)}")
         client.command(
             f"INSERT INTO {self.db}.{LEDGER_TABLE} (key, rows, status, error) VALUES "
             f"({literal(key)}, 0, 'rejected', {literal(err)})")
