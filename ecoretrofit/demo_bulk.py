@@ -72,7 +72,7 @@ def run_bulk(settings: Settings, readings: int, homes: int, keep_running: bool =
     out("1/3 local stack (with the lake ingester)")
     started = stack.up()
     try:
-        return _load(settings, readings, homes, out)
+        return load(settings, readings, homes, out)
     finally:
         if not keep_running and started:
             stack.down(only=started)
@@ -80,7 +80,9 @@ def run_bulk(settings: Settings, readings: int, homes: int, keep_running: bool =
             out("\nthe stack keeps running: `ecoretrofit stack down` stops it")
 
 
-def _load(settings: Settings, readings: int, homes: int, out) -> BulkResult:
+def load(settings: Settings, readings: int, homes: int, out=print) -> BulkResult:
+    """Write ``readings`` readings to the landing prefix and follow the running
+    ingester until every one is stored; count them (the stack must be up)."""
     from tqdm import tqdm
 
     from ecoretrofit.admin import s3_client
