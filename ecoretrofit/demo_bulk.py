@@ -150,8 +150,8 @@ def load(settings: Settings, readings: int, homes: int, out=print) -> BulkResult
                 raise CommandError(f"writing the lake failed: {state['error']}")
             if state["done"] and stored >= chunks.produced:
                 break
-            if time.monotonic() - last_progress > 180:
-                raise CommandError("no object stored for 180 s: is the lake ingester running? "
+            if time.monotonic() - last_progress > 300:
+                raise CommandError("no object stored for 300 s: is the lake ingester running? "
                                    "(see logs/lake-ingest.log in the data directory)")
     seconds = time.monotonic() - t0
     out("3/3 counting the run's rows in ClickHouse")
