@@ -92,38 +92,57 @@ def downstream_tables(views: list[tuple[str, str, str]], start: str) -> list[str
     return out
 
 
-def prepare(client, database: str, window: int = DEDUP_WINDOW) -> list[str]:
+def prepare(client, database: str, cluster: str = "", window: int = DEDUP_WINDOW) -> list[str]:
     """Give every MergeTree table the landing path writes a deduplication window.
-    Returns those tables. Derived from the views in the warehouse, so a roll-up added
-    later is covered without a list to keep up to date."""
-    edges = [(view, src, target) for view, src, target in _edges(client, database) if target]
+    Returns those tables. Derived from the views in the warehouse (and, in a cluster,
+    from each Distributed table to its shards' table), so a roll-up added later is
+    covered without a list to keep up to date. In a cluster the ALTER runs ON CLUSTER
+    (the DDL's own rendering, sinks/warehouse.py)."""
+    edges = _edges(client, database)
     engines = dict(client.query(
         "SELECT name, engine FROM system.tables WHERE database = {db:String}", parameters={"db": database}
     ).result_rows)
     tables = [t for t in downstream_tables(edges, INCOMING_TABLE) if engines.get(t, "").endswith("MergeTree")]
+    on_cluster = f" ON CLUSTER {literal(cluster)}" if cluster else ""
     for t in tables:
-        client.command(f"ALTER TABLE {database}.{t} MODIFY SETTING non_replicated_deduplication_window = {int(window)}")
+        client.command(f"ALTER TABLE {database}.{t}{on_cluster} "
+                       f"MODIFY SETTING non_replicated_deduplication_window = {int(window)}")
     return tables
 
 
+TABLES_SQL = ("SELECT name, engine, dependencies_table, create_table_query, engine_full FROM system.tables "
+              "WHERE database = {db:String}")
+
+
 def _edges(client, database: str) -> list[tuple[str, str, str]]:
-    """(view, source, target) for every materialized view of ``database``: a source
-    table's ``dependencies_table`` names the views reading it; a view's ``TO`` table is
-    its target (``system.tables.create_table_query``)."""
+    return edges(client.query(TABLES_SQL, parameters={"db": database}).result_rows)
+
+
+def edges(tables) -> list[tuple[str, str, str]]:
+    """(via, source, target) from rows of :data:`TABLES_SQL` (pure): every materialized
+    view (a source table's ``dependencies_table`` names the views reading it; a view's
+    ``TO`` table is its target), and every Distributed table to the table it spreads
+    over the shards.
+
+    >>> edges([("t", "Distributed", [], "", "Distributed('c', 'db', 't_local', rand())"),
+    ...        ("t_local", "MergeTree", ["db.v"], "", "MergeTree"),
+    ...        ("v", "MaterializedView", [], "CREATE MATERIALIZED VIEW db.v TO db.r (x UInt8) AS SELECT 1", "")])
+    [('t', 't', 't_local'), ('v', 't_local', 'r')]
+    """
     import re
 
-    sources = client.query(
-        "SELECT name, dependencies_table FROM system.tables WHERE database = {db:String}",
-        parameters={"db": database}).result_rows
-    creates = dict(client.query(
-        "SELECT name, create_table_query FROM system.tables "
-        "WHERE database = {db:String} AND engine = 'MaterializedView'", parameters={"db": database}).result_rows)
+    creates = {name: create for name, engine, _deps, create, _full in tables if engine == "MaterializedView"}
     out = []
-    for src, views in sources:
+    for name, engine, views, _create, full in tables:
+        if engine == "Distributed":
+            m = re.match(r"Distributed\(\s*'[^']*'\s*,\s*'[^']*'\s*,\s*'(\w+)'", full or "")
+            if m:
+                out.append((name, name, m.group(1)))
         for view in views:
+            view = view.rsplit(".", 1)[-1]
             m = re.search(r"\bTO\s+(?:`?\w+`?\.)?`?(\w+)`?", creates.get(view, ""))
             if m:
-                out.append((view, src, m.group(1)))
+                out.append((view, name, m.group(1)))
     return out
 
 
@@ -154,7 +173,7 @@ class LakeIngester:
         self.stats = IngestStats()
 
     def prepare(self) -> list[str]:
-        tables = prepare(self.client, self.db)
+        tables = prepare(self.client, self.db, self.settings.clickhouse_cluster)
         self.done = {r[0] for r in self.client.query(
             f"SELECT DISTINCT key FROM {self.db}.{LEDGER_TABLE}").result_rows}
         return tables
