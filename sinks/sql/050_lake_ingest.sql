@@ -5,27 +5,11 @@
 -- The ingester gives every MergeTree table these views reach (telemetry, dead_letters,
 -- the roll-ups) a deduplication window and inserts with the object key as
 -- insert_deduplication_token: an object inserted twice is stored once.
-CREATE TABLE IF NOT EXISTS {database}.telemetry_lake_incoming
-(
-    home_id             String,
-    region              String,
-    ts                  DateTime64(3, 'UTC'),
-    seq                 Int64,
-    indoor_temp_c       Float64,
-    outdoor_temp_c      Float64,
-    power_w             Float64,
-    energy_kwh          Float64,
-    voltage_v           Float64,
-    vibration_mm_s      Float64,
-    water_flow_lpm      Nullable(Float64),
-    water_temp_c        Nullable(Float64),
-    uv_intensity_mw_cm2 Nullable(Float64),
-    pump_pressure_bar   Nullable(Float64),
-    kafka_partition     UInt32,
-    kafka_offset        UInt64,
-    lake_key            String
-)
+-- telemetry's columns (the reading, its lineage, ingested_at unused) plus the object key.
+CREATE TABLE IF NOT EXISTS {database}.telemetry_lake_incoming AS {database}.telemetry{local}
 ENGINE = Null;
+
+ALTER TABLE {database}.telemetry_lake_incoming ADD COLUMN IF NOT EXISTS lake_key String;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_lake_mv TO {database}.telemetry AS
 SELECT
