@@ -136,6 +136,9 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         # the plausibility contract of a reading (schemas/plausibility.py) as SQL
         "telemetry_reasons": reasons,
         "telemetry_dead_letter_error": dead_letter_error_sql(reasons),
+        # a parsed reading as one JSON line (the dead letter's `raw`): the contract's fields
+        "telemetry_row_json": "formatRowNoNewline('JSONEachRow', " + ", ".join(
+            f["name"] for f in schemas.schema_dict(schemas.TELEMETRY_READING)["fields"]) + ")",
         # what each column means, for people and assistants reading system.columns
         "telemetry_column_comments": column_comments_sql(schemas.TELEMETRY_READING, TELEMETRY_EXTRA_COMMENTS),
     }
