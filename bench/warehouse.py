@@ -50,6 +50,10 @@ READING_FIELDS = tuple(schemas.field_names(schemas.TELEMETRY_READING))
 NULLABLE = {"water_flow_lpm", "water_temp_c", "uv_intensity_mw_cm2", "pump_pressure_bar"}
 
 
+# Benchmark homes are numbered from here: ten-character ids, which no city of up to
+# 1,000,000 homes (``H`` + six digits) has.
+BENCH_FIRST_HOME = 900_000_000
+
 # ------------------------------------------------------------------ set-up
 def bench_settings(settings: Settings, database: str = BENCH_DB) -> Settings:
     return settings.replace(clickhouse_database=database)
@@ -201,17 +205,18 @@ def _start_where_the_engine_is(settings: Settings, group: str) -> dict[int, int]
     return {tp.partition: tp.offset for tp in committed}
 
 
-def _delete_region(client, database: str, region: str) -> None:
-    """Remove a benchmark region from every MergeTree table of ``database`` that has a
-    region column (raw tables, sink tables, roll-ups)."""
+def _delete_homes(client, database: str, where: str) -> None:
+    """Remove the benchmark's homes (``where``) from every MergeTree table of
+    ``database`` that has a home_id column (raw tables, sink tables, per-home roll-ups;
+    the per-region roll-ups keep their share)."""
     tables = [r[0] for r in client.query(
         "SELECT t.name FROM system.tables AS t INNER JOIN system.columns AS c "
         "ON c.database = t.database AND c.table = t.name "
-        "WHERE t.database = {db:String} AND c.name = 'region' AND t.engine LIKE '%MergeTree'",
+        "WHERE t.database = {db:String} AND c.name = 'home_id' AND t.engine LIKE '%MergeTree'",
         parameters={"db": database}).result_rows]
     for t in tables:
         # asynchronous: a mutation waited for (mutations_sync) once hung the embedded warehouse
-        client.command(f"ALTER TABLE {database}.{t} DELETE WHERE region = '{region}'")
+        client.command(f"ALTER TABLE {database}.{t} DELETE WHERE {where}")
 
 
 def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000, database: str = BENCH_DB,
@@ -230,26 +235,31 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
        a fresh sink into ``<database>.telemetry_sink``: the sink's own ceiling.
     3. bulk: the same readings with insert_arrow, 100k rows per insert.
 
-    The benchmark region is deleted from the pipeline's tables afterwards. Its
-    readings stay in the telemetry topic (Kafka cannot delete them): a group that later
-    starts from the earliest offset (a new sink group, a rebuilt warehouse) stores
-    them again, under their ``bench-*`` region.
+    The readings are of homes no city has (``BENCH_FIRST_HOME`` on), in the city's first
+    region (the warehouse stores known regions only), and are deleted from the
+    pipeline's tables afterwards. They stay in the telemetry topic (Kafka cannot delete
+    them): a group that later starts from the earliest offset (a new sink group, a
+    rebuilt warehouse) stores them again, under those home ids.
     """
     import tempfile
 
     from producers.producer import TelemetryProducer, run_backfill
-    from producers.simulator import CitySimulator
+    from producers.simulator import CitySimulator, home_id
     from sinks.warehouse import connect
 
     ticks = max(1, readings // homes)
     expected = homes * ticks
     start_ms = int(time.time() * 1000) - ticks * 1000
-    region = f"bench-{uuid.uuid4().hex[:6]}"
+    region = settings.regions[0]
     db = settings.clickhouse_database
     client = connect(settings)
     logs = settings.data_dir / "logs"
     log_dir = logs if logs.is_dir() else Path(tempfile.mkdtemp(prefix="eco-bench-"))
     out: dict[str, object] = {"readings": expected, "homes": homes, "region": region}
+    first = BENCH_FIRST_HOME + int(uuid.uuid4().int % 1000) * 100_000  # a run's own homes
+    if homes > 100_000:
+        raise CommandError("bench ingest: at most 100,000 homes")
+    ours = f"home_id >= '{home_id(first)}' AND home_id <= '{home_id(first + homes - 1)}' AND length(home_id) = 10"
     group = f"eco-bench-sink-{uuid.uuid4().hex[:6]}"
     try:
         # 1. live, side by side
@@ -260,7 +270,7 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
             out["sink_join_s"] = _wait_assigned(sink, log1)
             time.sleep(1)
             producer = TelemetryProducer(settings)
-            sim = CitySimulator(homes, [region], settings.seed, start_ms)
+            sim = CitySimulator(homes, [region], settings.seed, start_ms, first_home=first)
             t_start = time.monotonic()
             finished: dict[str, float] = {}
             import threading
@@ -272,7 +282,7 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
 
             thread = threading.Thread(target=produce, daemon=True)
             thread.start()
-            where = f"WHERE region = '{region}'"
+            where = f"WHERE region = '{region}' AND {ours}"
             live = _watch_many(client, {
                 "kafka_engine": f"SELECT count() FROM {db}.telemetry {where}",
                 "sink": f"SELECT count() FROM {db}.telemetry_sink {where}",
@@ -295,7 +305,7 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
         bclient = create_bench_database(settings, database)
         bs = bench_settings(settings, database).replace(topic_telemetry=topic)
         with TelemetryProducer(bs) as producer:
-            run_backfill(CitySimulator(homes, [region], settings.seed, start_ms), producer, start_ms, ticks,
+            run_backfill(CitySimulator(homes, [region], settings.seed, start_ms, first_home=first), producer, start_ms, ticks,
                          progress=False)
         log2 = log_dir / f"bench-{group}-backlog.log"
         t_spawn = time.monotonic()
@@ -316,7 +326,7 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
                        "rows_per_s_incl_generation": r["rows"] / r["total_s"]}
     finally:
         if not keep:
-            _delete_region(client, db, region)
+            _delete_homes(client, db, ours)
             client.command(f"ALTER TABLE {db}.sink_batches DELETE WHERE sink LIKE '{group}%'")
             drop_bench_database(settings, database)
     return out
