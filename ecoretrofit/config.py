@@ -102,6 +102,10 @@ class Settings:
     # simulation
     homes: int = 1000
     regions: tuple[str, ...] = ("north", "south", "east", "west", "central")
+    # Regions accepted from devices beyond the simulated city's (a district whose real
+    # devices arrive before the simulator models it; the tests' private regions). The
+    # warehouse stores readings of known regions only: see `known_regions`.
+    extra_regions: tuple[str, ...] = ()
     seed: int = 42
 
     # stream processing
@@ -213,6 +217,11 @@ class Settings:
     # ---------------------------------------------------------------- helpers
     def port(self, name: str) -> int:
         return self.port_base + PORT_OFFSETS[name]
+
+    @property
+    def known_regions(self) -> tuple[str, ...]:
+        """Every region whose readings are accepted: the city's and the extra ones."""
+        return self.regions + tuple(r for r in self.extra_regions if r not in self.regions)
 
     @property
     def credentials_file(self) -> Path:

@@ -100,7 +100,7 @@ def ddl_params(settings: Settings) -> dict[str, str]:
     """Values for the ``{placeholders}`` in ``sinks/sql/*.sql``."""
     from sinks.plausibility_sql import dead_letter_error_sql, reasons_sql
 
-    reasons = reasons_sql(settings.regions)
+    reasons = reasons_sql(settings.known_regions)
     return {
         "database": settings.clickhouse_database,
         # how ClickHouse itself reaches Kafka and the registry (service names in docker-compose)
