@@ -84,6 +84,11 @@ class Settings:
     # in docker-compose the server resolves service names of its own network.
     clickhouse_kafka_bootstrap: str = ""
     clickhouse_schema_registry_url: str = ""
+    # A ClickHouse cluster of shards (a <remote_servers> name in the servers' config):
+    # the DDL then runs ON CLUSTER, stores rows in <table>_local on every shard and
+    # reads them through Distributed tables (sinks/warehouse.py, docs/cluster.md).
+    # Empty: one server, no Distributed tables.
+    clickhouse_cluster: str = ""
 
     # topics: names and partition counts default to their declaration (schemas/topics.py)
     topic_telemetry: str = topics.TELEMETRY.name
