@@ -106,6 +106,14 @@ CONFIG_XML = """<clickhouse>
 </clickhouse>
 """
 
+# A Kafka consumer that leaves its group while the group is still forming (it joined
+# but holds no partition yet) leaves Tansu 0.6's group waiting for a departed leader,
+# and the next warehouse's consumers then never get their partitions (docs/delivery.md).
+# So a stop first waits, this long at most, until every consumer holds its partitions.
+# (The local stack SIGKILLs the service 20 s after its SIGTERM: a kill sends no
+# LeaveGroup, and a member that times out is dropped cleanly.)
+KAFKA_SETTLE_TIMEOUT_S = 12.0
+
 # URL parameters ClickHouse's HTTP handler consumes itself: never query settings.
 TRANSPORT_PARAMS = frozenset({
     "query", "database", "default_format", "user", "password", "quota_key",
@@ -919,6 +927,41 @@ class _EngineClient:
 
 
 # ------------------------------------------------------------------- lifecycle
+def unsettled_kafka_tables(rows) -> list[str]:
+    """The Kafka tables with a consumer that holds no partition, from ``(database,
+    table, partition ids)`` rows of ``system.kafka_consumers``.
+
+    >>> unsettled_kafka_tables([("eco", "telemetry_queue", [0, 1, 2]), ("eco", "anomalies_queue", [])])
+    ['eco.anomalies_queue']
+    >>> unsettled_kafka_tables([])
+    []
+    """
+    return sorted({f"{database}.{table}" for database, table, partitions in rows if not partitions})
+
+
+def let_kafka_groups_settle(engine: Engine, timeout_s: float = KAFKA_SETTLE_TIMEOUT_S) -> list[str]:
+    """Wait until every Kafka consumer of ``engine`` holds its partitions (see
+    KAFKA_SETTLE_TIMEOUT_S), at most ``timeout_s``; returns the tables still waiting."""
+    started = time.monotonic()
+    while True:
+        try:
+            waiting = unsettled_kafka_tables(engine.rows(
+                "SELECT database, table, assignments.partition_id FROM system.kafka_consumers"))
+        except ClickHouseError as exc:
+            log.warning("cannot read system.kafka_consumers before stopping: %s", exc.text)
+            return []
+        waited = time.monotonic() - started
+        if not waiting or waited >= timeout_s:
+            break
+        time.sleep(0.2)
+    if waiting:
+        log.warning("stopping while the Kafka consumers of %s hold no partition (waited %.1f s)",
+                    ", ".join(waiting), waited)
+    elif waited >= 0.2:
+        log.info("waited %.1f s for the Kafka consumers to hold their partitions before leaving their groups", waited)
+    return waiting
+
+
 def config_file(settings: Settings) -> Path:
     """Write the ClickHouse config for this data directory; returns its path."""
     path = settings.data_dir / "clickhouse-config.xml"
@@ -977,6 +1020,7 @@ def serve(
             pass
         log.info("warehouse stopping")
         server.shutdown()
+        let_kafka_groups_settle(engine)
     finally:
         server.server_close()
         if engine is not None:
