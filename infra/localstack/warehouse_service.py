@@ -92,10 +92,9 @@ CONFIG_XML = """<clickhouse>
     <timezone>UTC</timezone>
     <background_message_broker_schedule_pool_size>16</background_message_broker_schedule_pool_size>
     <kafka>
-        <!-- Also the rebalance timeout the consumers send when they join: at 60 s a
-             restarted warehouse's consumers sat without partitions for 43 s, then for
-             more than 90 s (tests/test_kafka_engine_restarts.py); at 10 s they resumed
-             in 2-12 s. So a block must be written within 10 s (010_telemetry.sql). -->
+        <!-- A block must be written within it (010_telemetry.sql), or the consumer
+             drops out of its group and the block is read again. (Restarts that stalled
+             at 60 s were blamed on it, wrongly: docs/delivery.md.) -->
         <max_poll_interval_ms>10000</max_poll_interval_ms>
         <session_timeout_ms>6000</session_timeout_ms>
         <heartbeat_interval_ms>1000</heartbeat_interval_ms>

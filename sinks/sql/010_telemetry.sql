@@ -37,8 +37,8 @@ SETTINGS
     kafka_num_consumers = 1,
     kafka_thread_per_consumer = 1,
     -- a block must be written (with every view chained from telemetry) well within
-    -- the consumer's 10 s max poll interval (warehouse_service.CONFIG_XML: raising it
-    -- stalls restarts), or the consumer drops out of its group
+    -- the consumer's 10 s max poll interval (warehouse_service.CONFIG_XML), or the
+    -- consumer drops out of its group
     -- and the block is read again: duplicates (measured 1.3% at 262144 under backfill)
     kafka_max_block_size = 65536,
     kafka_poll_max_batch_size = 65536,
