@@ -112,6 +112,9 @@ CONFIG_XML = """<clickhouse>
 # (The local stack SIGKILLs the service 20 s after its SIGTERM: a kill sends no
 # LeaveGroup, and a member that times out is dropped cleanly.)
 KAFKA_SETTLE_TIMEOUT_S = 12.0
+# A consumer holds its partitions ~3 s after it joins here; one that has held none for
+# this long is waiting on its group, and the service says so in its log.
+KAFKA_UNASSIGNED_WARN_S = 60.0
 
 # URL parameters ClickHouse's HTTP handler consumes itself: never query settings.
 TRANSPORT_PARAMS = frozenset({
@@ -938,14 +941,49 @@ def unsettled_kafka_tables(rows) -> list[str]:
     return sorted({f"{database}.{table}" for database, table, partitions in rows if not partitions})
 
 
+class UnassignedKafkaTables:
+    """Since when each Kafka table has had a consumer without partitions; names a table
+    once per episode, when it has waited longer than ``after_s``.
+
+    >>> watch = UnassignedKafkaTables(after_s=60)
+    >>> watch.update([("eco", "telemetry_queue", [])], now=0.0)
+    []
+    >>> watch.update([("eco", "telemetry_queue", [])], now=61.0)
+    ['eco.telemetry_queue']
+    >>> watch.update([("eco", "telemetry_queue", [])], now=200.0)  # once
+    []
+    >>> watch.update([("eco", "telemetry_queue", [0, 1])], now=201.0)
+    []
+    >>> watch.update([("eco", "telemetry_queue", [])], now=202.0)  # a new episode
+    []
+    """
+
+    def __init__(self, after_s: float = KAFKA_UNASSIGNED_WARN_S):
+        self.after_s = after_s
+        self._since: dict[str, float] = {}
+        self._named: set[str] = set()
+
+    def update(self, rows, now: float) -> list[str]:
+        waiting = set(unsettled_kafka_tables(rows))
+        for table in set(self._since) - waiting:
+            del self._since[table]
+            self._named.discard(table)
+        due = sorted(t for t in waiting if now - self._since.setdefault(t, now) > self.after_s and t not in self._named)
+        self._named.update(due)
+        return due
+
+
+def _kafka_assignments(engine: Engine) -> list[list]:
+    return engine.rows("SELECT database, table, assignments.partition_id FROM system.kafka_consumers")
+
+
 def let_kafka_groups_settle(engine: Engine, timeout_s: float = KAFKA_SETTLE_TIMEOUT_S) -> list[str]:
     """Wait until every Kafka consumer of ``engine`` holds its partitions (see
     KAFKA_SETTLE_TIMEOUT_S), at most ``timeout_s``; returns the tables still waiting."""
     started = time.monotonic()
     while True:
         try:
-            waiting = unsettled_kafka_tables(engine.rows(
-                "SELECT database, table, assignments.partition_id FROM system.kafka_consumers"))
+            waiting = unsettled_kafka_tables(_kafka_assignments(engine))
         except ClickHouseError as exc:
             log.warning("cannot read system.kafka_consumers before stopping: %s", exc.text)
             return []
@@ -1015,8 +1053,21 @@ def serve(
             f"warehouse ready on http://{host}:{port} (ClickHouse {engine.version}, "
             f"data {engine.path}, {statements} DDL statements applied)"
         )
+        unassigned, next_check = UnassignedKafkaTables(), time.monotonic()
         while not stop.wait(0.5):
-            pass
+            if time.monotonic() < next_check:
+                continue
+            next_check += 10
+            try:
+                stalled = unassigned.update(_kafka_assignments(engine), time.monotonic())
+            except ClickHouseError as exc:
+                log.warning("cannot read system.kafka_consumers: %s", exc.text)
+                continue
+            for table in stalled:
+                log.warning(
+                    "the Kafka consumers of %s have held no partition for over %.0f s: their group is not "
+                    "forming. On the local broker (Tansu 0.6) that is a group waiting for a departed leader "
+                    "(docs/delivery.md); restarting the broker clears it", table, unassigned.after_s)
         log.info("warehouse stopping")
         server.shutdown()
         let_kafka_groups_settle(engine)
