@@ -32,8 +32,8 @@ SETTINGS
     kafka_handle_error_mode = 'stream',
     -- One consumer, so the group has one member: with two, a warehouse restart could
     -- leave the group waiting for a departed leader on our broker (Tansu 0.6) for
-    -- 10 s to forever (docs/delivery.md; tests/test_tansu_groups.py). Every Kafka
-    -- table of this directory keeps one (tests/test_tansu_groups.py).
+    -- 10 s to forever (docs/delivery.md). Every Kafka table of this directory keeps
+    -- one (tests/test_tansu_groups.py, which also shows the broker's behaviour).
     kafka_num_consumers = 1,
     kafka_thread_per_consumer = 1,
     -- a block must be written (with every view chained from telemetry) well within
