@@ -93,6 +93,10 @@ ALTER TABLE {database}.telemetry MODIFY SETTING ttl_only_drop_parts = 1;
 -- Only plausible readings are stored: {telemetry_reasons} is the contract of
 -- schemas/plausibility.py rendered as SQL (sinks/plausibility_sql.py), an Array(String)
 -- of reasons, empty for a plausible reading. "Now" is the time the block is written.
+-- A message is one reading: ClickHouse parses every Avro record a message holds into a
+-- row of its own (two readings in one message were stored twice, at one offset), so
+-- readings_in_message counts a message's rows (all in one block) and a message of more
+-- than one is a dead letter (telemetry_implausible_mv).
 -- (A view made by an older DDL gets this query too: see warehouse.render_ddl.)
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_mv TO {database}.telemetry AS
 SELECT
@@ -101,8 +105,11 @@ SELECT
     pump_pressure_bar,
     _partition AS kafka_partition,
     _offset AS kafka_offset
-FROM {database}.telemetry_queue
-WHERE length(_error) = 0 AND empty({telemetry_reasons});
+FROM (
+    SELECT *, _partition, _offset, _error, count() OVER (PARTITION BY _partition, _offset) AS readings_in_message
+    FROM {database}.telemetry_queue
+)
+WHERE length(_error) = 0 AND readings_in_message = 1 AND empty({telemetry_reasons});
 
 -- Unparsable messages: the parser's error and the raw bytes.
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_dlq_mv TO {database}.dead_letters AS
@@ -111,7 +118,8 @@ FROM {database}.telemetry_queue
 WHERE length(_error) > 0;
 
 -- Parsed but implausible readings: every reason, and the reading as JSON (ClickHouse
--- keeps no raw bytes of a message it parsed).
+-- keeps no raw bytes of a message it parsed). A message of several readings is one
+-- dead letter (its first reading as JSON).
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_implausible_mv TO {database}.dead_letters AS
 SELECT
     _topic AS topic,
@@ -120,6 +128,14 @@ SELECT
     formatRowNoNewline('JSONEachRow', home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w,
                        energy_kwh, voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c,
                        uv_intensity_mw_cm2, pump_pressure_bar) AS raw,
-    {telemetry_dead_letter_error} AS error
-FROM {database}.telemetry_queue
-WHERE length(_error) = 0 AND notEmpty({telemetry_reasons});
+    if(readings_in_message > 1,
+       concat('message holds ', toString(readings_in_message), ' Avro records; a message is one reading'),
+       {telemetry_dead_letter_error}) AS error
+FROM (
+    SELECT *, _topic, _partition, _offset, _error,
+           count() OVER message AS readings_in_message, row_number() OVER message AS reading_in_message
+    FROM {database}.telemetry_queue
+    WINDOW message AS (PARTITION BY _partition, _offset)
+)
+WHERE length(_error) = 0
+  AND if(readings_in_message > 1, reading_in_message = 1, notEmpty({telemetry_reasons}));
