@@ -85,7 +85,7 @@ def dead_letter(
         headers["null_value"] = b"true"
     elif size > limit:
         value = value[:limit]
-        message += f" (raw payload truncated to the first {limit} of {size} bytes)"
+        message += plausibility.truncation_note(size)
         headers["truncated"] = b"true"
         headers["original_bytes"] = str(size).encode()
     if len(message) > MAX_ERROR_CHARS:

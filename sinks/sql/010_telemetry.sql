@@ -111,26 +111,33 @@ FROM (
 )
 WHERE length(_error) = 0 AND readings_in_message = 1 AND empty({telemetry_reasons});
 
--- Unparsable messages: the parser's error and the raw bytes.
+-- Unparsable messages: the parser's error and the raw bytes (the first 64 kB of them, as
+-- every dead letter keeps: a hostile 10 MB message is not stored whole).
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_dlq_mv TO {database}.dead_letters AS
-SELECT _topic AS topic, _partition AS partition, _offset AS offset, _raw_message AS raw, _error AS error
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, {dead_letter_raw} AS raw, {dead_letter_error} AS error
 FROM {database}.telemetry_queue
 WHERE length(_error) > 0;
 
 -- Parsed but implausible readings: every reason, and the reading as JSON (ClickHouse
--- keeps no raw bytes of a message it parsed). A message of several readings is one
--- dead letter (its first reading as JSON).
+-- keeps no raw bytes of a message it parsed; at most 64 kB of it). A message of several
+-- readings is one dead letter (its first reading as JSON).
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_implausible_mv TO {database}.dead_letters AS
 SELECT
     _topic AS topic,
     _partition AS partition,
     _offset AS offset,
-    formatRowNoNewline('JSONEachRow', home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w,
-                       energy_kwh, voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c,
-                       uv_intensity_mw_cm2, pump_pressure_bar) AS raw,
-    if(readings_in_message > 1,
-       concat('message holds ', toString(readings_in_message), ' Avro records; a message is one reading'),
-       {telemetry_dead_letter_error}) AS error
+    substring(formatRowNoNewline('JSONEachRow', home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w,
+                                 energy_kwh, voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c,
+                                 uv_intensity_mw_cm2, pump_pressure_bar) AS reading_json,
+              1, {dead_letter_max_bytes}) AS raw,
+    concat(
+        if(readings_in_message > 1,
+           concat('message holds ', toString(readings_in_message), ' Avro records; a message is one reading'),
+           {telemetry_dead_letter_error}),
+        if(length(reading_json) > {dead_letter_max_bytes},
+           concat(' (reading as JSON truncated to the first {dead_letter_max_bytes} of ',
+                  toString(length(reading_json)), ' bytes)'),
+           '')) AS error
 FROM (
     SELECT *, _topic, _partition, _offset, _error,
            count() OVER message AS readings_in_message, row_number() OVER message AS reading_in_message
