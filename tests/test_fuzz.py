@@ -175,9 +175,8 @@ class Oracle:
 
 def build_corpus(rng: random.Random, encode, oracle: Oracle, region: str, homes: list[str],
                  foreign_schema_id: int, ticks: int, partitions: int) -> list[Case]:
-    """Good readings of ``homes`` and hostile messages of every shape, shuffled, then
-    one good reading on each of the ``partitions``, so that every message of the
-    corpus has a good one after it in its partition."""
+    """Good readings of ``homes`` and hostile messages of every shape, shuffled,
+    between good readings at the start and the end of each of the ``partitions``."""
     now = oracle.now_ms
     day = 86_400_000
     start = now - 3_600_000  # inside the warehouse's 7-day retention and the contract's window
@@ -282,10 +281,14 @@ def build_corpus(rng: random.Random, encode, oracle: Oracle, region: str, homes:
     # a valid-looking reading far over the size limit
     add("6 MB home id", encode(dict(sample(), home_id="H" + "7" * 6_000_000)))
     rng.shuffle(cases)
+    # good readings framing the corpus in every partition: holes are seen between two
+    # accounted offsets only (sinks/queries/unaccounted_offsets.sql)
+    first, last = [], []
     for p in range(partitions):
-        r = dict(good[p % len(good)], ts=good[-1]["ts"] + 1000, seq=ticks + p)
-        cases.append(Case("good (last of its partition)", r["home_id"].encode(), encode(r), None, True, True, p))
-    return cases
+        for where, ts, seq in ((first, good[0]["ts"] - 1000, 0), (last, good[-1]["ts"] + 1000, ticks + 1)):
+            r = dict(good[p % len(good)], ts=ts, seq=seq)
+            where.append(Case("good (framing)", r["home_id"].encode(), encode(r), None, True, True, p))
+    return first + cases + last
 
 
 def produce(settings, topic: str, cases: list[Case]) -> list[tuple[int, int]]:
@@ -442,6 +445,7 @@ def test_fuzzed_messages_are_each_stored_or_dead_lettered_once_on_every_path(sta
     _assert_accounted("sink dead letters", cases, {own_positions[(p, o)]: n for p, o, n, *_ in sink_lettered},
                       want_valid=False)
     assert all(error > 0 for *_, error, _ in sink_lettered)
+    assert max(raw for *_, raw in sink_lettered) <= plausibility.DEAD_LETTER_MAX_BYTES
 
     # Kafka engine: the same, on the stack's topic, with two documented exceptions (README,
     # Guarantees): ClickHouse reads a corrupt union index as null (such a reading may be
@@ -449,6 +453,7 @@ def test_fuzzed_messages_are_each_stored_or_dead_lettered_once_on_every_path(sta
     stored = {positions[(p, o)]: n for p, o, n in engine_stored}
     dead = {positions[(p, o)]: n for p, o, n, *_ in engine_lettered}
     assert all(error > 0 for *_, error, _ in engine_lettered)
+    assert max(raw for *_, raw in engine_lettered) <= plausibility.DEAD_LETTER_MAX_BYTES
     lenient = {i for i, c in enumerate(cases) if c.clickhouse_valid and not c.valid}
     print(f"Kafka engine: {len(lenient)} messages with a corrupt union index, {len(lenient & set(stored))} of them stored")
     for i in lenient:  # stored or dead-lettered, not both (nor neither, unless its reading expired)
