@@ -341,7 +341,7 @@ def test_fuzzed_messages_are_each_stored_or_dead_lettered_once_on_every_path(sta
     # of the test pool kept for this test, homes drawn from the seed.
     region = FUZZ_REGION
     homes = [f"H{rng.randrange(10**8, 10**9)}" for _ in range(12)]
-    oracle = Oracle(enc.schema_id, int(time.time() * 1000), s.regions)
+    oracle = Oracle(enc.schema_id, int(time.time() * 1000), s.known_regions)
     cases = build_corpus(rng, enc.encode, oracle, region, homes, foreign, ticks=25,
                          partitions=TELEMETRY.partitions_in(stack_settings))
     n_valid = sum(c.valid for c in cases)
