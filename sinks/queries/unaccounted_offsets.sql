@@ -14,12 +14,14 @@
 -- `dead_letters` fills the holes it dead-lettered.
 --
 -- Parameters (name, type, default, meaning):
---   hours   UInt32   24    how far back to look (by the time rows were stored)
+--   since   String   ''    rows stored from this time on (UTC, e.g. 2026-01-31 06:00:00); '' = now - hours
+--   hours   UInt32   24    how far back to look when since is ''
 --   limit   UInt64   1000  at most this many ranges
 WITH
     (SELECT extract(engine_full, 'kafka_topic_list = \'([^\']+)\'') FROM system.tables
      WHERE database = '{database}' AND name = 'telemetry_queue') AS telemetry_topic,
-    now64(3, 'UTC') - toIntervalHour({hours:UInt32}) AS since
+    if({since:String} = '', now64(3, 'UTC') - toIntervalHour({hours:UInt32}),
+       parseDateTime64BestEffort(if({since:String} = '', '1970-01-01', {since:String}), 3, 'UTC')) AS since
 SELECT partition, previous + 1 AS first_offset, offset - 1 AS last_offset, offset - previous - 1 AS messages
 FROM
 (
