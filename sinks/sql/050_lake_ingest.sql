@@ -26,7 +26,7 @@ SELECT
     concat('lake:', lake_key) AS topic,
     kafka_partition AS partition,
     kafka_offset AS offset,
-    {telemetry_row_json} AS raw,
+    substring({telemetry_row_json}, 1, {dead_letter_max_bytes}) AS raw,
     {telemetry_dead_letter_error} AS error
 FROM {database}.telemetry_lake_incoming
 WHERE notEmpty({telemetry_reasons});
