@@ -173,15 +173,16 @@ class Processor:
         )
         # recovery starts at the last full snapshot, not at offset 0 (processors/snapshots.py)
         self.models.persisted_offset = self._snapshot_start
-        # Every changelog write's delivery future, so that a checkpoint can wait for
-        # the broker's acknowledgement of each before it acknowledges the offsets it
-        # covers (Faust's producer.flush() gives up on its buffer after 0.1 s).
-        self.changelog_writes: list = []
+        # The delivery future of everything sent (changelog writes, anomaly events,
+        # alerts, dead letters), so that a checkpoint can wait for the broker's
+        # acknowledgement of each before it acknowledges the offsets it covers
+        # (Faust's producer.flush() gives up on its buffer after 0.1 s).
+        self.unacknowledged: list = []
         send_changelog = self.models.send_changelog
 
         def send_and_track(*args, **kwargs):
             fut = send_changelog(*args, **kwargs)
-            self.changelog_writes.append(fut)
+            self.unacknowledged.append(fut)
             return fut
 
         self.models.send_changelog = send_and_track
@@ -465,7 +466,8 @@ class Processor:
 
     async def send_anomaly(self, anomaly: dict, wall: float, sticky: bool = False) -> None:
         self._codecs()  # the silence timer may report before the first batch
-        await self.anomalies.send(key=anomaly["home_id"].encode(), value=self.encoder.encode(anomaly))
+        self.unacknowledged.append(
+            await self.anomalies.send(key=anomaly["home_id"].encode(), value=self.encoder.encode(anomaly)))
         metrics.ANOMALIES.labels(anomaly["region"], anomaly["metric"], anomaly["severity"], anomaly["detector"]).inc()
         alert = self.alert_book.on_anomaly(anomaly, wall, sticky=sticky)
         if alert is not None:
@@ -495,13 +497,14 @@ class Processor:
         held, self.held = self.held, []
         self.last_checkpoint = time.monotonic()
         # The checkpoint covers every message scored so far, but Faust commits offsets
-        # without waiting for the changelog: acknowledge only once the broker has
-        # acknowledged every table write, or a SIGKILL in between loses the models (and
-        # open alerts) that the committed offsets say were saved. (A failed write
-        # raises here: nothing is acknowledged, the next owner re-reads.)
-        writes, self.changelog_writes = self.changelog_writes, []
-        if writes:
-            await asyncio.gather(*writes)
+        # without waiting for what was sent: acknowledge only once the broker has
+        # acknowledged every table write and every event, or a SIGKILL in between loses
+        # the models, the open alerts, or an alert's "resolved" that the committed
+        # offsets and the checkpoint say were done. (A failed send raises here: nothing
+        # is acknowledged, the next owner re-reads.)
+        sent, self.unacknowledged = self.unacknowledged, []
+        if sent:
+            await asyncio.gather(*sent)
         ack = self.app.consumer.ack
         for msg in held:
             ack(msg)
@@ -512,11 +515,12 @@ class Processor:
         key, value, headers = dead_letter(
             msg.key if isinstance(msg.key, bytes) else None, msg.value, exc, msg.topic, msg.partition, msg.offset,
         )
-        await self.deadletters.send(key=key, value=value, headers=headers)
+        self.unacknowledged.append(await self.deadletters.send(key=key, value=value, headers=headers))
 
     async def send_alert(self, alert: dict) -> None:
         self._codecs()
-        await self.alerts.send(key=alert["home_id"].encode(), value=self.alert_encoder.encode(alert))
+        self.unacknowledged.append(
+            await self.alerts.send(key=alert["home_id"].encode(), value=self.alert_encoder.encode(alert)))
 
     def update_alert_gauge(self) -> None:
         metrics.HOMES_IN_ALERT.clear()
