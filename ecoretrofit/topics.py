@@ -148,22 +148,25 @@ PROSE: dict[str, dict[str, object]] = {
     "deadletter": dict(
         title="dead letters",
         purpose=(
-            "Messages the processor could not decode, and device messages the MQTT bridge refused, kept "
-            "byte for byte for inspection and replay."
+            "Messages the processor or the maintenance worker could not decode or refused (plausibility "
+            "contract), and device messages the MQTT bridge refused, kept byte for byte for inspection and replay."
         ),
-        producers="the stream processor (processors/app.py `dead_letter`); the MQTT bridge (gateway/bridge.py)",
+        producers=("the stream processor (processors/app.py `dead_letter`); the maintenance worker "
+                   "(maintenance/worker.py, telemetry and work orders); the MQTT bridge (gateway/bridge.py)"),
         consumers="operators; alert EcoDeadLettersGrowing counts them (eco_dead_letters_total)",
         value="the original message's value bytes, unchanged (not necessarily Avro: that is why it is here)",
-        ordering="One partition: in the order the processor met them.",
+        ordering="One partition: in the order each producer met them.",
         delivery="At-least-once (a re-processed bad message is dead-lettered again).",
-        dedup="(source_topic, source_partition, source_offset) headers identify the original message.",
+        dedup=("(source_topic, source_partition, source_offset) headers identify the original message; a bad "
+               "reading is refused once by each consumer of telemetry (header refused_by)."),
         headers=[
             ("source_topic", "topic the message came from (UTF-8); `mqtt:<topic>` from the bridge"),
             ("source_partition", "its partition, decimal UTF-8 (absent for MQTT)"),
             ("source_offset", "its offset, decimal UTF-8 (absent for MQTT)"),
-            ("reason", "short label: truncated, bad_magic, unknown_schema, corrupt; from the bridge: "
-                       "invalid, foreign_home, bad_topic"),
+            ("reason", "short label: truncated, bad_magic, unknown_schema, corrupt, oversized, implausible, "
+                       "processing_error; from the bridge: invalid, foreign_home, bad_topic"),
             ("error", "the decoder's full message, or every bad field of the payload (UTF-8)"),
+            ("refused_by", "the consumer that refused it: processor, maintain (absent from the bridge)"),
         ],
     ),
     "schemas": dict(

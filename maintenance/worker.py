@@ -23,9 +23,14 @@ adapter around ``maintenance.workflow.PredictiveWorkflow``, the same object
   from the whole fleet's failures: one worker owns the fleet. A second one started by
   mistake computes the same order ids, so it duplicates records, not orders.
 
-Malformed messages are counted and logged, then skipped: the warehouse records both
-topics' malformed messages in ``dead_letters`` and the anomaly processor dead-letters
-telemetry, so a second copy here would double-count them.
+Every message goes to the workflow or to the dead-letter topic, never nowhere: a
+reading must pass ``processors.intake.screen`` (size, Avro, the plausibility contract),
+a work order must decode; a refused message, or one the worker fails on, is
+dead-lettered with the shared ``processors.intake.dead_letter`` (reason, source
+topic/partition/offset, bounded raw bytes) and header ``refused_by: maintain`` (the
+anomaly processor refuses the same bad reading under its own name). Counts per topic
+and outcome are on /metrics (``eco_maintenance_messages_total``): what was read is
+what was used plus what was dead-lettered.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ import time
 from pathlib import Path
 
 import schemas
+from ecoretrofit import metrics
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
 from maintenance.workflow import PredictiveWorkflow, WorkflowConfig, home_assets
+from processors.intake import dead_letter, screen
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +66,7 @@ class MaintenanceWorker:
         self.held: list[tuple[float, dict]] = []  # (wall time received, order) awaiting telemetry
         self.last_ts: dict[str, int] = {}  # home -> its latest reading's event time
         self.facts: dict[str, tuple[str, str]] = {}  # asset -> (region, model) for the orders it opens
-        self.counts = {"readings": 0, "orders_in": 0, "malformed": 0, "predictions": 0, "orders_out": 0}
+        self.counts = {"readings": 0, "orders_in": 0, "dead_letters": 0, "predictions": 0, "orders_out": 0}
         if self.path.exists():
             self._load(json.loads(self.path.read_text()))
 
@@ -128,6 +135,15 @@ class MaintenanceWorker:
         self.held = keep
 
     # ------------------------------------------------------------ Kafka
+    def refuse(self, producer, m, exc: DecodeError) -> None:
+        """Send message ``m`` to the dead letters with its reason."""
+        t = m.topic()
+        self.counts["dead_letters"] += 1
+        log.warning("dead letter %s[%d]@%d: %s: %.300s", t, m.partition(), m.offset(), exc.reason, exc)
+        metrics.DEAD_LETTERS.labels("maintain", t, exc.reason).inc()
+        key, value, headers = dead_letter(m.key(), m.value(), exc, t, m.partition(), m.offset(), refused_by="maintain")
+        producer.produce(self.settings.topic_deadletter, value, key=key, headers=headers)
+
     def run(self, stop, checkpoint_interval_s: float) -> None:
         """Consume until ``stop()`` is true; checkpoint at the end."""
         from confluent_kafka import Consumer, Producer, TopicPartition
@@ -156,25 +172,38 @@ class MaintenanceWorker:
                 msgs = consumer.consume(2000, 0.2)
                 now = time.time()
                 orders_out: list[dict] = []
+                now_ms = int(now * 1000)
+                tally: dict[tuple[str, str], int] = {}
                 for m in msgs:
                     if m.error():
                         continue
                     t = m.topic()
                     self.offsets[t][m.partition()] = m.offset() + 1
                     try:
-                        rec = decoders[t].decode(m.value())
+                        if t == s.topic_telemetry:
+                            rec = screen(m.value(), decoders[t].decode, now_ms=now_ms, regions=s.regions)
+                        else:
+                            rec = decoders[t].decode(m.value())
                     except DecodeError as exc:
-                        self.counts["malformed"] += 1
-                        log.warning("malformed %s[%d]@%d skipped: %s", t, m.partition(), m.offset(), exc)
+                        self.refuse(producer, m, exc)
+                        tally[t, "dead_letter"] = tally.get((t, "dead_letter"), 0) + 1
                         continue
-                    if t == s.topic_telemetry:
-                        orders_out += self.on_reading(rec)
-                    else:
-                        self.on_order(rec, now)
+                    try:
+                        if t == s.topic_telemetry:
+                            orders_out += self.on_reading(rec)
+                        else:
+                            self.on_order(rec, now)
+                    except Exception as exc:  # one bad record must not stop the fleet's predictions
+                        log.exception("maintain: %s[%d]@%d failed", t, m.partition(), m.offset())
+                        self.refuse(producer, m, DecodeError(f"processing failed: {exc!r}", "processing_error"))
+                        tally[t, "dead_letter"] = tally.get((t, "dead_letter"), 0) + 1
+                        continue
+                    tally[t, "used"] = tally.get((t, "used"), 0) + 1
                 self.release(now, telemetry_drained=not msgs)
                 for o in orders_out:
                     producer.produce(s.topic_workorders, order_enc.encode(o), key=o["asset_id"].encode())
                     self.counts["orders_out"] += 1
+                    metrics.MAINTENANCE_PUBLISHED.labels("predictive_order").inc()
                     log.warning("predictive order %s opened (%s)", o["order_id"], o["source"])
                 for p in self.workflow.drain_predictions():
                     region = self.facts.get(p["asset_id"], ("", ""))[0]
@@ -183,9 +212,17 @@ class MaintenanceWorker:
                            "top_signals": [n for n, _ in top], "top_contributions_hours": [c for _, c in top]}
                     producer.produce(s.topic_predictions, pred_enc.encode(rec), key=p["asset_id"].encode())
                     self.counts["predictions"] += 1
+                    metrics.MAINTENANCE_PUBLISHED.labels("prediction").inc()
                 producer.poll(0)
+                # Counted once everything the batch caused is handed to the producer: who
+                # sees N messages counted sees their orders produced (eval maintenance
+                # --through-kafka paces the simulator on these figures).
+                for (t, outcome), n in tally.items():
+                    metrics.MAINTENANCE_MESSAGES.labels(t, outcome).inc(n)
+                metrics.MAINTENANCE_HELD_ORDERS.set(len(self.held))
                 if time.monotonic() - last_cp >= checkpoint_interval_s:
                     self.checkpoint(producer)
+                    metrics.CHECKPOINTS.labels(component="maintain").inc()
                     last_cp = time.monotonic()
                     log.warning("maintain: checkpoint %s", self.counts)
             self.checkpoint(producer)
