@@ -1,7 +1,7 @@
 """``ecoretrofit maintain``: run the predictive-maintenance stream processor
 (``maintenance.worker``): telemetry and work orders in, predictions and predictive
-work orders out, refused messages to the dead letters, state checkpointed as JSON in
-``--checkpoint``; /metrics on the ``maintain`` port. Stop it with Ctrl-C or SIGTERM: it
+work orders out, refused messages to the dead letters, state checkpointed in ``--checkpoint``
+(SQLite, ``maintenance.checkpoint``); /metrics on the ``maintain`` port. Stop it with Ctrl-C or SIGTERM: it
 checkpoints before exiting."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="state file (default DATA_DIR/maintain/state.json)")
+                        help="state file, SQLite (default DATA_DIR/maintain/state.sqlite)")
     parser.add_argument("--hold", type=float, default=60.0,
                         help="seconds a work order may wait for its home's telemetry to catch up (default 60)")
     parser.add_argument("--horizon-days", type=float, default=None,
@@ -37,7 +37,7 @@ def run(args, settings) -> int:
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))
-    path = args.checkpoint or settings.data_dir / "maintain" / "state.json"
+    path = args.checkpoint or settings.data_dir / "maintain" / "state.sqlite"
     worker = MaintenanceWorker(settings, path, WorkflowConfig(**changes), hold_s=args.hold)
     worker.run(lambda: bool(stopping), settings.checkpoint_interval_s)
     return 0

@@ -14,9 +14,11 @@ adapter around ``maintenance.workflow.PredictiveWorkflow``, the same object
   reached the order's time, or everything on the topics has been read (a poll
   brought nothing), or ``hold_s`` of wall time passed; so a failure's label finds the
   readings before it even when the order is read first.
-- One checkpoint file, JSON (never a pickle), written atomically every
-  ``checkpoint_interval_s`` and at stop: the workflow's state, the held orders, the
-  asset facts orders need, and the next offset of every partition. The producer is
+- One checkpoint file (``maintenance.checkpoint``: SQLite, JSON rows, never a
+  pickle), written atomically every ``checkpoint_interval_s`` and at stop: the
+  workflow's state, the held orders, the asset facts orders need, and the next offset
+  of every partition; of the per-asset predictor states (nearly all of the state), only
+  those that changed since the last checkpoint. The producer is
   flushed first, so a checkpoint never claims an order that was not delivered. A
   restarted worker resumes exactly there; the partitions are assigned, not
   group-managed, so there is no rebalance to lose state in. The per-type models learn
@@ -35,21 +37,18 @@ what was used plus what was dead-lettered.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import schemas
 from ecoretrofit import metrics
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
+from maintenance.checkpoint import CheckpointStore
 from maintenance.workflow import PredictiveWorkflow, WorkflowConfig, home_assets
 from processors.intake import dead_letter, screen
 
 log = logging.getLogger(__name__)
-
-STATE_FORMAT = 1
 
 
 def _order_time(o: dict) -> int:
@@ -67,32 +66,36 @@ class MaintenanceWorker:
         self.last_ts: dict[str, int] = {}  # home -> its latest reading's event time
         self.facts: dict[str, tuple[str, str]] = {}  # asset -> (region, model) for the orders it opens
         self.counts = {"readings": 0, "orders_in": 0, "dead_letters": 0, "predictions": 0, "orders_out": 0}
-        if self.path.exists():
-            self._load(json.loads(self.path.read_text()))
+        self.store = CheckpointStore(self.path)
+        if not self.store.empty():
+            self._load(*self.store.load())
 
     # ------------------------------------------------------------ checkpoint
-    def _load(self, state: dict) -> None:
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{self.path}: checkpoint format {state.get('format')!r}, expected {STATE_FORMAT}")
-        self.workflow.restore(state["workflow"])
+    def _load(self, state: dict, assets: dict) -> None:
+        self.workflow.restore(state["workflow"], assets)
         self.offsets = {t: {int(p): int(o) for p, o in parts.items()} for t, parts in state["offsets"].items()}
         self.held = [(time.time(), o) for o in state["held"]]
         self.last_ts = {h: int(v) for h, v in state["last_ts"].items()}
         self.facts = {a: (f[0], f[1]) for a, f in state["facts"].items()}
 
     def state(self) -> dict:
-        return {"format": STATE_FORMAT, "workflow": self.workflow.state(), "offsets": self.offsets,
+        """Everything but the per-asset predictor states (``workflow.asset_states``)."""
+        return {"workflow": self.workflow.state(assets=False), "offsets": self.offsets,
                 "held": [o for _, o in self.held], "last_ts": self.last_ts,
                 "facts": {a: list(f) for a, f in self.facts.items()}}
 
-    def checkpoint(self, producer) -> None:
+    def checkpoint(self, producer) -> int:
+        """Once every record produced so far is delivered, save; returns the bytes written."""
         left = producer.flush(30)
         if left:
             raise RuntimeError(f"{left} records not delivered: checkpoint skipped")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state(), separators=(",", ":")))
-        os.replace(tmp, self.path)
+        return self.save()
+
+    def save(self) -> int:
+        """Write the state (of the assets, those that changed); returns the bytes written."""
+        changed = self.workflow.take_changed()
+        self.store.save(self.state(), self.workflow.asset_states(changed))
+        return self.store.last_bytes
 
     # ------------------------------------------------------------ the work
     def on_reading(self, reading: dict) -> list[dict]:
@@ -221,11 +224,12 @@ class MaintenanceWorker:
                     metrics.MAINTENANCE_MESSAGES.labels(t, outcome).inc(n)
                 metrics.MAINTENANCE_HELD_ORDERS.set(len(self.held))
                 if time.monotonic() - last_cp >= checkpoint_interval_s:
-                    self.checkpoint(producer)
+                    wrote = self.checkpoint(producer)
                     metrics.CHECKPOINTS.labels(component="maintain").inc()
                     last_cp = time.monotonic()
-                    log.warning("maintain: checkpoint %s", self.counts)
+                    log.warning("maintain: checkpoint of %d bytes %s", wrote, self.counts)
             self.checkpoint(producer)
             log.warning("maintain: stopped after checkpoint %s", self.counts)
         finally:
             consumer.close()
+            self.store.close()

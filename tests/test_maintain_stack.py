@@ -11,6 +11,7 @@ which the warehouse's daily-partitioned telemetry table must not ingest in one b
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 
@@ -99,7 +100,7 @@ def test_degrading_pump_gets_one_predictive_order_across_restarts_and_repair_res
                                                                          history_preventive_days={}),
                   home_indices=[7])
     technicians = TopicTechnicians(s, fleet)
-    ckpt = tmp_path / "maintain.json"
+    ckpt = tmp_path / "maintain.sqlite"
     worker = spawn(s.replace(topic_telemetry=telemetry), "maintain", "--checkpoint", str(ckpt), "--hold", "300",
                    log_name="maintain-1")
     try:
@@ -107,7 +108,15 @@ def test_degrading_pump_gets_one_predictive_order_across_restarts_and_repair_res
         # seventh pump wears out the same way, streamed in half days until the worker asks
         # for an order (readings after that depend on when the technician comes)
         def saved():
-            return json.loads(ckpt.read_text()) if ckpt.exists() else None
+            from maintenance.checkpoint import CheckpointStore
+
+            if not ckpt.exists():
+                return None
+            store = CheckpointStore(ckpt)
+            try:
+                return store.load()[0] or None
+            finally:
+                store.close()
 
         wait_for(lambda: (saved() or {"workflow": {"failures_seen": {"circulation_pump": 0}}})["workflow"]
                  ["failures_seen"]["circulation_pump"] >= 6, 120, what="the worker to learn from the six failures")
@@ -260,7 +269,7 @@ def test_every_message_is_used_or_dead_lettered_with_its_reason(stack_settings, 
     total = len(good_readings) + len(good_orders) + len(bad)
 
     port = metrics.port_for(s, "maintain")
-    worker = spawn(s, "maintain", "--checkpoint", str(tmp_path / "state.json"), log_name=f"maintain-{name}")
+    worker = spawn(s, "maintain", "--checkpoint", str(tmp_path / "state.sqlite"), log_name=f"maintain-{name}")
     try:
         wait_for(lambda: sum(_metric_values(port, "eco_maintenance_messages_total").values()) >= total, 120,
                  what=f"the worker to read all {total} messages")
@@ -295,3 +304,48 @@ def test_every_message_is_used_or_dead_lettered_with_its_reason(stack_settings, 
         assert h["refused_by"] == b"maintain" and h["error"], label
         assert (value or b"") == (raw or b""), label  # the raw bytes, whole (none is over the bound)
     assert "power_w: nan is not a finite number" in got[(s.topic_telemetry, offsets["NaN power"])][0]["error"].decode()
+
+
+def test_eval_through_kafka_agrees_with_the_in_process_run(stack_settings):
+    """``eval maintenance --through-kafka`` on a small city: the real worker, between the
+    real topics, opens the same predictive orders at the same times as the workflow in
+    process, so every figure of the closed loop is the same."""
+    from evaluation.maintenance_eval import outcome, policy_config, prediction_quality, simulate
+    from evaluation.maintenance_kafka import simulate_through_kafka
+
+    homes, days, seed, step = 40, 90, 42, 2 * HOUR_MS
+    kafka = simulate_through_kafka(stack_settings, homes, days, seed, step, policy_config("predictive"))
+    local = simulate("predictive", homes, days, seed, stack_settings.regions, step, start_ms=kafka["start_ms"])
+
+    k = kafka["kafka"]
+    assert k["readings_read"] == k["readings"] == homes * days * 12 and k["dead_letters"] == 0
+    assert k["predictive_orders"] == len(kafka["requests"]) > 0, "a run without predictive orders proves little"
+
+    def requests(run):
+        return sorted((r["asset_id"], r["ts"], r["fail_ms"], r["failed"]) for r in run["requests"])
+
+    assert requests(kafka) == requests(local)
+    # the same orders at the same times: every figure is computed from the same numbers
+    assert outcome(kafka) == outcome(local)
+    assert prediction_quality(kafka, 7.0) == prediction_quality(local, 7.0)
+    assert sorted((o["asset_id"], o["kind"], o["version"], o["opened_ms"]) for o in kafka["orders"]) == \
+        sorted((o["asset_id"], o["kind"], o["version"], o["opened_ms"]) for o in local["orders"])
+
+
+def test_eval_maintenance_command_through_kafka_leaves_the_running_stack_alone(stack_settings):
+    import subprocess
+    import sys
+
+    from ecoretrofit.admin import kafka_ok
+    from ecoretrofit.processes import cli_argv
+
+    out = subprocess.run(cli_argv("eval", "maintenance", "--through-kafka", "--homes", "5", "--months", "0.2",
+                                  "--step-min", "120", "--json"), env={**os.environ, **stack_settings.env()},
+                         capture_output=True, text=True, timeout=600, cwd=stack_settings.data_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    k = report["through_kafka"]
+    assert k["readings"] == k["readings_read"] == 5 * 6 * 12 and k["dead_letters"] == 0
+    assert [p["policy"] for p in report["policies"]] == ["run-to-failure", "fixed-interval", "predictive"]
+    assert "through Kafka" in out.stderr and "360 readings read" in out.stderr  # progress on stderr
+    assert kafka_ok(stack_settings.kafka_bootstrap), "the command stopped a broker it had not started"
