@@ -116,7 +116,7 @@ def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> fl
             if t0 is None:
                 t0 = time.perf_counter()
             try:
-                r = screen(msg.value(), decoder.decode, now_ms=int(time.time() * 1000), regions=settings.regions)
+                r = screen(msg.value(), decoder.decode, now_ms=int(time.time() * 1000), regions=settings.known_regions)
             except DecodeError:  # the worker dead-letters it: handled, not scored
                 done += 1
                 continue

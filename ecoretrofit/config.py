@@ -84,6 +84,11 @@ class Settings:
     # in docker-compose the server resolves service names of its own network.
     clickhouse_kafka_bootstrap: str = ""
     clickhouse_schema_registry_url: str = ""
+    # A ClickHouse cluster of shards (a <remote_servers> name in the servers' config):
+    # the DDL then runs ON CLUSTER, stores rows in <table>_local on every shard and
+    # reads them through Distributed tables (sinks/warehouse.py, docs/cluster.md).
+    # Empty: one server, no Distributed tables.
+    clickhouse_cluster: str = ""
 
     # topics: names and partition counts default to their declaration (schemas/topics.py)
     topic_telemetry: str = topics.TELEMETRY.name
@@ -102,6 +107,10 @@ class Settings:
     # simulation
     homes: int = 1000
     regions: tuple[str, ...] = ("north", "south", "east", "west", "central")
+    # Regions accepted from devices beyond the simulated city's (a district whose real
+    # devices arrive before the simulator models it; the tests' private regions). The
+    # warehouse stores readings of known regions only: see `known_regions`.
+    extra_regions: tuple[str, ...] = ()
     seed: int = 42
 
     # stream processing
@@ -213,6 +222,11 @@ class Settings:
     # ---------------------------------------------------------------- helpers
     def port(self, name: str) -> int:
         return self.port_base + PORT_OFFSETS[name]
+
+    @property
+    def known_regions(self) -> tuple[str, ...]:
+        """Every region whose readings are accepted: the city's and the extra ones."""
+        return self.regions + tuple(r for r in self.extra_regions if r not in self.regions)
 
     @property
     def credentials_file(self) -> Path:

@@ -138,6 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slope", action="store_true", help="also the least-squares slope over --window cycles")
     parser.add_argument("--window", type=int, default=30, help="slope window, and the fewest cycles a CV cut keeps")
     parser.add_argument("--ridge", type=float, default=1.0, help="prior precision of the online regressor")
+    parser.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=True,
+                        help="levels as exactly weighted means from a unit's first cycle (engines are seen from new)")
     parser.add_argument("--json", action="store_true", help="print JSON (rmse and score at the top level)")
 
 
@@ -151,7 +153,8 @@ def run(args: argparse.Namespace, settings: object = None) -> int:
         alphas = tuple(float(a) for a in args.alphas.split(","))
     except ValueError:
         raise CommandError(f"--alphas: comma-separated numbers, got {args.alphas!r}") from None
-    params = {"alphas": alphas, "slope": args.slope, "window": args.window, "ridge": args.ridge}
+    params = {"alphas": alphas, "slope": args.slope, "window": args.window, "ridge": args.ridge,
+              "bias_correction": args.bias_correction}
     t0 = time.perf_counter()
     protocol = "raw truth" if args.raw else f"truth capped at {CAP:g}"
     from maintenance.predictor import NAME, VERSION

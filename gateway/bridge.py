@@ -131,7 +131,7 @@ class Bridge:
             self._dead_letter(msg, "bad_topic", f"topic {msg.topic[:200]!r} is not eco/<home_id>/telemetry", ack)
             return
         checked = check_payload(msg.payload, home, now_ms=int(time.time() * 1000),
-                                regions=self.settings.regions, max_batch=self.settings.gateway_max_batch)
+                                regions=self.settings.known_regions, max_batch=self.settings.gateway_max_batch)
         if checked.errors:
             self._dead_letter(msg, "invalid", "; ".join(checked.errors), ack)
             return

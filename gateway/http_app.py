@@ -68,7 +68,7 @@ def build_app(
             if len(body) > limit:
                 return _error(413, f"body over {limit} bytes")
         checked = check_payload(bytes(body), device.home_id, now_ms=int(clock() * 1000),
-                                regions=settings.regions, max_batch=settings.gateway_max_batch)
+                                regions=settings.known_regions, max_batch=settings.gateway_max_batch)
         if checked.errors:
             return _error(400, "invalid readings", errors=checked.errors)
         if checked.foreign:

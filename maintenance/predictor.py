@@ -4,7 +4,10 @@ whole state is plain JSON (``state()`` / ``from_state()``), never a pickle.
 
 Per asset, every reading updates health indicators of each signal: exponentially
 smoothed levels at a slow and a faster rate (``alphas``; their difference is the
-trend), optionally the least-squares slope over the last ``window`` readings, all in
+trend), optionally bias-corrected (``bias_correction``: a level is then the exactly
+weighted mean of the readings so far, its gain starting at 1 and decaying to alpha, so
+a unit seen from new does not carry its first, noisy reading in the slow level for
+~1/alpha readings; a unit first seen in mid-life is better served without), optionally the least-squares slope over the last ``window`` readings, all in
 units of the signal's fleet-wide spread (running mean and variance), and the asset's
 age in readings. A recursive-least-squares regressor on these indicators and their
 pairwise products predicts the remaining life (capped at ``cap``: early life counts as
@@ -41,7 +44,7 @@ import json  # noqa: F401  (used by the docstring example)
 import numpy as np
 
 NAME = "rls-quadratic"
-VERSION = 1
+VERSION = 2  # 2: levels' weights kept (optional bias correction); 1's states still load
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,11 @@ class Prediction:
 
 
 class _AssetState:
-    __slots__ = ("level", "hist", "n", "buffer", "base_sum", "base_n")
+    __slots__ = ("level", "weight", "hist", "n", "buffer", "base_sum", "base_n")
 
     def __init__(self, k: int, window: int, rates: int, memory: int | None):
         self.level = np.full((rates, k), np.nan)
+        self.weight = np.zeros((rates, k))  # sum of the readings' decayed weights: 1/gain
         self.hist: deque = deque(maxlen=window)
         self.n = 0
         self.buffer: deque = deque(maxlen=memory)  # (ts, raw indicators) awaiting a label
@@ -73,7 +77,7 @@ class RulPredictor:
     def __init__(self, signals, alphas=(0.03, 0.1), slope: bool = False, window: int = 30, cap: float = 125.0,
                  horizon: float = 30.0, ridge: float = 1.0, age_scale: float = 100.0, top: int = 3,
                  time_unit: float = 1.0, memory: int | None = None, baseline: int = 0,
-                 explain_above: float = 0.0):
+                 explain_above: float = 0.0, bias_correction: bool = False):
         self.signals = list(signals)
         if not self.signals:
             raise ValueError("at least one signal")
@@ -82,6 +86,7 @@ class RulPredictor:
                 or horizon <= 0 or ridge <= 0:
             raise ValueError("window >= 3, alphas in (0, 1], cap, horizon and ridge > 0")
         self.slope = bool(slope)
+        self.bias_correction = bool(bias_correction)
         if time_unit <= 0 or (memory is not None and memory < 1):
             raise ValueError("time_unit > 0, memory >= 1")
         self.time_unit, self.memory = float(time_unit), (None if memory is None else int(memory))
@@ -188,11 +193,13 @@ class RulPredictor:
             self.mean += d / self.count
             self.m2 += d * (x - self.mean)
         for r, a in enumerate(self.alphas):
-            lv = st.level[r]
+            lv, wt = st.level[r], st.weight[r]
+            wt[ok] = (1.0 - a) * wt[ok] + 1.0  # tends to 1/a
             fresh = np.isnan(lv) & ok
             lv[fresh] = x[fresh]
             both = ok & ~fresh
-            lv[both] += a * (x[both] - lv[both])
+            gain = 1.0 / wt[both] if self.bias_correction else a
+            lv[both] += gain * (x[both] - lv[both])
         if self.slope:
             st.hist.append(np.where(ok, x, st.level[-1]))
         if self.baseline:
@@ -268,7 +275,9 @@ class RulPredictor:
         per-asset states, which ``asset_state`` gives one at a time)."""
         return {
             "name": NAME, "version": VERSION, "signals": self.signals,
-            "params": {"alphas": list(self.alphas), "slope": self.slope, "baseline": self.baseline, "explain_above": self.explain_above, "window": self.window, "cap": self.cap,
+            "params": {"alphas": list(self.alphas), "slope": self.slope, "baseline": self.baseline,
+                       "explain_above": self.explain_above, "bias_correction": self.bias_correction,
+                       "window": self.window, "cap": self.cap,
                        "horizon": self.horizon, "time_unit": self.time_unit, "memory": self.memory,
                        "ridge": self.ridge, "age_scale": self.age_scale, "top": self.top},
             "frozen": None if self.frozen is None else [self.frozen[0].tolist(), self.frozen[1].tolist()],
@@ -283,6 +292,7 @@ class RulPredictor:
         if s is None:
             return None
         return {"level": [[None if math.isnan(v) else v for v in row] for row in s.level.tolist()],
+                "weight": s.weight.tolist(),
                 "hist": [h.tolist() for h in s.hist], "n": s.n,
                 "base_sum": s.base_sum.tolist(), "base_n": s.base_n.tolist(),
                 "buffer": [[t, [None if math.isnan(v) else v for v in raw]] for t, raw in s.buffer]}
@@ -293,6 +303,12 @@ class RulPredictor:
         st.level = np.array([[math.nan if v is None else v for v in row] for row in s["level"]], float)
         if st.level.shape != (len(self.alphas), len(self.signals)):
             raise ValueError(f"asset {asset!r}: levels do not match the signals")
+        if "weight" in s:
+            st.weight = np.array(s["weight"], float)
+        else:  # version 1: plain smoothing, so a seen level is settled (gain alpha)
+            st.weight = np.where(np.isnan(st.level), 0.0, 1.0 / np.array(self.alphas)[:, None])
+        if st.weight.shape != st.level.shape:
+            raise ValueError(f"asset {asset!r}: weights do not match the levels")
         for h in s["hist"]:
             st.hist.append(np.array(h, float))
         st.n = int(s["n"])
@@ -304,7 +320,7 @@ class RulPredictor:
 
     @classmethod
     def from_state(cls, state: dict) -> "RulPredictor":
-        if state.get("name") != NAME or state.get("version") != VERSION:
+        if state.get("name") != NAME or state.get("version") not in (1, VERSION):
             raise ValueError(f"not a {NAME}@{VERSION} state: {state.get('name')}@{state.get('version')}")
         p = cls(state["signals"], **state["params"])
         p.count = int(state["count"])

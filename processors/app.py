@@ -400,7 +400,7 @@ class Processor:
         self.held += messages
         for msg in messages:
             try:
-                reading = screen(msg.value, self.decoder.decode, now_ms=now_ms, regions=self.settings.regions)
+                reading = screen(msg.value, self.decoder.decode, now_ms=now_ms, regions=self.settings.known_regions)
             except DecodeError as exc:
                 await self.dead_letter(msg, exc)
                 continue

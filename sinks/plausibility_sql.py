@@ -5,7 +5,7 @@ The warehouse enforces the same contract as the stream processor, at its own edg
 telemetry materialized views store a reading only when :func:`reasons_sql` is empty and
 send it to ``dead_letters`` with those reasons otherwise. Nothing here is written by
 hand twice: ranges, the home-id pattern, the time window and the regions all come from
-:mod:`schemas.plausibility` and ``Settings.regions``; tests/test_plausibility_sql.py
+:mod:`schemas.plausibility` and ``Settings.known_regions``; tests/test_plausibility_sql.py
 runs this SQL in ClickHouse beside :func:`schemas.plausibility.check` on the same
 readings and requires the same verdict, field by field.
 

@@ -8,6 +8,9 @@ here knows which one it talks to.
 
 The schema lives in ``sinks/sql/*.sql``: applied in filename order, with
 ``{placeholders}`` filled from :func:`ddl_params`.
+
+One server or a cluster of shards: the same files and the same code render both; only
+``ECO_CLICKHOUSE_CLUSTER`` differs (see :func:`render_ddl` and docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -35,6 +38,16 @@ _STATEMENT_END = re.compile(r";[ \t]*(?:\n|$)")
 # made by an older DDL, or for other regions, is brought up to date; a no-op otherwise).
 _MATERIALIZED_VIEW = re.compile(
     r"CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\S+)\s+TO\s+\S+\s+AS\s+(?P<query>.*)", re.S)
+# In a cluster every statement runs ON CLUSTER, a clause that goes right after the name
+# of the object the statement creates, alters or drops (ClickHouse's grammar).
+_STATEMENT_HEAD = re.compile(
+    r"(?:CREATE\s+(?:OR\s+REPLACE\s+)?(?:DATABASE|TABLE|VIEW|MATERIALIZED\s+VIEW|DICTIONARY)\s+"
+    r"(?:IF\s+NOT\s+EXISTS\s+)?|ALTER\s+TABLE\s+|DROP\s+(?:DATABASE|TABLE|VIEW|DICTIONARY)\s+(?:IF\s+EXISTS\s+)?)"
+    r"[\w.`]+", re.I)
+_CLUSTER_NAME = re.compile(r"[A-Za-z_][\w-]*")
+# A statement that starts with {cluster_only} exists only in a cluster (the Distributed
+# tables): on one server it renders to nothing.
+_ABSENT = "\0absent"
 
 
 def connect(settings: Settings, **kw):
@@ -100,9 +113,17 @@ def ddl_params(settings: Settings) -> dict[str, str]:
     """Values for the ``{placeholders}`` in ``sinks/sql/*.sql``."""
     from sinks.plausibility_sql import dead_letter_error_sql, reasons_sql
 
-    reasons = reasons_sql(settings.regions)
+    reasons = reasons_sql(settings.known_regions)
+    cluster = settings.clickhouse_cluster
+    if cluster and not _CLUSTER_NAME.fullmatch(cluster):
+        raise ConfigError(f"ECO_CLICKHOUSE_CLUSTER={cluster!r}: expected a cluster name of <remote_servers>")
     return {
         "database": settings.clickhouse_database,
+        # a cluster's name ("" on one server) and the suffix of the tables holding each
+        # shard's rows: in a cluster `telemetry` is the Distributed table over every
+        # shard's `telemetry_local`; on one server `telemetry` holds the rows itself
+        "cluster": cluster,
+        "local": "_local" if cluster else "",
         # how ClickHouse itself reaches Kafka and the registry (service names in docker-compose)
         "kafka_broker": settings.clickhouse_kafka_bootstrap,
         "registry_url": settings.clickhouse_schema_registry_url,
@@ -146,7 +167,24 @@ def column_comments_sql(schema_name: str, extra: dict[str, str] | None = None) -
 
 def render_ddl(settings: Settings, directory: Path | str | None = None) -> list[str]:
     """Every statement of ``directory/*.sql`` (default ``sinks/sql``) in filename order,
-    placeholders filled, comments removed."""
+    placeholders filled, comments removed.
+
+    With ``settings.clickhouse_cluster`` set, every statement gets ``ON CLUSTER``,
+    ``{local}`` names each shard's own tables and the ``{cluster_only}`` statements (the
+    Distributed tables) are kept; on one server they are dropped and ``{local}`` is empty.
+
+    >>> one = Settings.from_env({"ECO_CLICKHOUSE_PASSWORD": "x", "ECO_S3_ACCESS_KEY": "x", "ECO_S3_SECRET_KEY": "x",
+    ...                          "ECO_SCHEMA_REGISTRY_PASSWORD": "x"})
+    >>> def telemetry(settings):
+    ...     return [s.split("\\n")[0] for s in render_ddl(settings)
+    ...             if re.match(r"CREATE TABLE IF NOT EXISTS eco\\.telemetry(_local)?\\s", s)]
+    >>> telemetry(one)
+    ['CREATE TABLE IF NOT EXISTS eco.telemetry']
+    >>> for head in telemetry(one.replace(clickhouse_cluster="eco")):
+    ...     print(head)
+    CREATE TABLE IF NOT EXISTS eco.telemetry_local ON CLUSTER 'eco'
+    CREATE TABLE IF NOT EXISTS eco.telemetry ON CLUSTER 'eco' AS eco.telemetry_local
+    """
     return [sql for _, sql in _labelled_statements(settings, directory)]
 
 
@@ -171,6 +209,7 @@ def apply_ddl(client, settings: Settings, directory: Path | str | None = None) -
 def _labelled_statements(settings: Settings, directory: Path | str | None) -> list[tuple[str, str]]:
     folder = Path(directory) if directory is not None else SQL_DIR
     params = ddl_params(settings)
+    params["cluster_only"] = "" if params["cluster"] else _ABSENT
     out = []
     for path in sorted(folder.glob("*.sql")):
         text = _strip_comments(path.read_text())
@@ -183,12 +222,28 @@ def _labelled_statements(settings: Settings, directory: Path | str | None) -> li
         text = _PLACEHOLDER.sub(fill, text)
         statements = [s.strip() for s in _STATEMENT_END.split(text) if s.strip()]
         for n, sql in enumerate(statements, start=1):
-            out.append((f"{path.name}#{n}", sql))
+            label = f"{path.name}#{n}"
+            if sql.startswith(_ABSENT):
+                continue
+            if _ABSENT in sql:
+                raise CommandError(f"DDL {label}: {{cluster_only}} must begin its statement")
+            out.append((label, _on_cluster(sql, params["cluster"], label)))
             view = _MATERIALIZED_VIEW.fullmatch(sql)
             if view:
-                out.append((f"{path.name}#{n} (modify query)",
-                            f"ALTER TABLE {view['name']} MODIFY QUERY {view['query']}"))
+                label += " (modify query)"
+                out.append((label, _on_cluster(f"ALTER TABLE {view['name']} MODIFY QUERY {view['query']}",
+                                               params["cluster"], label)))
     return out
+
+
+def _on_cluster(sql: str, cluster: str, label: str) -> str:
+    """``sql`` with ``ON CLUSTER 'cluster'`` after the name of its object ("": as it is)."""
+    if not cluster:
+        return sql
+    head = _STATEMENT_HEAD.match(sql)
+    if head is None:
+        raise CommandError(f"DDL {label}: cannot run it ON CLUSTER (not a CREATE, ALTER TABLE or DROP): {sql[:60]!r}")
+    return f"{sql[:head.end()]} ON CLUSTER '{cluster}'{sql[head.end():]}"
 
 
 def _strip_comments(text: str) -> str:

@@ -47,7 +47,7 @@ def build(settings, kind: str, to: str = "warehouse", group: str | None = None, 
     else:
         raise ValueError(f"unknown target {to!r}")
     source = KafkaSource(settings, spec.topic, group, offset_reset)
-    return Sink(source, make_decoder(spec, avro, regions=settings.regions), writer, ledger, group, rows, seconds, commit_delay=commit_delay,
+    return Sink(source, make_decoder(spec, avro, regions=settings.known_regions), writer, ledger, group, rows, seconds, commit_delay=commit_delay,
                 stop=stop)
 
 

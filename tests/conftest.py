@@ -34,8 +34,8 @@ def stack(tmp_path_factory):
         "ECO_PORT_BASE": os.environ.get("ECO_TEST_PORT_BASE", "25000"),
         # keep checkpoints frequent so restart tests do not wait long
         "ECO_CHECKPOINT_INTERVAL_S": "2",
-        # the default regions plus a pool for tests (helpers.test_region)
-        "ECO_REGIONS": ",".join(Settings().regions + TEST_REGIONS),
+        # a pool of regions for tests (helpers.fresh_region), accepted but never simulated
+        "ECO_EXTRA_REGIONS": ",".join(TEST_REGIONS),
     }
     settings = Settings.from_env(env)
     local = LocalStack(settings, with_prometheus=True, log=lambda line: print(line, file=sys.stderr))

@@ -25,10 +25,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-# Regions the test stack declares (ECO_REGIONS, see conftest.py) beside the defaults:
+# Regions the test stack accepts beside the city's (ECO_EXTRA_REGIONS, see conftest.py):
 # the warehouse stores only readings of known regions (schemas/plausibility.py), so a
 # test that needs readings of its own takes a fresh region from this pool instead of
-# inventing one. A stack lives for one test session, so the pool suffices.
+# inventing one. The simulator never places homes in them, so no other test's city
+# writes there. A stack lives for one test session, so the pool suffices.
 TEST_REGIONS = tuple(f"test-{i:03d}" for i in range(200))
 _next_region = itertools.count()
 

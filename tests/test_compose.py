@@ -493,3 +493,117 @@ def test_topic_facts_in_compose_come_from_their_declarations(services, our_servi
     registry = environment(services["schema-registry"])
     assert registry["SCHEMA_REGISTRY_KAFKASTORE_TOPIC"] == SCHEMAS.name
     assert registry["SCHEMA_REGISTRY_SCHEMA_COMPATIBILITY_LEVEL"].upper() == BACKWARD
+
+
+# ------------------------------------------------------- the ClickHouse cluster
+# ClickHouse's native (TCP) port in the server image's own config: remote_servers and
+# Distributed tables speak it. infra/clickhouse/ does not move it.
+CLICKHOUSE_NATIVE_PORT = 9000
+
+
+def clickhouse_servers(services) -> dict:
+    return {n: s for n, s in services.items() if str(s.get("image", "")).startswith("clickhouse/clickhouse-server:")}
+
+
+def mounted_xml(service: dict, container_path: str):
+    """The parsed XML file a service mounts at ``container_path`` (None if none)."""
+    import xml.etree.ElementTree as ET
+
+    path = host_path(service, container_path)
+    return ET.parse(path).getroot() if path is not None and path.is_file() else None
+
+
+def server_configs(service: dict) -> dict[str, object]:
+    """config.d file name -> parsed XML, for every file a ClickHouse service mounts there."""
+    out = {}
+    for volume in service.get("volumes", []):
+        target = volume.split(":")[1] if isinstance(volume, str) else volume["target"]
+        if target.startswith("/etc/clickhouse-server/config.d/"):
+            out[Path(target).name] = mounted_xml(service, target)
+    return out
+
+
+def test_clickhouse_cluster_hosts_are_its_shards(services, our_services):
+    servers = clickhouse_servers(services)
+    assert len(servers) >= 2, f"a sharded warehouse needs two ClickHouse services, found {sorted(servers)}"
+    example = env_example()
+    cluster_names = {interpolate(environment(svc)["ECO_CLICKHOUSE_CLUSTER"], example) for svc in our_services.values()}
+    assert len(cluster_names) == 1, f"our services disagree on the cluster: {cluster_names}"
+    (cluster,) = cluster_names
+    seen = {}
+    for name, svc in servers.items():
+        configs = server_configs(svc)
+        assert None not in configs.values(), f"{name}: a mounted config.d file does not exist or is not XML"
+        clusters = [c.find(f"remote_servers/{cluster}") for c in configs.values() if c.find("remote_servers") is not None]
+        assert len(clusters) == 1 and clusters[0] is not None, f"{name}: no remote_servers/{cluster} in its config.d"
+        shards = [[(r.findtext("host"), int(r.findtext("port"))) for r in shard.findall("replica")]
+                  for shard in clusters[0].findall("shard")]
+        seen[name] = shards
+    # every ClickHouse service has the same cluster, and it is exactly these services
+    assert len({json.dumps(s) for s in seen.values()}) == 1, seen
+    shards = next(iter(seen.values()))
+    hosts = [host for shard in shards for host, _ in shard]
+    assert sorted(hosts) == sorted(servers), f"remote_servers hosts {hosts} vs ClickHouse services {sorted(servers)}"
+    assert all(port == CLICKHOUSE_NATIVE_PORT for shard in shards for _, port in shard)
+    for name in servers:
+        assert services[name].get("hostname", name) == name, f"{name}: hostname must be the service name"
+
+
+def test_clickhouse_macros_are_unique_and_match_the_cluster(services):
+    servers = clickhouse_servers(services)
+    macros, positions = {}, {}
+    for name, svc in servers.items():
+        found = [c.find("macros") for c in server_configs(svc).values() if c.find("macros") is not None]
+        assert len(found) == 1, f"{name}: needs exactly one <macros> in its config.d, has {len(found)}"
+        macros[name] = {m.tag: m.text for m in found[0]}
+        remote = next(c.find("remote_servers") for c in server_configs(svc).values() if c.find("remote_servers") is not None)
+        for cluster in remote:
+            for n, shard in enumerate(cluster.findall("shard"), start=1):
+                for replica in shard.findall("replica"):
+                    positions[(cluster.tag, replica.findtext("host"))] = str(n)
+    pairs = [(m.get("shard"), m.get("replica")) for m in macros.values()]
+    assert all(s and r for s, r in pairs), macros
+    assert len(set(pairs)) == len(pairs), f"two ClickHouse services share shard and replica macros: {macros}"
+    assert len({r for _, r in pairs}) == len(pairs), f"replica macros must be unique: {macros}"
+    for name, m in macros.items():
+        assert m["replica"] == name, f"{name}: replica macro {m['replica']!r}"
+        assert positions[(m["cluster"], name)] == m["shard"], f"{name}: shard macro {m['shard']} is not its place in {m['cluster']}"
+
+
+def test_clickhouse_keeper_is_where_the_shards_look_for_it(services):
+    keepers = {n: s for n, s in services.items() if str(s.get("image", "")).startswith("clickhouse/clickhouse-keeper:")}
+    assert len(keepers) == 1, sorted(keepers)
+    (keeper_name, keeper), = keepers.items()
+    server_version = {s["image"].split(":")[1] for s in clickhouse_servers(services).values()}
+    assert server_version == {keeper["image"].split(":")[1]}, "Keeper and servers should be one ClickHouse version"
+    config = mounted_xml(keeper, "/etc/clickhouse-keeper/keeper_config.xml")
+    assert config is not None, "the keeper service must mount infra/clickhouse/keeper.xml as its config"
+    ks = config.find("keeper_server")
+    port = int(ks.findtext("tcp_port"))
+    raft = ks.findall("raft_configuration/server")
+    assert [s.findtext("id") for s in raft].count(ks.findtext("server_id")) == 1
+    for server in raft:
+        assert server.findtext("hostname") in services, f"raft member {server.findtext('hostname')} is not a service"
+    ready = ks.find("http_control")
+    assert f"http://127.0.0.1:{ready.findtext('port')}{ready.findtext('readiness/endpoint')}" in keeper["healthcheck"]["test"]
+    for name, svc in clickhouse_servers(services).items():
+        nodes = [(c.findtext("zookeeper/node/host"), c.findtext("zookeeper/node/port"))
+                 for c in server_configs(svc).values() if c.find("zookeeper") is not None]
+        assert nodes == [(keeper_name, str(port))], f"{name}: Keeper at {nodes}, the service is {keeper_name}:{port}"
+        assert any(c.find("distributed_ddl/path") is not None for c in server_configs(svc).values()), name
+        assert svc["depends_on"][keeper_name]["condition"] == "service_healthy"
+        # the shards' cluster credentials come from the server's own environment
+        for c in server_configs(svc).values():
+            for element in c.iter():
+                if "from_env" in element.attrib:
+                    assert element.attrib["from_env"] in environment(svc), f"{name}: {element.attrib['from_env']} unset"
+
+
+def test_warehouse_init_waits_for_every_shard(services):
+    init = services["warehouse-init"]["depends_on"]
+    for name in clickhouse_servers(services):
+        assert init.get(name, {}).get("condition") == "service_healthy", f"ON CLUSTER DDL needs {name} up"
+    prom = yaml.safe_load(PROM_CONFIG.read_text())
+    warehouse = next(j for j in prom["scrape_configs"] if j["job_name"] == "warehouse")
+    scraped = {t.split(":")[0] for sc in warehouse["static_configs"] for t in sc["targets"]}
+    assert scraped == set(clickhouse_servers(services)), "Prometheus should scrape every shard"

@@ -9,6 +9,7 @@ import pytest
 
 from evaluation.maintenance_eval import START_MS, outcome, prediction_quality, simulate
 from maintenance.assets import DAY_MS, HOUR_MS
+from maintenance.predictor import VERSION
 from maintenance.workflow import PredictiveWorkflow, WorkflowConfig
 
 REGIONS = ("north", "south", "east")
@@ -83,7 +84,7 @@ def test_restart_from_checkpoint_opens_no_duplicate_and_repair_resets():
     assert [r.asset_id for r in first] == ["H000007-CP"]
     req = first[0]
     assert (t + 70 * DAY_MS) - req.ts > 24 * HOUR_MS  # early enough for a technician
-    assert req.source == "model:rul@1" and req.top_signals
+    assert req.source == f"model:rul@{VERSION}" and req.top_signals
     # a restarted worker resumes from the JSON checkpoint and sees the same readings again
     again = PredictiveWorkflow([{"asset_id": "H000007-CP", "home_id": "H000007",
                                  "asset_type": "circulation_pump"}], WorkflowConfig(min_failures=3))

@@ -114,6 +114,23 @@ def test_sql_and_python_contract_agree_on_every_sample(chdb_session):
     assert max(len(x) for g in got for x in g) < 200
 
 
+def test_extra_regions_are_accepted_but_never_simulated():
+    """A district's devices may report before the simulator models it (and tests keep
+    private regions): its readings are stored, yet no simulated home is placed there."""
+    from ecoretrofit.config import Settings
+    from producers.simulator import CitySimulator
+    from sinks.warehouse import render_ddl
+
+    settings = Settings.from_env({"ECO_CLICKHOUSE_PASSWORD": "x", "ECO_S3_ACCESS_KEY": "x", "ECO_S3_SECRET_KEY": "x",
+                                  "ECO_REGIONS": "north,south", "ECO_EXTRA_REGIONS": "harbour,south"})
+    assert settings.known_regions == ("north", "south", "harbour")
+    reading = {**samples()[0], "region": "harbour"}
+    assert not contract.check(reading, now_ms=reading["ts"], regions=settings.known_regions)
+    assert "'harbour'" in "\n".join(render_ddl(settings))  # the warehouse's plausibility view knows it
+    sim = CitySimulator.from_settings(settings, start_ms=1_700_000_000_000)
+    assert set(sim.tick_columns(1_700_000_000_000)["region"]) == {"north", "south"}
+
+
 def test_warehouse_partitions_per_insert_are_bounded_by_the_contract(chdb_session):
     """A block of plausible readings as spread out as the contract allows (every region,
     one reading a week across the whole window) is accepted by the raw-readings tables

@@ -91,6 +91,23 @@ def test_missing_or_broken_values_keep_the_last_level():
     assert np.allclose(p.assets["x"].level, [1.0, 2.0]) and p.count == 1
 
 
+def test_bias_corrected_levels_are_weighted_means_from_the_first_reading():
+    xs = [10.0, 0.0, 0.0, 0.0]  # a noisy first reading, then the true value
+    plain, corrected = RulPredictor(["a"], alphas=(0.1,)), RulPredictor(["a"], alphas=(0.1,), bias_correction=True)
+    for x in xs:
+        plain.update("u", {"a": x}), corrected.update("u", {"a": x})
+    weights = 0.9 ** np.arange(len(xs))[::-1]
+    assert corrected.assets["u"].level[0, 0] == pytest.approx(weights @ xs / weights.sum())  # 10 * 0.729 / 3.439
+    assert plain.assets["u"].level[0, 0] == pytest.approx(10.0 * 0.9 ** 3)  # still dominated by the first
+    # a checkpoint of version 1 (no weights) loads as settled plain levels
+    old = json.loads(json.dumps(plain.state()))
+    old["version"] = 1
+    del old["assets"]["u"]["weight"]
+    restored = RulPredictor.from_state(old)
+    assert restored.assets["u"].weight[0, 0] == pytest.approx(10.0)
+    assert restored.update("u", {"a": 0.0}) == plain.update("u", {"a": 0.0})
+
+
 def test_phm08_and_rmse():
     assert rul.rmse([1, 2], [1, 4]) == pytest.approx(np.sqrt(2))
     assert rul.phm08_score([50], [60]) > rul.phm08_score([60], [50]) > 0  # late costs more

@@ -514,7 +514,7 @@ def test_telemetry_decoder_dead_letters_implausible_empty_and_oversized_messages
     spec = topic_spec(settings, "telemetry")
     decode = make_decoder(spec, AvroDecoder(lambda _: schemas.schema_text(schemas.TELEMETRY_READING),
                                             schemas.schema_text(spec.schema)),
-                          regions=settings.regions, clock=lambda: now_ms / 1000)
+                          regions=settings.known_regions, clock=lambda: now_ms / 1000)
     row, event_ms = decode(Msg("t", 0, 1, encoder.encode(good)))
     assert event_ms == good["ts"] and row[0] == "H000042"
     bad = {

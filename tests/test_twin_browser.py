@@ -64,7 +64,7 @@ def test_city_page_lives(browser_page):
     assert not browser_page["errors"]
 
 
-def _anomaly_on_the_topic(settings, home_id, metric, value, ts):
+def _anomaly_on_the_topic(settings, home_id, metric, value, ts, detector):
     from confluent_kafka import Producer
 
     import schemas
@@ -72,7 +72,7 @@ def _anomaly_on_the_topic(settings, home_id, metric, value, ts):
 
     enc = encoder_for(settings, settings.topic_anomalies, schemas.ANOMALY_EVENT)
     event = {"event_id": f"{home_id}/{metric}/{ts}/test", "home_id": home_id, "region": "", "metric": metric, "ts": ts,
-             "detected_at": ts + 300, "value": value, "score": 0.9999, "detector": "ewzscore", "window_mean": 1.0,
+             "detected_at": ts + 300, "value": value, "score": 0.9999, "detector": detector, "window_mean": 1.0,
              "window_std": 0.1, "window_count": 60, "zscore": 9.0, "severity": "critical"}
     p = Producer(settings.producer_config())
     p.produce(settings.topic_anomalies, enc.encode(event), home_id.encode())
@@ -81,19 +81,29 @@ def _anomaly_on_the_topic(settings, home_id, metric, value, ts):
 
 def test_home_page_schematic_charts_and_what_if(browser_page, stack_settings):
     page, base = browser_page["page"], browser_page["base"]
-    # an anomaly in the seeded history, as the processor would report it
-    _anomaly_on_the_topic(stack_settings, "H000005", "power_w", 5000.0, int(time.time() * 1000) - 150 * 60_000)
+    # an anomaly in the seeded history, as the processor would report it; its detector
+    # name tells its marker from those of anomalies other tests' cities raise on the home
+    detector = "browser-test"
+
+    def markers(scope):  # markers drawn for our anomaly within `scope`
+        return page.evaluate("([scope, label]) => [...document.querySelectorAll(scope + ' circle.marker')]"
+                             ".filter(c => c.textContent === label).length",
+                             [scope, f"{detector} score 1.000"])
+
+    _anomaly_on_the_topic(stack_settings, "H000005", "power_w", 5000.0, int(time.time() * 1000) - 150 * 60_000,
+                          detector)
     page.goto(f"{base}/homes/H000005#token={browser_page['token']}")
     page.wait_for_function("document.querySelectorAll('#schematic [data-system]').length >= 5", timeout=30_000)
     healths = page.eval_on_selector_all("#schematic [data-system]", "gs => gs.map(g => g.dataset.health)")
     assert set(healths) <= {"ok", "warn", "bad", "off"}
     page.wait_for_function("document.querySelectorAll('#charts .c path.series').length >= 3", timeout=30_000)
     for _ in range(20):  # the anomaly reaches the twin through the topic; charts refresh every 30 s
-        if page.locator("#charts [data-metric=power_w] circle.marker").count():
+        if markers("#charts [data-metric=power_w]"):
             break
         page.reload()
         page.wait_for_function("document.querySelectorAll('#charts .c path.series').length >= 3", timeout=30_000)
-    assert page.locator("#charts [data-metric=power_w] circle.marker").count() == 1
+    assert markers("#charts [data-metric=power_w]") == 1
+    assert markers("#charts") == 1  # on its metric's chart only
     assert page.locator("#bom tr").count() >= 5 and page.locator("#compliance tr").count() >= 4
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
 

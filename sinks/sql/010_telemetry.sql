@@ -57,7 +57,7 @@ SETTINGS
 -- whole parts instead of being rewritten row by row (a row lives 7 to 14 days).
 -- A warehouse created before this key keeps its (day, region) key: CREATE ... IF NOT
 -- EXISTS never changes a table; recreate it (or move the data) to get the bound.
-CREATE TABLE IF NOT EXISTS {database}.telemetry
+CREATE TABLE IF NOT EXISTS {database}.telemetry{local}
 (
     home_id             LowCardinality(String),
     region              LowCardinality(String),
@@ -83,12 +83,20 @@ ORDER BY (region, home_id, ts)
 TTL toDateTime(ts) + INTERVAL 7 DAY
 SETTINGS ttl_only_drop_parts = 1;
 
+-- In a cluster, `telemetry` is this Distributed table over every shard's
+-- telemetry_local, sharded by home: a home's readings all live on one shard, so its
+-- per-home roll-ups are complete there and a query for one home can skip the others
+-- (optimize_skip_unused_shards). telemetry_mv writes here on every shard: rows go to
+-- the shard of their home, whichever shard's Kafka consumer read them (docs/cluster.md).
+{cluster_only} CREATE TABLE IF NOT EXISTS {database}.telemetry AS {database}.telemetry{local}
+ENGINE = Distributed('{cluster}', '{database}', 'telemetry{local}', cityHash64(home_id));
+
 -- The same TTL and setting for a table created before they were part of the DDL.
 -- Idempotent and free when nothing changes: ClickHouse compares the new TTL with the
 -- table's and only schedules a MATERIALIZE TTL mutation (once) when they differ.
-ALTER TABLE {database}.telemetry MODIFY TTL toDateTime(ts) + INTERVAL 7 DAY;
+ALTER TABLE {database}.telemetry{local} MODIFY TTL toDateTime(ts) + INTERVAL 7 DAY;
 
-ALTER TABLE {database}.telemetry MODIFY SETTING ttl_only_drop_parts = 1;
+ALTER TABLE {database}.telemetry{local} MODIFY SETTING ttl_only_drop_parts = 1;
 
 -- Only plausible readings are stored: {telemetry_reasons} is the contract of
 -- schemas/plausibility.py rendered as SQL (sinks/plausibility_sql.py), an Array(String)

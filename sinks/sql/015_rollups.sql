@@ -53,6 +53,14 @@
 -- A region's energy is the sum of its homes' (from the per-home roll-ups): meter
 -- differences cannot be merged across homes inside one state.
 --
+-- In a cluster (ECO_CLICKHOUSE_CLUSTER, docs/cluster.md) the views chain each shard's
+-- own tables (telemetry_local -> energy_hourly_by_home_local -> ...), so every shard
+-- rolls up the rows it stores, and the readers (the *_v views, the named queries) read
+-- the Distributed tables over them. Per-home rows are complete on one shard (telemetry
+-- is sharded by home); per-region states come from every shard and are merged by the
+-- readers' -Merge like any two parts (their Distributed tables shard by rand(): rows
+-- are placed by the views, never by that key).
+--
 -- Adding these views to a warehouse that already holds telemetry: only new inserts
 -- are rolled up. To back-fill what is still in the raw table once, run
 --   INSERT INTO eco.energy_hourly_by_home <the SELECT of energy_hourly_by_home_mv
@@ -61,7 +69,7 @@
 -- region and daily roll-ups follow from it.
 
 -- ------------------------------------------------------------ hourly per home
-CREATE TABLE IF NOT EXISTS {database}.energy_hourly_by_home
+CREATE TABLE IF NOT EXISTS {database}.energy_hourly_by_home{local}
 (
     region      LowCardinality(String),
     home_id     LowCardinality(String),
@@ -86,10 +94,13 @@ ORDER BY (region, home_id, hour)
 TTL hour + INTERVAL 400 DAY
 SETTINGS ttl_only_drop_parts = 1;
 
-ALTER TABLE {database}.energy_hourly_by_home MODIFY TTL hour + INTERVAL 400 DAY;
+ALTER TABLE {database}.energy_hourly_by_home{local} MODIFY TTL hour + INTERVAL 400 DAY;
+
+{cluster_only} CREATE TABLE IF NOT EXISTS {database}.energy_hourly_by_home AS {database}.energy_hourly_by_home{local}
+ENGINE = Distributed('{cluster}', '{database}', 'energy_hourly_by_home{local}', cityHash64(home_id));
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.energy_hourly_by_home_mv
-TO {database}.energy_hourly_by_home AS
+TO {database}.energy_hourly_by_home{local} AS
 SELECT
     region,
     home_id,
@@ -107,7 +118,7 @@ SELECT
     avgState(outdoor_temp_c) AS outdoor_avg,
     min(outdoor_temp_c) AS outdoor_min,
     max(outdoor_temp_c) AS outdoor_max
-FROM {database}.telemetry
+FROM {database}.telemetry{local}
 GROUP BY region, home_id, hour;
 
 -- energy_hourly_by_home_between(since, until): the hours in [since, until) (since
@@ -178,7 +189,7 @@ FROM {database}.energy_hourly_by_home_between(
     since = toDateTime64('1970-01-01 00:00:00', 3, 'UTC'), until = toDateTime64('2299-12-31 00:00:00', 3, 'UTC'));
 
 -- ---------------------------------------------------------- hourly per region
-CREATE TABLE IF NOT EXISTS {database}.energy_hourly_by_region
+CREATE TABLE IF NOT EXISTS {database}.energy_hourly_by_region{local}
 (
     region      LowCardinality(String),
     hour        DateTime('UTC'),
@@ -195,10 +206,13 @@ ORDER BY (region, hour)
 TTL hour + INTERVAL 400 DAY
 SETTINGS ttl_only_drop_parts = 1;
 
-ALTER TABLE {database}.energy_hourly_by_region MODIFY TTL hour + INTERVAL 400 DAY;
+ALTER TABLE {database}.energy_hourly_by_region{local} MODIFY TTL hour + INTERVAL 400 DAY;
+
+{cluster_only} CREATE TABLE IF NOT EXISTS {database}.energy_hourly_by_region AS {database}.energy_hourly_by_region{local}
+ENGINE = Distributed('{cluster}', '{database}', 'energy_hourly_by_region{local}', rand());
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.energy_hourly_by_region_mv
-TO {database}.energy_hourly_by_region AS
+TO {database}.energy_hourly_by_region{local} AS
 SELECT
     region,
     hour,
@@ -208,7 +222,7 @@ SELECT
     max(power_max) AS power_max,
     avgMergeState(indoor_avg) AS indoor_avg,
     avgMergeState(outdoor_avg) AS outdoor_avg
-FROM {database}.energy_hourly_by_home
+FROM {database}.energy_hourly_by_home{local}
 GROUP BY region, hour;
 
 -- power_avg_w is the mean reading (per home and instant); homes is uniq()'s count
@@ -227,7 +241,7 @@ FROM {database}.energy_hourly_by_region
 GROUP BY region, hour;
 
 -- ------------------------------------------------------ daily peaks per home
-CREATE TABLE IF NOT EXISTS {database}.energy_daily_by_home
+CREATE TABLE IF NOT EXISTS {database}.energy_daily_by_home{local}
 (
     region      LowCardinality(String),
     home_id     LowCardinality(String),
@@ -248,10 +262,13 @@ ORDER BY (region, home_id, day)
 TTL day + INTERVAL 5 YEAR
 SETTINGS ttl_only_drop_parts = 1;
 
-ALTER TABLE {database}.energy_daily_by_home MODIFY TTL day + INTERVAL 5 YEAR;
+ALTER TABLE {database}.energy_daily_by_home{local} MODIFY TTL day + INTERVAL 5 YEAR;
+
+{cluster_only} CREATE TABLE IF NOT EXISTS {database}.energy_daily_by_home AS {database}.energy_daily_by_home{local}
+ENGINE = Distributed('{cluster}', '{database}', 'energy_daily_by_home{local}', cityHash64(home_id));
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.energy_daily_by_home_mv
-TO {database}.energy_daily_by_home AS
+TO {database}.energy_daily_by_home{local} AS
 SELECT
     region,
     home_id,
@@ -265,7 +282,7 @@ SELECT
     avgMergeState(outdoor_avg) AS outdoor_avg,
     min(outdoor_min) AS outdoor_min,
     max(outdoor_max) AS outdoor_max
-FROM {database}.energy_hourly_by_home
+FROM {database}.energy_hourly_by_home{local}
 GROUP BY region, home_id, day;
 
 -- load_factor: mean over peak power (1 = flat load). peak_at: when the peak was
@@ -308,7 +325,7 @@ FROM
 );
 
 -- --------------------------------------------------------- daily per region
-CREATE TABLE IF NOT EXISTS {database}.energy_daily_by_region
+CREATE TABLE IF NOT EXISTS {database}.energy_daily_by_region{local}
 (
     region      LowCardinality(String),
     day         Date,
@@ -327,13 +344,16 @@ ORDER BY (region, day)
 TTL day + INTERVAL 5 YEAR
 SETTINGS ttl_only_drop_parts = 1;
 
-ALTER TABLE {database}.energy_daily_by_region MODIFY TTL day + INTERVAL 5 YEAR;
+ALTER TABLE {database}.energy_daily_by_region{local} MODIFY TTL day + INTERVAL 5 YEAR;
+
+{cluster_only} CREATE TABLE IF NOT EXISTS {database}.energy_daily_by_region AS {database}.energy_daily_by_region{local}
+ENGINE = Distributed('{cluster}', '{database}', 'energy_daily_by_region{local}', rand());
 
 -- peak: (home, time) of the day's highest reading as one state, so the two always
 -- name the same reading. Each incoming hourly row carries its block's peak power
 -- (power_max) and the time of that very reading (its peak_at state, finalised).
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.energy_daily_by_region_mv
-TO {database}.energy_daily_by_region AS
+TO {database}.energy_daily_by_region{local} AS
 SELECT
     region,
     toDate(hour) AS day,
@@ -345,7 +365,7 @@ SELECT
     avgMergeState(outdoor_avg) AS outdoor_avg,
     min(outdoor_min) AS outdoor_min,
     max(outdoor_max) AS outdoor_max
-FROM {database}.energy_hourly_by_home
+FROM {database}.energy_hourly_by_home{local}
 GROUP BY region, day;
 
 CREATE OR REPLACE VIEW {database}.energy_daily_by_region_v AS

@@ -26,7 +26,7 @@ SETTINGS
     kafka_handle_error_mode = 'stream',
     kafka_flush_interval_ms = 1000;
 
-CREATE TABLE IF NOT EXISTS {database}.anomalies
+CREATE TABLE IF NOT EXISTS {database}.anomalies{local}
 (
     event_id     String,
     home_id      LowCardinality(String),
@@ -51,6 +51,10 @@ ENGINE = MergeTree
 -- Reads by region, home and event time use the primary key.
 PARTITION BY toMonday(ingested_at)
 ORDER BY (region, home_id, ts, metric);
+
+-- In a cluster: sharded by home, like telemetry (010).
+{cluster_only} CREATE TABLE IF NOT EXISTS {database}.anomalies AS {database}.anomalies{local}
+ENGINE = Distributed('{cluster}', '{database}', 'anomalies{local}', cityHash64(home_id));
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.anomalies_mv TO {database}.anomalies AS
 SELECT event_id, home_id, region, metric, ts, detected_at, value, score, detector,

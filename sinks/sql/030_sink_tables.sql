@@ -97,4 +97,4 @@ SETTINGS non_replicated_deduplication_window = 10000;
 -- The sink sends undecodable messages to dead_letters (005) with the batch's token
 -- plus ":dlq", so they need the deduplication window too. Idempotent: re-applying the
 -- same setting at every start is a no-op.
-ALTER TABLE {database}.dead_letters MODIFY SETTING non_replicated_deduplication_window = 10000;
+ALTER TABLE {database}.dead_letters{local} MODIFY SETTING non_replicated_deduplication_window = 10000;

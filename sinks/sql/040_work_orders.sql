@@ -31,7 +31,7 @@ SETTINGS
     kafka_handle_error_mode = 'stream',
     kafka_flush_interval_ms = 1000;
 
-CREATE TABLE IF NOT EXISTS {database}.work_orders
+CREATE TABLE IF NOT EXISTS {database}.work_orders{local}
 (
     order_id        String,
     asset_id        String,
@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS {database}.work_orders
 )
 ENGINE = ReplacingMergeTree(version)
 ORDER BY order_id;
+
+-- In a cluster: sharded by order, so every version of an order meets the others on one
+-- shard (ReplacingMergeTree and FINAL only replace within a shard).
+{cluster_only} CREATE TABLE IF NOT EXISTS {database}.work_orders AS {database}.work_orders{local}
+ENGINE = Distributed('{cluster}', '{database}', 'work_orders{local}', cityHash64(order_id));
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.work_orders_mv TO {database}.work_orders AS
 SELECT order_id, asset_id, home_id, region, asset_type, model, kind, source, opened_ms, status,

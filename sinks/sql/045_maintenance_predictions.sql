@@ -27,7 +27,7 @@ SETTINGS
     kafka_handle_error_mode = 'stream',
     kafka_flush_interval_ms = 1000;
 
-CREATE TABLE IF NOT EXISTS {database}.maintenance_predictions
+CREATE TABLE IF NOT EXISTS {database}.maintenance_predictions{local}
 (
     prediction_id           String,
     asset_id                String,
@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS {database}.maintenance_predictions
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (asset_id, ts, prediction_id);
+
+-- In a cluster: sharded by asset, so a re-sent prediction meets its first copy on one
+-- shard (ReplacingMergeTree and FINAL only replace within a shard).
+{cluster_only} CREATE TABLE IF NOT EXISTS {database}.maintenance_predictions AS {database}.maintenance_predictions{local}
+ENGINE = Distributed('{cluster}', '{database}', 'maintenance_predictions{local}', cityHash64(asset_id));
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.maintenance_predictions_mv TO {database}.maintenance_predictions AS
 SELECT prediction_id, asset_id, home_id, region, asset_type, ts, model, p_fail, horizon_hours, rul_hours,
