@@ -184,7 +184,7 @@ class MaintenanceWorker:
                     self.offsets[t][m.partition()] = m.offset() + 1
                     try:
                         if t == s.topic_telemetry:
-                            rec = screen(m.value(), decoders[t].decode, now_ms=now_ms, regions=s.regions)
+                            rec = screen(m.value(), decoders[t].decode, now_ms=now_ms, regions=s.known_regions)
                         else:
                             rec = decoders[t].decode(m.value())
                     except DecodeError as exc:
