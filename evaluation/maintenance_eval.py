@@ -197,8 +197,10 @@ def run(args: argparse.Namespace, settings) -> int:
         from evaluation.maintenance_kafka import recent_start, simulate_through_kafka, stack_pieces
 
         start = recent_start(days, wcfg.period_ms)
+        # the predictive policy in process too: the figures through Kafka must be the same
         runs = {p: simulate(p, args.homes, days, seed, settings.regions, step_ms, workflow=wcfg, progress=progress,
-                            start_ms=start) for p in POLICIES if p != "predictive"}
+                            start_ms=start) for p in POLICIES}
+        in_process = runs.pop("predictive")
         print(f"\npredictive: through Kafka ({args.homes} homes, {days:g} days, a real `maintain` worker)",
               file=sys.stderr)
         stop_stack = stack_pieces(settings)
@@ -221,6 +223,10 @@ def run(args: argparse.Namespace, settings) -> int:
     kafka = runs["predictive"].get("kafka")
     if kafka is not None:
         out["through_kafka"] = {k: v for k, v in kafka.items() if k not in ("topics", "log")}
+        same = {"policy": outcome(in_process), "predictive_orders": prediction_quality(in_process, args.horizon_days)}
+        out["in_process_predictive"] = same
+        out["through_kafka"]["agrees_with_in_process"] = (same["policy"] == table[-1] and
+                                                         same["predictive_orders"] == quality)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
@@ -235,6 +241,7 @@ def run(args: argparse.Namespace, settings) -> int:
               f"{kafka['predictions']:,} predictions and {kafka['predictive_orders']} predictive orders published, "
               f"{kafka['dead_letters']} dead letters, {kafka['seconds']:.0f} s; the other policies in process "
               f"(no stream processor involved)")
+        table = table + [{**out["in_process_predictive"]["policy"], "policy": "  in process"}]
     print(f"\n{'policy':<16}{'failures':>9}{'downtime h':>12}{'visits':>8}{'parts':>7}{'cost EUR':>11}")
     for r in table:
         print(f"{r['policy']:<16}{r['failures']:>9}{r['downtime_hours']:>12.0f}{r['visits']:>8}{r['parts']:>7}"
@@ -248,6 +255,10 @@ def run(args: argparse.Namespace, settings) -> int:
     print(f"\nPredictive work orders (horizon {args.horizon_days:g} days, p_fail >= {args.threshold:g}): "
           f"{q['orders']} opened, {q['true']} true, {q['missed_failures']} failures without one; "
           f"precision {pct(q['precision'])}, recall {pct(q['recall'])}, median lead {lead}")
+    if kafka is not None:
+        print("  through Kafka vs in process (same seed, start and code): "
+              + ("every figure above is the same" if out["through_kafka"]["agrees_with_in_process"] else
+                 f"DIFFERENT: in process {out['in_process_predictive']['predictive_orders']}"))
     for t, v in q["per_type"].items():
         print(f"  {t:<18} orders {v['orders']:>4}  true {v['true']:>4}  missed {v['missed_failures']:>4}  "
               f"precision {pct(v['precision'])}  recall {pct(v['recall'])}")

@@ -346,6 +346,7 @@ def test_eval_maintenance_command_through_kafka_leaves_the_running_stack_alone(s
     report = json.loads(out.stdout)
     k = report["through_kafka"]
     assert k["readings"] == k["readings_read"] == 5 * 6 * 12 and k["dead_letters"] == 0
+    assert k["agrees_with_in_process"] is True
     assert [p["policy"] for p in report["policies"]] == ["run-to-failure", "fixed-interval", "predictive"]
     assert "through Kafka" in out.stderr and "360 readings read" in out.stderr  # progress on stderr
     assert kafka_ok(stack_settings.kafka_bootstrap), "the command stopped a broker it had not started"
