@@ -255,13 +255,13 @@ def run(args: argparse.Namespace, settings) -> int:
     print(f"\nPredictive work orders (horizon {args.horizon_days:g} days, p_fail >= {args.threshold:g}): "
           f"{q['orders']} opened, {q['true']} true, {q['missed_failures']} failures without one; "
           f"precision {pct(q['precision'])}, recall {pct(q['recall'])}, median lead {lead}")
-    if kafka is not None:
-        print("  through Kafka vs in process (same seed, start and code): "
-              + ("every figure above is the same" if out["through_kafka"]["agrees_with_in_process"] else
-                 f"DIFFERENT: in process {out['in_process_predictive']['predictive_orders']}"))
     for t, v in q["per_type"].items():
         print(f"  {t:<18} orders {v['orders']:>4}  true {v['true']:>4}  missed {v['missed_failures']:>4}  "
               f"precision {pct(v['precision'])}  recall {pct(v['recall'])}")
+    if kafka is not None:
+        print("Through Kafka vs in process (same seed, start and code): "
+              + ("every figure above is the same" if out["through_kafka"]["agrees_with_in_process"] else
+                 f"DIFFERENT: in process {out['in_process_predictive']['predictive_orders']}"))
     print(f"\nMTBF from work orders (history + run, right-censored Weibull) vs the simulator's true mean life:")
     for m in mtbf:
         est = "-" if m["mtbf_days"] is None else f"{m['mtbf_days']:.0f}"

@@ -28,6 +28,7 @@ with the plausibility contract, which refuses readings over 400 days old.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -125,8 +126,7 @@ def simulate_through_kafka(settings, homes: int, days: float, seed: int, step_ms
     ensure_topics(s, {s.topic_telemetry: s.telemetry_partitions, s.topic_workorders: s.workorders_partitions,
                       s.topic_predictions: s.predictions_partitions, s.topic_deadletter: 1})
 
-    mcfg = maintenance
-    sim = CitySimulator(homes, s.regions, seed, start_ms, step_ms=step_ms, maintenance=mcfg)
+    sim = CitySimulator(homes, s.regions, seed, start_ms, step_ms=step_ms, maintenance=maintenance)
     fleet = sim.fleet
     history = fleet.drain_orders()
     orders = list(history)
@@ -142,7 +142,8 @@ def simulate_through_kafka(settings, homes: int, days: float, seed: int, step_ms
     # new orders for the technicians to act on
     technicians.known.update(o["order_id"] for o in history)
     publish_work_orders(s, history)
-    state = Path(tempfile.mkdtemp(prefix="eco-eval-maintain-")) / "state.sqlite"
+    state_dir = tempfile.mkdtemp(prefix="eco-eval-maintain-")
+    state = Path(state_dir) / "state.sqlite"
     worker = processes.start_cli(s, "eval-maintain", [
         "maintain", "--checkpoint", str(state), "--hold", "3600",
         "--horizon-days", repr(wcfg.horizon_days), "--threshold", repr(wcfg.threshold)],
@@ -192,8 +193,9 @@ def simulate_through_kafka(settings, homes: int, days: float, seed: int, step_ms
         producer.close()
         technicians.close()
         worker.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
     return {"policy": "predictive", "fleet": fleet, "orders": orders, "requests": requests, "start_ms": start_ms,
-            "end_ms": sim.now_ms, "config": mcfg, "workflow": None,
+            "end_ms": sim.now_ms, "config": maintenance, "workflow": None,
             "kafka": {"readings": produced, "readings_read": final["readings"], "order_messages": final["orders_in"],
                       "predictions": final["predictions"], "predictive_orders": final["orders_out"],
                       "dead_letters": int(final["dead_letters"]), "seconds": time.perf_counter() - t0,

@@ -217,12 +217,13 @@ class MaintenanceWorker:
                     self.counts["predictions"] += 1
                     metrics.MAINTENANCE_PUBLISHED.labels("prediction").inc()
                 producer.poll(0)
-                # Counted once everything the batch caused is handed to the producer: who
-                # sees N messages counted sees their orders produced (eval maintenance
-                # --through-kafka paces the simulator on these figures).
+                # Counted once everything the batch caused is handed to the producer, and
+                # after the held orders: who sees N messages counted sees their orders
+                # produced and what is still held (eval maintenance --through-kafka paces
+                # the simulator on these figures).
+                metrics.MAINTENANCE_HELD_ORDERS.set(len(self.held))
                 for (t, outcome), n in tally.items():
                     metrics.MAINTENANCE_MESSAGES.labels(t, outcome).inc(n)
-                metrics.MAINTENANCE_HELD_ORDERS.set(len(self.held))
                 if time.monotonic() - last_cp >= checkpoint_interval_s:
                     wrote = self.checkpoint(producer)
                     metrics.CHECKPOINTS.labels(component="maintain").inc()
