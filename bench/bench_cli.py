@@ -13,7 +13,7 @@ import time
 from ecoretrofit.config import Settings
 
 SECTIONS = ("produce", "process", "latency", "live", "detectors", "predictor", "checkpoint", "ingest", "queries",
-            "twin", "gateway", "gateway_live")
+            "twin", "gateway", "gateway_live", "lake")
 DEFAULT = ("produce", "process", "latency", "detectors", "predictor")
 
 
@@ -31,6 +31,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--twin-live-homes", type=int, default=1_000, help="twin: homes live for the dashboard")
     parser.add_argument("--gateway-devices", type=int, default=1000, help="gateway_live: devices at 1 Hz")
     parser.add_argument("--gateway-duration", type=float, default=60.0, help="gateway_live: seconds of load")
+    parser.add_argument("--lake-readings", type=float, default=5_000_000,
+                        help="lake: readings through S3 objects and the lake ingester (e.g. 5e7)")
     parser.add_argument("--query-rows", type=int, default=10_000_000,
                         help="queries: readings bulk-inserted before the queries are timed")
 
@@ -79,6 +81,10 @@ def run(args, settings: Settings) -> int:
                 from bench import warehouse
 
                 results[name] = warehouse.bench_queries(settings, rows=args.query_rows)
+            elif name == "lake":
+                from bench import warehouse
+
+                results[name] = warehouse.bench_lake(settings, readings=int(args.lake_readings), stack=stack)
             elif name == "twin":
                 from bench import twin
 
@@ -142,6 +148,10 @@ def print_report(results: dict) -> None:
         from bench import warehouse
 
         warehouse.print_queries(results["queries"])
+    if "lake" in results:
+        from bench import warehouse
+
+        warehouse.print_lake(results["lake"])
     if "predictor" in results:
         r = results["predictor"]
         base = r["baseline_ewzscore"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -411,6 +412,86 @@ def bench_queries(settings: Settings, rows: int = 10_000_000, homes: int = 2000,
 
 
 # ---------------------------------------------------------------- report
+def bench_lake(settings: Settings, readings: int = 5_000_000, homes: int | None = None, ceiling_rows: int = 2_000_000,
+               stack=None) -> dict:
+    """The lake path at scale beside the bulk ceiling, one run.
+
+    1. lake: ``ecoretrofit demo --readings`` 's own load (ecoretrofit/demo_bulk.py:
+       simulator -> Parquet objects in the landing prefix -> the stack's lake ingester
+       -> telemetry, plausibility views and roll-ups), with the warehouse service's RSS
+       sampled every 0.5 s (its peak is reported).
+    2. ceiling: ``ceiling_rows`` of the same simulator inserted with insert_arrow into a
+       table of telemetry's layout (without the plausibility and roll-up views the lake
+       path also runs), 100k rows per insert, as ``bench_ingest``'s ceiling.
+    """
+    import threading
+
+    from ecoretrofit import demo_bulk
+
+    homes = homes or settings.homes
+    pid = stack.pid_of("warehouse") if stack is not None else None
+    peak = {"rss": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak["rss"] = max(peak["rss"], _rss_bytes(pid))
+            done.wait(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    if pid:
+        sampler.start()
+    try:
+        lake = demo_bulk.load(settings, readings, homes, out=lambda line: print(line, file=sys.stderr))
+    finally:
+        done.set()
+    from sinks.warehouse import connect
+
+    client = connect(settings)
+    db = settings.clickhouse_database
+    table = f"{db}.bench_ceiling_{uuid.uuid4().hex[:8]}"
+    # telemetry's layout without its views; dropped without SYNC (a DROP … SYNC right
+    # after a heavy load once hung the embedded warehouse)
+    client.command(f"CREATE TABLE {table} AS {db}.telemetry")
+    try:
+        ticks = max(1, ceiling_rows // homes)
+        start_ms = int(time.time() * 1000) - ticks * 1000
+        bulk = bulk_insert(client, table, homes, ticks, settings.regions, settings.seed, start_ms, 1000)
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {table}")
+    lake_rate = lake.stored / lake.seconds
+    ceiling = bulk["rows"] / bulk["insert_s"]
+    return {"readings": readings, "homes": homes, "produced": lake.produced, "stored": lake.stored,
+            "distinct": lake.distinct, "dead_letters": lake.dead_letters, "objects": lake.objects,
+            "exact": lake.exact, "seconds": lake.seconds, "rows_per_s": lake_rate,
+            "ceiling_rows": bulk["rows"], "ceiling_rows_per_s": ceiling, "ratio": lake_rate / ceiling,
+            "warehouse_peak_rss_bytes": peak["rss"] or None}
+
+
+def _rss_bytes(pid: int | None) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def print_lake(r: dict) -> None:
+    rss = r["warehouse_peak_rss_bytes"]
+    print(f"lake      {r['readings']:,} readings ({r['homes']:,} homes) through S3 objects and the lake ingester")
+    print(f"          stored {r['stored']:,}, distinct (home, ts) {r['distinct']:,}, produced {r['produced']:,}, "
+          f"dead letters {r['dead_letters']:,}: {'exactly once' if r['exact'] else 'MISMATCH'}")
+    print(f"          lake path                 {r['rows_per_s']:>10,.0f} rows/s  ({r['seconds']:.0f}s, "
+          f"{r['objects']:,} objects)")
+    print(f"          bulk insert_arrow         {r['ceiling_rows_per_s']:>10,.0f} rows/s  (ceiling, "
+          f"{r['ceiling_rows']:,} rows, telemetry's layout without views)")
+    print(f"          ratio                     {r['ratio']:>10.0%}")
+    print(f"          warehouse peak RSS        " + (f"{rss / 2**20:>10,.0f} MiB" if rss else "   unknown (not the local stack)"))
+
+
 def print_ingest(r: dict) -> None:
     k, s, b, bl = r["live"]["kafka_engine"], r["live"]["sink"], r["bulk"], r["backlog"]
     print(f"ingest    {r['readings']:,} readings ({r['homes']:,} homes) stored three ways; producer "

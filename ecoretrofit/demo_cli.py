@@ -34,6 +34,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prometheus", action="store_true", help="also start Prometheus with the alert rules")
     parser.add_argument("--no-maintenance", action="store_true",
                         help="skip the predictive-maintenance phase (simulated months in accelerated time)")
+    parser.add_argument("--readings", type=_count, default=None, metavar="N",
+                        help="instead of the live city: N backdated readings (e.g. 5e7) through the S3 lake "
+                             "into the warehouse, exactly once, with a progress bar (ecoretrofit/demo_bulk.py)")
+
+
+def _count(text: str) -> int:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number such as 5e7 or 1000000") from None
+    if not value.is_integer() or value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of readings >= 1")
+    return int(value)
 
 
 @dataclass
@@ -46,6 +61,16 @@ def run(args, settings: Settings) -> int:
     from infra.localstack.stack import LocalStack
 
     homes = args.homes or settings.homes
+    if args.readings is not None:
+        from ecoretrofit import demo_bulk
+
+        try:
+            result = demo_bulk.run_bulk(settings, args.readings, homes, keep_running=args.keep_running)
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopping what the demo started", file=sys.stderr)
+            return 130
+        demo_bulk.print_summary(settings, result)
+        return 0 if result.exact else 1
     stack = LocalStack(settings, with_prometheus=args.prometheus)
     print(f"EcoRetrofit Streams demo: {homes} homes for {args.duration:.0f}s\n")
     print("1/5 local stack")

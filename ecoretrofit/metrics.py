@@ -93,6 +93,8 @@ WAREHOUSE_QUERY_SECONDS = Histogram(
     ["kind"],
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+LAKE_OBJECTS = Counter("eco_lake_objects_total", "Lake objects ingested into the warehouse", ["status"])
+LAKE_ROWS = Counter("eco_lake_rows_total", "Rows read from ingested lake objects")
 WAREHOUSE_ROWS = Gauge("eco_warehouse_rows", "Rows stored per table", ["table"])
 
 # --- consumer progress (read from the broker by `ecoretrofit consumers --serve`) --
@@ -145,7 +147,7 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 # adds its worker index (0..3); the registry and warehouse serve /metrics on their
 # own HTTP port instead.
 PORT_OFFSETS = {"simulate": 0, "process": 1, "sink": 5, "demo": 6, "consumers": 7, "gateway": 8, "bridge": 9,
-                "maintain": 10}
+                "lake_ingest": 10, "maintain": 11}
 
 
 def port_for(settings, service: str, index: int = 0) -> int:

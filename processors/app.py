@@ -30,6 +30,7 @@ by wall time since), so a replay of old data judges silence in event time.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter as Tally
@@ -40,6 +41,7 @@ import faust
 from faust.sensors import Monitor
 
 import schemas
+from schemas import plausibility
 from ecoretrofit import metrics
 from ecoretrofit.config import FETCH_MAX_WAIT_MS, Settings
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
@@ -158,15 +160,31 @@ class Processor:
             partitions=1,
         )
         self.models = self.app.Table(
-            "home-models", default=None, key_type=str, value_type=bytes,
+            "home-models", default=None, key_type=bytes, value_type=bytes,
             partitions=settings.telemetry_partitions,
             # batches have no single current event, so let the producer pick the
-            # changelog partition from the key: the same murmur2 the telemetry
-            # producers use, hence the same partition as the home's readings.
+            # changelog partition from the key: the same murmur2 over the same bytes
+            # (the raw home id, as the telemetry producers key readings; bytes keys
+            # are not JSON-encoded as str keys would be), hence the
+            # same partition as the home's readings. Faust's store keeps only the
+            # keys of its assigned partitions, and snapshots are per partition: a
+            # checkpoint anywhere else is dropped at the next partial assignment.
             use_partitioner=True,
         )
         # recovery starts at the last full snapshot, not at offset 0 (processors/snapshots.py)
         self.models.persisted_offset = self._snapshot_start
+        # Every changelog write's delivery future, so that a checkpoint can wait for
+        # the broker's acknowledgement of each before it acknowledges the offsets it
+        # covers (Faust's producer.flush() gives up on its buffer after 0.1 s).
+        self.changelog_writes: list = []
+        send_changelog = self.models.send_changelog
+
+        def send_and_track(*args, **kwargs):
+            fut = send_changelog(*args, **kwargs)
+            self.changelog_writes.append(fut)
+            return fut
+
+        self.models.send_changelog = send_and_track
         self.snapshot_policy = SnapshotPolicy()
         self._pointer: SnapshotPointer | None = None
         self.cache: dict[str, HomeModel] = {}
@@ -288,7 +306,7 @@ class Processor:
     def model_for(self, home_id: str) -> HomeModel:
         model = self.cache.get(home_id)
         if model is None:
-            model = self.cache[home_id] = self._restore(home_id, self.models.get(home_id))
+            model = self.cache[home_id] = self._restore(home_id, self._checkpoint_of(home_id))
         return model
 
     def _restore(self, home_id: str, data) -> HomeModel:
@@ -311,12 +329,19 @@ class Processor:
         if self.restored_all or not self.table_ready:
             return
         assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.telemetry.get_topic_name()}
-        for home_id, data in list(self.models.items()):
-            if home_id in self.cache or not isinstance(home_id, str):
+        for key in list(self.models.keys()):
+            home_id = _home_of_key(key)
+            if home_id is None or home_id in self.cache:
                 continue
             if self.partition(home_id) in assigned:
-                self.cache[home_id] = self._restore(home_id, data)
+                self.cache[home_id] = self._restore(home_id, self._checkpoint_of(home_id))
         self.restored_all = True
+
+    def _checkpoint_of(self, home_id: str):
+        """The home's checkpoint; before the changelog was keyed by the raw home id,
+        it was keyed by the id as a JSON string (read still, never written)."""
+        data = self.models.get(home_id.encode())
+        return self.models.get(json.dumps(home_id).encode()) if data is None else data
 
     def partition(self, home_id: str) -> int:
         """The home's partition, in the telemetry topic and in the model changelog
@@ -462,7 +487,7 @@ class Processor:
                 log.error("home %s: checkpoint of %d bytes exceeds %d; not written", home_id, len(blob),
                           MAX_CHECKPOINT_BYTES)
                 continue
-            self.models[home_id] = blob
+            self.models[home_id.encode()] = blob
             self.snapshot_policy.written(self.partition(home_id))
         if self.dirty:
             metrics.CHECKPOINTS.labels(component="processor").inc()
@@ -470,10 +495,13 @@ class Processor:
         held, self.held = self.held, []
         self.last_checkpoint = time.monotonic()
         # The checkpoint covers every message scored so far, but Faust commits offsets
-        # without waiting for the changelog: acknowledge only once the table writes are
-        # on the broker, or a SIGKILL in between loses the models (and open alerts) that
-        # the committed offsets say were saved.
-        await self.app.producer.flush()
+        # without waiting for the changelog: acknowledge only once the broker has
+        # acknowledged every table write, or a SIGKILL in between loses the models (and
+        # open alerts) that the committed offsets say were saved. (A failed write
+        # raises here: nothing is acknowledged, the next owner re-reads.)
+        writes, self.changelog_writes = self.changelog_writes, []
+        if writes:
+            await asyncio.gather(*writes)
         ack = self.app.consumer.ack
         for msg in held:
             ack(msg)
@@ -495,6 +523,22 @@ class Processor:
         metrics.HOMES_IN_ALERT.clear()
         for (region, metric, sev), n in self.alert_book.counts().items():
             metrics.HOMES_IN_ALERT.labels(region, metric, sev).set(n)
+
+
+def _home_of_key(key) -> str | None:
+    """The home id of a changelog key (raw, or a legacy JSON string); None otherwise."""
+    if not isinstance(key, bytes):
+        return None
+    try:
+        key = key.decode()
+    except UnicodeDecodeError:
+        return None
+    if key.startswith('"'):
+        try:
+            key = json.loads(key)
+        except ValueError:
+            return None
+    return key if isinstance(key, str) and plausibility.valid_home_id(key) else None
 
 
 def create_app(settings: Settings | None = None) -> faust.App:

@@ -89,6 +89,15 @@ DEAD_LETTER_MAX_BYTES = 64 * 1024
 MAX_STRING_CHARS = 64
 
 
+def valid_home_id(home: Any) -> bool:
+    """Whether ``home`` is a home id (the whole string matches HOME_ID_PATTERN).
+
+    >>> valid_home_id("H000042"), valid_home_id("H42"), valid_home_id('"H000042"')
+    (True, False, False)
+    """
+    return isinstance(home, str) and _HOME_ID.fullmatch(home) is not None
+
+
 def check(
     reading: Mapping[str, Any],
     *,
@@ -102,7 +111,7 @@ def check(
     ``reading`` is a decoded TelemetryReading (a dict with the schema's fields)."""
     reasons: list[str] = []
     home = reading.get("home_id")
-    if not isinstance(home, str) or not _HOME_ID.fullmatch(home):
+    if not valid_home_id(home):
         reasons.append(f"home_id: {_short(home)} does not match {HOME_ID_PATTERN}")
     region = reading.get("region")
     if region not in set(regions):

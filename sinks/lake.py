@@ -49,6 +49,9 @@ log = logging.getLogger("eco.lake")
 DEFAULT_BATCH_ROWS = 250_000
 DEFAULT_BATCH_SECONDS = 60.0
 DEFAULT_PREFIX = "telemetry"
+# Where objects land that only the lake ingester (sinks/lake_ingest.py) brings into the
+# warehouse; DEFAULT_PREFIX holds what the lake sink archives from Kafka, already stored.
+LANDING_PREFIX = "landing/telemetry"
 LEDGER_PREFIX = "_ledger"
 DAY_MS = 86_400_000
 

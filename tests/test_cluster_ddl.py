@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from ecoretrofit.config import Settings
-from sinks import named_queries, warehouse
+from sinks import lake_ingest, named_queries, warehouse
 
 pytest.importorskip("chdb")
 
@@ -206,6 +206,8 @@ def test_cluster_ddl_runs_on_a_shard_and_keeps_each_home_on_its_shard(tmp_path):
                           "SELECT toString(number), concat('H', leftPad(toString(number % 60), 6, '0')), 'north', "
                           "'power_w', now64(3), now64(3), 1, 5, 'ewzscore', 0, 1, 30, 5, 'critical' FROM numbers(600)",
         "anomalies_local": f"SELECT count(), countIf(NOT ({SHARD_1})) FROM {db}.anomalies_local",
+        # the lake ingester's deduplication windows reach the shards' tables
+        "lake_tables": lake_ingest.TABLES_SQL.replace("{db:String}", sql_literal(db)),
     }
     named = {}
     for path in sorted(named_queries.QUERIES_DIR.glob("*.sql")):
@@ -250,6 +252,15 @@ def test_cluster_ddl_runs_on_a_shard_and_keeps_each_home_on_its_shard(tmp_path):
     assert rows["comments"][0][0] >= 10, "the column comments (090) are on the table readers read"
     (anomalies, misplaced), = rows["anomalies_local"]
     assert misplaced == 0 and 0 < anomalies < 600
+    # (run_chdb's JSON gives arrays as their text)
+    tables = [(n, e, json.loads(d.replace("'", '"')) if isinstance(d, str) else d, c, f)
+              for n, e, d, c, f in rows["lake_tables"]]
+    engines = {name: engine for name, engine, *_ in tables}
+    windowed = {t for t in lake_ingest.downstream_tables(lake_ingest.edges(tables),
+                                                         lake_ingest.INCOMING_TABLE)
+                if engines[t].endswith("MergeTree")}
+    assert {"telemetry_local", "dead_letters_local", "energy_hourly_by_home_local",
+            "energy_daily_by_region_local"} <= windowed, windowed
 
     # every named query runs through the Distributed tables
     offset = len(ddl) + len(checks) + 1

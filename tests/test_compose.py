@@ -329,7 +329,8 @@ def test_metrics_ports_agree_with_healthchecks_and_scrape_config(services, our_s
         for sd in job.get("dns_sd_configs", []):
             for host in sd["names"]:
                 ports[host] = int(sd["port"])
-    for service, role in (("simulate", "simulate"), ("process", "process"), ("consumers", "consumers")):
+    for service, role in (("simulate", "simulate"), ("process", "process"), ("consumers", "consumers"),
+                          ("lake-ingest", "lake_ingest")):
         env = {k: interpolate(v, example) for k, v in environment(our_services[service]).items()}
         port = metrics.port_for(Settings.from_env(env), role)
         assert ports.get(service) == port, f"Prometheus scrapes {service} on {ports.get(service)}, it serves {port}"

@@ -2,8 +2,8 @@
 
 Order matters and is encoded in ``components()``: the S3 store first (the broker
 keeps its log there), then the Tansu broker, then the schema registry (its schemas
-live in a Kafka topic), then the warehouse (its Kafka tables need both), the
-consumer-progress exporter (``ecoretrofit consumers --serve``), and Prometheus last
+live in a Kafka topic), then the warehouse (its Kafka tables need both), the lake ingester
+(``ecoretrofit lake ingest``), the consumer-progress exporter (``ecoretrofit consumers --serve``), and Prometheus last
 (optional).
 
 Each component is a process started in its own session (so a Ctrl-C in the
@@ -165,6 +165,14 @@ class LocalStack:
                 env=child_env,
                 healthy=lambda: http_ok(f"{s.clickhouse_url}/ping"),
                 start_timeout=120.0,
+            ),
+            Component(
+                # continuous S3 ingestion: each new object under landing/telemetry/ once
+                name="lake-ingest",
+                argv=py + ["lake", "ingest"],
+                ports=[metrics.port_for(s, "lake_ingest")],
+                env=child_env,
+                healthy=lambda: http_ok(f"http://{_connect_host(host)}:{metrics.port_for(s, 'lake_ingest')}/metrics"),
             ),
             Component(
                 # every consumer group's progress, for the EcoConsumerNotProgressing alert
