@@ -69,10 +69,13 @@ def run_bulk(settings: Settings, readings: int, homes: int, keep_running: bool =
         raise CommandError("--readings must be at least 1")
     stack = LocalStack(settings)
     out(f"EcoRetrofit Streams bulk demo: {readings:,} readings of {homes:,} homes through the lake\n")
-    out("1/3 local stack (with the lake ingester)")
+    out("1/4 local stack (with the lake ingester)")
     started = stack.up()
     try:
-        return load(settings, readings, homes, out)
+        result = load(settings, readings, homes, out)
+        print_summary(settings, result, out)
+        showcase(settings, result, out)
+        return result
     finally:
         if not keep_running and started:
             stack.down(only=started)
@@ -128,7 +131,7 @@ def load(settings: Settings, readings: int, homes: int, out=print) -> BulkResult
         finally:
             state["done"] = True
 
-    out(f"2/3 simulating {readings:,} readings ({start_ms} .. {end_ms} ms) into "
+    out(f"2/4 simulating {readings:,} readings ({start_ms} .. {end_ms} ms) into "
         f"s3://{settings.s3_lake_bucket}/{chunks.prefix}/ ; the ingester stores each object as it lands")
     t0 = time.monotonic()
     producer = threading.Thread(target=produce, name="bulk-producer", daemon=True)
@@ -154,7 +157,7 @@ def load(settings: Settings, readings: int, homes: int, out=print) -> BulkResult
                 raise CommandError("no object stored for 300 s: is the lake ingester running? "
                                    "(see logs/lake-ingest.log in the data directory)")
     seconds = time.monotonic() - t0
-    out("3/3 counting the run's rows in ClickHouse")
+    out("3/4 counting the run's rows in ClickHouse")
     window = ("ts >= fromUnixTimestamp64Milli({a:Int64}) AND ts <= fromUnixTimestamp64Milli({b:Int64})")
     params = {"a": chunks.first_ts or start_ms, "b": chunks.last_ts or start_ms}
     count, distinct = client.query(
@@ -180,3 +183,62 @@ def print_summary(settings: Settings, r: BulkResult, out=print) -> None:
     out(f'  ecoretrofit query "SELECT region, count() FROM {db}.telemetry GROUP BY region"')
     out("  ecoretrofit lake stats --prefix landing/telemetry      # the lake through s3(), before import")
     out(f'  ecoretrofit query "SELECT status, count(), sum(rows) FROM {db}.lake_ingested GROUP BY status"')
+
+
+def _hour(ms: int) -> str:
+    """The named queries' time format, to the hour: ``_hour(0) == '1970-01-01 00:00:00'``."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms // 3_600_000 * 3600, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def showcase(settings: Settings, r: BulkResult, out=print) -> None:
+    """What the warehouse answers at this size, each with its time: the roll-ups, the
+    SQL anomaly queries (the named queries ``ecoretrofit query --named`` runs), the
+    lake read in place through s3(), and the dashboard."""
+    from sinks import lake, warehouse
+    from sinks.named_queries import load_named
+    from twin.auth import dashboard_url
+
+    client = warehouse.connect(settings)
+    since, until = _hour(r.start_ms), _hour(r.end_ms + 3_600_000)
+    out(f"\n4/4 the warehouse at {r.stored:,} readings ({since} .. {until} UTC)")
+
+    def timed(title: str, run):
+        t0 = time.perf_counter()
+        try:
+            rows = run()
+        except Exception as exc:  # a showcase query failing must not hide the summary
+            out(f"  {title}: failed: {warehouse.error_line(exc)[:200]}")
+            return None
+        out(f"  {title}: {len(rows):,} rows in {(time.perf_counter() - t0) * 1000:,.0f} ms")
+        return rows
+
+    def named(name: str, **given) -> list[dict]:
+        q = load_named(name)
+        return list(client.query(q.sql(settings),
+                                 parameters=q.bind({k: str(v) for k, v in given.items()})).named_results())
+
+    def show(rows, n: int = 3) -> None:
+        for row in (rows or [])[:n]:
+            out("      " + ", ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in row.items()))
+
+    rows = timed("roll-up: energy per region and hour (hourly_energy by=region)",
+                 lambda: named("hourly_energy", by="region", since=since, until=until))
+    show(rows)
+    rows = timed("roll-up: daily peaks (daily_peaks)",
+                 lambda: named("daily_peaks", since=since[:10], until=_hour(r.end_ms + 86_400_000)[:10]))
+    rows = timed("anomalies in SQL: homes above their region's p99 in an hour (quantile_outliers)",
+                 lambda: named("quantile_outliers", since=since, until=until))
+    show(rows)
+    home = client.command(f"SELECT any(home_id) FROM {settings.clickhouse_database}.telemetry "
+                          "WHERE ts >= fromUnixTimestamp64Milli({a:Int64}) AND ts <= fromUnixTimestamp64Milli({b:Int64})",
+                          parameters={"a": r.start_ms, "b": r.end_ms})
+    timed(f"anomalies in SQL: rolling z-score of {home}'s power (zscore)",
+          lambda: named("zscore", home=home, since=since, until=until))
+    rows = timed("the lake read in place: s3() over the landing objects, by date and region",
+                 lambda: lake.stats(settings, client, prefix="landing/telemetry"))
+    if rows:
+        out(f"      {sum(x[2] for x in rows):,} objects, {sum(x[3] for x in rows):,} rows in the lake "
+            f"(the ingester stored {r.stored:,} of them)")
+    out(f"  the dashboard (while the stack runs; --keep-running keeps it): {dashboard_url(settings)}")

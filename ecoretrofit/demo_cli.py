@@ -59,6 +59,7 @@ class DemoRun:
 
 def run(args, settings: Settings) -> int:
     from infra.localstack.stack import LocalStack
+    from twin.auth import dashboard_url
 
     homes = args.homes or settings.homes
     if args.readings is not None:
@@ -69,7 +70,6 @@ def run(args, settings: Settings) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted: stopping what the demo started", file=sys.stderr)
             return 130
-        demo_bulk.print_summary(settings, result)
         return 0 if result.exact else 1
     stack = LocalStack(settings, with_prometheus=args.prometheus)
     print(f"EcoRetrofit Streams demo: {homes} homes for {args.duration:.0f}s\n")
@@ -120,13 +120,6 @@ def run(args, settings: Settings) -> int:
 
 def _interrupt(*_) -> None:
     raise KeyboardInterrupt
-
-
-def dashboard_url(settings: Settings) -> str:
-    """The city dashboard with its read token in the fragment (never sent to the server)."""
-    from twin.auth import Tokens
-
-    return f"http://{settings.bind_host}:{settings.port('twin')}/#token={Tokens.for_data_dir(settings.data_dir).read}"
 
 
 def _start_processor(settings: Settings) -> processes.Proc:
@@ -222,6 +215,8 @@ def _detected(fault, anomalies, grace_ms: int = 30_000) -> bool:
 
 
 def _print_summary(settings: Settings, r: dict) -> None:
+    from twin.auth import dashboard_url
+
     ok = "OK" if r["stored"] == r["acked"] else "MISMATCH"
     print("\n================ summary ================")
     print(f"readings produced      {r['produced']:>10,}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -48,6 +49,9 @@ class Bridge:
         self.connected = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0  # messages received and not yet acknowledged or refused
+        # home -> (topic, readings, ack) of messages that wait for other messages'
+        # deliveries of some of their readings before they are acknowledged
+        self._waiting: dict[str, list[tuple[str, dict[int, dict], Callable[[str | None], None]]]] = {}
         self._last_message = time.monotonic()
         self._unsubscribed = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
@@ -139,22 +143,49 @@ class Bridge:
             self._dead_letter(msg, "foreign_home", "; ".join(checked.foreign), ack)
             return
         by_seq = {r["seq"]: r for r in checked.readings}
+        self._count("duplicates", len(checked.readings) - len(by_seq))
+        self._produce(msg.topic, home, by_seq, ack)
+
+    def _produce(self, topic: str, home: str, by_seq: dict[int, dict], ack) -> None:
+        """Produce the readings no other message has delivered or is delivering; ``ack``
+        once they are in Kafka and so are those another message was producing (a
+        device's resend racing its first copy). Should that other message fail, this
+        one produces them itself before acknowledging: its PUBACK must never stand for
+        readings that are not in Kafka."""
         with self._lock:
-            new, dup, _busy = self.recent.classify(home, list(by_seq))
+            new, dup, busy = self.recent.classify(home, list(by_seq))
             self.recent.reserve(home, new)
-        self._count("duplicates", len(dup) + len(checked.readings) - len(by_seq))
-        headers = [("source", b"gateway-mqtt"), ("mqtt_topic", msg.topic.encode())]
+        self._count("duplicates", len(dup))
+        headers = [("source", b"gateway-mqtt"), ("mqtt_topic", topic.encode())]
         key = home.encode()
 
         def done(error: str | None) -> None:
             with self._lock:
                 (self.recent.release if error else self.recent.commit)(home, new)
+                if busy and error is None:
+                    self._waiting.setdefault(home, []).append((topic, {s: by_seq[s] for s in busy}, ack))
             if error is None:
                 self._count("readings", len(new))
-            ack(error)
+            if error is not None or not busy:
+                ack(error)
+            self._resume_waiting(home)
 
         self.producer.send(self.settings.topic_telemetry,
                            [(key, self.producer.encode(by_seq[s]), headers) for s in new], done)
+
+    def _resume_waiting(self, home: str) -> None:
+        """Messages of ``home`` waiting on readings other messages were producing: those
+        whose readings are all settled (delivered or failed) go on."""
+        ready = []
+        with self._lock:
+            still = []
+            for topic, readings, ack in self._waiting.pop(home, []):
+                _new, _dup, busy = self.recent.classify(home, list(readings))
+                (still if busy else ready).append((topic, readings, ack))
+            if still:
+                self._waiting[home] = still
+        for topic, readings, ack in ready:
+            self._produce(topic, home, readings, ack)  # delivered ones count as duplicates
 
     def _dead_letter(self, msg: mqtt.MQTTMessage, reason: str, error: str, ack) -> None:
         headers = [

@@ -9,7 +9,12 @@ Measured on Debian's Mosquitto 2.0.11:
   ``user`` is set to whoever starts it;
 - ``password_file`` and ``acl_file`` are re-read on SIGHUP, connections stay up;
 - ``max_queued_messages`` defaults to 1000 per client: a bridge offline for a while
-  would lose readings past that, so queues are unlimited (``0``) here.
+  would lose readings past that, so queues are unlimited (``0``) here;
+- after a restart it restores persistent sessions, their queued messages and plain
+  subscriptions from its store, but not shared subscriptions: until a bridge subscribes
+  again, a device's QoS 1 publish is answered with PUBACK 0x10 ("no matching
+  subscribers") and dropped, which is why devices send such a message again
+  (``producers.devices.puback_outcome``).
 
 >>> conf = mosquitto_conf(host="127.0.0.1", port=19883, cert="/t/s.pem", key="/t/s.key",
 ...     passwd="/m/passwd", acl="/m/acl", store="/m/db", user="eco", max_packet=1000)

@@ -30,6 +30,11 @@ implausible | power_w: nan is not a finite number; voltage_v: -3.0 is outside [0
 (65536, b'true', b'2000000')
 >>> headers["error"].decode()
 'too big (raw payload truncated to the first 65536 of 2000000 bytes)'
+
+A tombstone without a key still makes a record (Kafka needs a key or a value):
+>>> key, value, headers = dead_letter(None, None, DecodeError("no payload", "truncated"), "eco.telemetry.v1", 0, 7)
+>>> key, value, headers["null_value"]
+(None, b'', b'true')
 """
 
 from __future__ import annotations
@@ -77,9 +82,15 @@ def dead_letter(
     }
     if refused_by is not None:
         headers["refused_by"] = refused_by.encode()
-    if size > limit:
+    if value is None:
+        # The original was a tombstone. A record needs a key or a value (a keyless
+        # tombstone cannot be sent at all: it crashed the worker), and a dead letter
+        # that is itself a tombstone reads as a deletion: send it empty, and say so.
+        value = b""
+        headers["null_value"] = b"true"
+    elif size > limit:
         value = value[:limit]
-        message += f" (raw payload truncated to the first {limit} of {size} bytes)"
+        message += plausibility.truncation_note(size)
         headers["truncated"] = b"true"
         headers["original_bytes"] = str(size).encode()
     if len(message) > MAX_ERROR_CHARS:

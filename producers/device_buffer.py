@@ -102,6 +102,12 @@ class DeviceBuffer:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM buffer WHERE home = ?", (home,)).fetchone()[0]
 
+    def next_seq(self, home: str) -> int:
+        """The seq ``home``'s next reading gets: it has generated 0..next_seq-1."""
+        with self._lock:
+            row = self._db.execute("SELECT next_seq FROM devices WHERE home = ?", (home,)).fetchone()
+        return int(row[0]) if row else 0
+
     def totals(self) -> dict[str, int]:
         with self._lock:
             generated = self._db.execute("SELECT coalesce(sum(next_seq), 0) FROM devices").fetchone()[0]

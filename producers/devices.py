@@ -4,8 +4,10 @@ writing to Kafka.
 
 Each device takes a reading every step and queues it in its on-disk buffer
 (``DeviceBuffer``) with its own ``seq``; a sender per device ships the oldest queued
-readings as one timestamped batch and forgets them only once the gateway acknowledged
-them (PUBACK with success / HTTP 200, which the gateway gives only after Kafka did).
+readings as one timestamped batch and forgets them only once the gateway has them
+safe: over HTTPS a 200, given only after Kafka acknowledged; over MQTT a PUBACK that
+says a subscription took them (they wait in the broker's persistent queue until a bridge
+has them in Kafka), never one saying no subscription matched (``puback_outcome``).
 While the link or the broker is down the buffer fills; afterwards it drains, oldest
 first, with the readings' original timestamps. A device process killed and restarted
 on the same buffer file goes on where it was.
@@ -31,6 +33,11 @@ from producers.simulator import CitySimulator, home_id
 log = logging.getLogger(__name__)
 
 ACKED, RETRY, REFUSED = "acked", "retry", "refused"
+# MQTT v5 PUBACK reason 0x10: the broker took the message and dropped it, no subscription
+# matched. Mosquitto 2.0.11 restores persistent sessions and their queues from its store
+# but not shared subscriptions, so after a broker restart every device publish gets this
+# until a bridge has subscribed again (measured; issue 12 lost readings this way).
+NO_MATCHING_SUBSCRIBERS = 0x10
 SEND_TIMEOUT_S = 30.0
 CONNECT_WAVE = 50
 HTTPS_CONNECTIONS = 32
@@ -55,6 +62,19 @@ class DeviceStats:
     acked_readings: int = 0
     retries: int = 0
     refused: dict[str, int] = field(default_factory=dict)
+
+
+def puback_outcome(reason: int) -> str:
+    """What a device does with a QoS 1 publish, given its PUBACK's reason code: forget the
+    readings only when a bridge's subscription took them; with no subscriber they are
+    gone, so send them again (a bridge that did get them deduplicates the resend).
+
+    >>> puback_outcome(0x00), puback_outcome(NO_MATCHING_SUBSCRIBERS), puback_outcome(0x87)
+    ('acked', 'retry', 'refused')
+    """
+    if reason == NO_MATCHING_SUBSCRIBERS:
+        return RETRY
+    return REFUSED if reason >= 0x80 else ACKED
 
 
 # ------------------------------------------------------------------ links
@@ -112,13 +132,15 @@ class MqttLink:
         self._waiting.clear()
 
     def _on_publish(self, _c, _u, mid, reason_code, _p) -> None:
-        self.loop.call_soon_threadsafe(self._settle, mid, REFUSED if reason_code.is_failure else ACKED,
-                                       str(reason_code))
+        self.loop.call_soon_threadsafe(self._settle, mid, puback_outcome(reason_code.value), str(reason_code))
 
     def _settle(self, mid: int, result: str, reason: str) -> None:
         fut = self._waiting.pop(mid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(result if result == ACKED else f"{REFUSED}:{reason}")
+        if fut is None or fut.done():
+            return
+        if result == RETRY:
+            log.warning("%s: not delivered (%s): sending again", self.topic, reason)
+        fut.set_result(f"{REFUSED}:{reason}" if result == REFUSED else result)
 
     async def send(self, batch: list[dict]) -> str:
         await self.connected.wait()

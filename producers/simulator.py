@@ -215,6 +215,8 @@ class CitySimulator:
     paths. Each call advances time by ``step_ms``, or jumps to ``ts_ms`` when given
     (live mode: wall-clock time); the physics uses the actual elapsed time, which
     should stay below ~10 minutes per tick for the thermal model to be accurate.
+    ``first_home`` numbers the homes from there (home ``i`` is ``home_id(first_home +
+    i)``): a city of its own beside another, e.g. a benchmark's beside the live one.
     """
 
     def __init__(
@@ -228,6 +230,7 @@ class CitySimulator:
         faults: FaultPlan | None = None,
         maintenance: MaintenanceConfig | None = None,
         causes: CausePlan | None = None,
+        first_home: int = 0,
     ):
         if homes < 1:
             raise ValueError("homes must be at least 1")
@@ -255,7 +258,9 @@ class CitySimulator:
             return _uniforms(self.seed, idx, stream)
 
         # ---- identity
-        self.home_ids: list[str] = [home_id(i) for i in range(n)]
+        if not 0 <= first_home <= 999_999_999 - n:
+            raise ValueError("first_home: home ids have at most nine digits")
+        self.home_ids: list[str] = [home_id(first_home + i) for i in range(n)]
         self.home_index: dict[str, int] = {h: i for i, h in enumerate(self.home_ids)}
         self.region_idx = np.minimum((u(0) * len(regions)).astype(np.int64), len(regions) - 1)
         self.has_water = u(1) < water_fraction

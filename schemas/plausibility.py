@@ -85,6 +85,8 @@ MAX_MESSAGE_BYTES = 4096
 # A dead-letter record keeps at most this much of the rejected message (and says how
 # much it cut), so re-sending a dead letter never exceeds a producer's 1 MB limit.
 DEAD_LETTER_MAX_BYTES = 64 * 1024
+# What a dead letter's error adds when its payload was cut (every path says it alike).
+TRUNCATION_NOTE = " (raw payload truncated to the first {limit} of {size} bytes)"
 # Longest string field we accept (regions are declared, home ids match the pattern).
 MAX_STRING_CHARS = 64
 
@@ -145,3 +147,12 @@ def _short(value: Any) -> str:
     """repr() of a value, cut so a 10 kB home id cannot make a 10 kB reason."""
     text = repr(value)
     return text if len(text) <= MAX_STRING_CHARS else text[: MAX_STRING_CHARS - 3] + "..."
+
+
+def truncation_note(size: int) -> str:
+    """The note a dead letter's error carries when its ``size``-byte payload was cut.
+
+    >>> truncation_note(100_000)
+    ' (raw payload truncated to the first 65536 of 100000 bytes)'
+    """
+    return TRUNCATION_NOTE.format(limit=DEAD_LETTER_MAX_BYTES, size=size)

@@ -199,9 +199,7 @@ class LakeIngester:
                 raise
             self._reject(key, exc, client)
             return 0
-        client.command(
-            f"INSERT INTO {self.db}.{LEDGER_TABLE} (key, rows, status, error) VALUES "
-            f"({literal(key)}, {rows}, 'stored', '')")
+        self._record(client, key, rows, "stored")
         with self._lock:
             self.done.add(key)
             self.stats.objects += 1
@@ -209,6 +207,11 @@ class LakeIngester:
         metrics.LAKE_OBJECTS.labels("stored").inc()
         metrics.LAKE_ROWS.inc(rows)
         return rows
+
+    def _record(self, client, key: str, rows: int, status: str, error: str = "") -> None:
+        """The ledger row of an object: it is never read again."""
+        client.command(f"INSERT INTO {self.db}.{LEDGER_TABLE} (key, rows, status, error) VALUES "
+                       f"({literal(key)}, {int(rows)}, {literal(status)}, {literal(error)})")
 
     def _reject(self, key: str, exc: BaseException, client) -> None:
         from sinks.warehouse import error_line
@@ -221,9 +224,7 @@ class LakeIngester:
             f"INSERT INTO {self.db}.dead_letters (topic, partition, offset, raw, error) "
             f"SELECT {literal('lake:' + key)}, 0, 0, {literal(key)}, {literal('unreadable lake object: ' + err)} "
             f"SETTINGS insert_deduplication_token = {literal('rejected:' + key)}")
-        client.command(
-            f"INSERT INTO {self.db}.{LEDGER_TABLE} (key, rows, status, error) VALUES "
-            f"({literal(key)}, 0, 'rejected', {literal(err)})")
+        self._record(client, key, 0, "rejected", err)
         with self._lock:
             self.done.add(key)
             self.stats.rejected += 1

@@ -88,3 +88,21 @@ def dead_letter_error_sql(reasons: str) -> str:
     """The ``error`` of a dead letter for an implausible reading: the contract's version
     and every reason, so a reader knows which rules rejected it."""
     return f"concat('implausible (contract v{contract.VERSION}): ', arrayStringConcat({reasons}, '; '))"
+
+
+def dead_letter_raw_sql(raw: str) -> str:
+    """The payload a dead letter keeps of ``raw`` (an SQL String expression): at most
+    ``DEAD_LETTER_MAX_BYTES``, as the processor and the sink keep."""
+    return f"substring({raw}, 1, {contract.DEAD_LETTER_MAX_BYTES})"
+
+
+def dead_letter_cut_error_sql(raw: str, error: str) -> str:
+    """``error`` plus the truncation note of :func:`schemas.plausibility.truncation_note`
+    when ``raw`` is longer than a dead letter keeps.
+
+    >>> print(dead_letter_cut_error_sql("r", "e"))
+    if(length(r) > 65536, concat(e, ' (raw payload truncated to the first 65536 of ', toString(length(r)), ' bytes)'), e)
+    """
+    before, after = contract.TRUNCATION_NOTE.format(limit=contract.DEAD_LETTER_MAX_BYTES, size="{size}").split("{size}")
+    limit = contract.DEAD_LETTER_MAX_BYTES
+    return f"if(length({raw}) > {limit}, concat({error}, {literal(before)}, toString(length({raw})), {literal(after)}), {error})"

@@ -81,6 +81,7 @@ from collections import deque
 from typing import Callable, Protocol
 
 from ecoretrofit import metrics
+from schemas import plausibility
 from sinks.batching import DEFAULT_BATCH_ROWS, DEFAULT_BATCH_SECONDS, Batch, Batcher, normalise_ranges
 
 log = logging.getLogger("eco.sink")
@@ -265,8 +266,10 @@ class Sink:
             except ValueError as exc:  # DecodeError is a ValueError
                 reason = getattr(exc, "reason", "invalid")
                 metrics.DEAD_LETTERS.labels(component="sink", topic=self.topic, reason=reason).inc()
-                raw = msg.value() or b""
-                closed = self.batcher.add(p, offset, dead=(self.topic, p, offset, raw, str(exc)), now=now)
+                raw, error = msg.value() or b"", str(exc)
+                if len(raw) > plausibility.DEAD_LETTER_MAX_BYTES:  # a 10 MB message is not kept whole
+                    raw, error = raw[: plausibility.DEAD_LETTER_MAX_BYTES], error + plausibility.truncation_note(len(raw))
+                closed = self.batcher.add(p, offset, dead=(self.topic, p, offset, raw, error), now=now)
             else:
                 closed = self.batcher.add(p, offset, row=row, event_ms=event_ms, now=now)
             if closed:

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import schemas
+from schemas import plausibility
 from ecoretrofit.config import ConfigError, Settings
 from ecoretrofit.errors import CommandError
 
@@ -111,7 +112,7 @@ def error_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------- DDL
 def ddl_params(settings: Settings) -> dict[str, str]:
     """Values for the ``{placeholders}`` in ``sinks/sql/*.sql``."""
-    from sinks.plausibility_sql import dead_letter_error_sql, reasons_sql
+    from sinks.plausibility_sql import dead_letter_cut_error_sql, dead_letter_error_sql, dead_letter_raw_sql, reasons_sql
 
     reasons = reasons_sql(settings.known_regions)
     cluster = settings.clickhouse_cluster
@@ -136,6 +137,13 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         # the plausibility contract of a reading (schemas/plausibility.py) as SQL
         "telemetry_reasons": reasons,
         "telemetry_dead_letter_error": dead_letter_error_sql(reasons),
+        # a parsed reading as one JSON line (the dead letter's `raw`): the contract's fields
+        "telemetry_row_json": "formatRowNoNewline('JSONEachRow', " + ", ".join(
+            f["name"] for f in schemas.schema_dict(schemas.TELEMETRY_READING)["fields"]) + ")",
+        # what a dead letter keeps of an unparsable message (at most 64 kB, and says so)
+        "dead_letter_raw": dead_letter_raw_sql("_raw_message"),
+        "dead_letter_error": dead_letter_cut_error_sql("_raw_message", "_error"),
+        "dead_letter_max_bytes": str(plausibility.DEAD_LETTER_MAX_BYTES),
         # what each column means, for people and assistants reading system.columns
         "telemetry_column_comments": column_comments_sql(schemas.TELEMETRY_READING, TELEMETRY_EXTRA_COMMENTS),
     }

@@ -62,6 +62,19 @@ def malformed_avro(good: bytes) -> dict[str, bytes]:
     }
 
 
+def own_worker_settings(stack_settings, name: str, **changes):
+    """Settings for a worker of the test's own: own topics, app id and metrics port."""
+    from ecoretrofit.admin import ensure_topics
+
+    s = stack_settings.replace(
+        topic_telemetry=f"eco.test.{name}", topic_anomalies=f"eco.test.{name}.anomalies",
+        topic_alerts=f"eco.test.{name}.alerts", topic_deadletter=f"eco.test.{name}.deadletter",
+        processor_app_id=f"eco-test-{name}", metrics_port=free_port() - 1, **changes,
+    )
+    ensure_topics(s, {s.topic_telemetry: 8, s.topic_anomalies: 4, s.topic_alerts: 4, s.topic_deadletter: 1})
+    return s
+
+
 def offset_recorder(offsets: dict):
     """``on_delivery=record(name)`` stores each delivered message's offset in ``offsets[name]``."""
     def record(name):

@@ -20,6 +20,14 @@ def counts(client, table, region, first_ms, last_ms):
         parameters={"r": region, "a": first_ms, "b": last_ms}).result_rows[0])
 
 
+def consumers(client) -> list[tuple]:
+    """What the telemetry table's consumers say about their group (for a stall's report)."""
+    return client.query(
+        "SELECT consumer_id, assignments.partition_id, num_rebalance_assignments, num_rebalance_revocations, "
+        "last_poll_time, last_rebalance_time, exceptions.text FROM system.kafka_consumers "
+        "WHERE table = 'telemetry_queue'").result_rows
+
+
 def test_ten_warehouse_restarts_under_load_store_every_reading_once(stack, stack_settings, record_property):
     from producers.producer import TelemetryProducer
     from producers.simulator import CitySimulator
@@ -54,8 +62,12 @@ def test_ten_warehouse_restarts_under_load_store_every_reading_once(stack, stack
             before = counts(connect(s), table, region, start_ms, start_ms + 10**9)[1]
             t0 = time.monotonic()
             # consumption resumes: more rows than right after the restart
-            wait_for(lambda: counts(connect(s), table, region, start_ms, start_ms + 10**9)[1] > before,
-                     90, 0.5, what="the Kafka engine to resume after a restart")
+            try:
+                wait_for(lambda: counts(connect(s), table, region, start_ms, start_ms + 10**9)[1] > before,
+                         90, 0.5, what="the Kafka engine to resume after a restart")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; after restart {len(resumed) + 1}, resumed after {resumed} s; "
+                                     f"consumers: {consumers(connect(s))}") from None
             resumed.append(time.monotonic() - t0)
     finally:
         done.set()

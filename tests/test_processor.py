@@ -19,7 +19,7 @@ from conftest import spawn, stop
 from ecoretrofit.admin import ensure_topics
 from producers.producer import TelemetryProducer
 from producers.simulator import CitySimulator
-from helpers import free_port, fresh_region, home_ids, unique, wait_for
+from helpers import free_port, fresh_region, home_ids, own_worker_settings, unique, wait_for
 
 import schemas
 from confluent_kafka import Consumer
@@ -63,17 +63,6 @@ def _collect(consumer, into: list, decoder=None, wait: float = 1.0) -> list:
         if msg.error() is None:
             into.append(decoder.decode(msg.value()) if decoder else msg)
     return into
-
-
-def _own_worker_settings(stack_settings, name: str, **changes):
-    """Settings for a worker of the test's own: own topics, app id and metrics port."""
-    s = stack_settings.replace(
-        topic_telemetry=f"eco.test.{name}", topic_anomalies=f"eco.test.{name}.anomalies",
-        topic_alerts=f"eco.test.{name}.alerts", topic_deadletter=f"eco.test.{name}.deadletter",
-        processor_app_id=f"eco-test-{name}", metrics_port=free_port() - 1, **changes,
-    )
-    ensure_topics(s, {s.topic_telemetry: 8, s.topic_anomalies: 4, s.topic_alerts: 4, s.topic_deadletter: 1})
-    return s
 
 
 def test_restarted_worker_resumes_with_its_checkpointed_models(stack_settings):
@@ -206,7 +195,7 @@ def test_hostile_messages_go_to_dead_letters_and_nothing_crashes_or_stalls(stack
     from schemas import plausibility
 
     name = unique("hostile")
-    s = _own_worker_settings(stack_settings, name)
+    s = own_worker_settings(stack_settings, name)
     enc = encoder_for(s, s.topic_telemetry, schemas.TELEMETRY_READING)
     now = int(time.time() * 1000)
     home = home_ids(1)[0]
@@ -290,7 +279,7 @@ def test_a_pickle_in_the_model_changelog_runs_no_code_and_the_home_starts_afresh
             return (os.system, (f"touch {marker}",))
 
     name = unique("pickle")
-    s = _own_worker_settings(stack_settings, name)
+    s = own_worker_settings(stack_settings, name)
     home = home_ids(1)[0]
     changelog = f"{s.processor_app_id}-home-models-changelog"
     ensure_topics(s, {changelog: 8})
@@ -321,7 +310,7 @@ def test_a_killed_worker_restarts_without_false_dropouts_and_resolves_its_alerts
     restarted worker must neither see a seq jump that is not there nor leave the
     alert its predecessor opened firing for ever."""
     name = unique("kill")
-    s = _own_worker_settings(stack_settings, name, checkpoint_interval_s=4.0, alert_hold_s=5.0)
+    s = own_worker_settings(stack_settings, name, checkpoint_interval_s=4.0, alert_hold_s=5.0)
     homes = home_ids(5)
     start = int(time.time() * 1000) - 200_000
     worker = spawn(s, "process", log_name=f"worker-{name}-1")
@@ -407,7 +396,7 @@ def test_recovery_replays_a_bounded_changelog_whatever_the_uptime(stack_settings
     from confluent_kafka import TopicPartition
 
     name = unique("bounded")
-    s = _own_worker_settings(stack_settings, name, checkpoint_interval_s=0.5)
+    s = own_worker_settings(stack_settings, name, checkpoint_interval_s=0.5)
     homes = home_ids(40)
     start = int(time.time() * 1000) - 3_000_000
     worker = spawn(s, "process", log_name=f"worker-{name}-1")

@@ -10,8 +10,8 @@ import schemas
 from bench.pipeline import scrape
 from conftest import spawn, stop
 from ecoretrofit.serde import decoder_for
-from helpers import free_port, home_ids, unique, wait_for
-from test_processor import _collect, _consume, _own_worker_settings, _produce_ticks
+from helpers import free_port, home_ids, own_worker_settings, unique, wait_for
+from test_processor import _collect, _consume, _produce_ticks
 
 PROCESSED = "eco_readings_processed_total"
 DEAD_LETTERS = "eco_dead_letters_total"
@@ -19,7 +19,7 @@ DEAD_LETTERS = "eco_dead_letters_total"
 
 def test_a_worker_joining_mid_backlog_scores_nothing_twice(stack_settings):
     name = unique("rebalance")
-    s1 = _own_worker_settings(stack_settings, name, checkpoint_interval_s=2.0)
+    s1 = own_worker_settings(stack_settings, name, checkpoint_interval_s=2.0)
     s2 = s1.replace(metrics_port=free_port() - 1)
     start = int(time.time() * 1000) - 1_600_000
     n = _produce_ticks(s1, "north", home_ids(200), ticks=1500, start_ms=start, spike_power=9000.0)

@@ -670,8 +670,8 @@ def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_pr
         wait_for(lambda: counts(client, sunk, region)[1] >= produced, 60, 1, what="every reading in telemetry_sink")
         stalled = ""
         try:
-            # The Kafka engine resumes ~5-15 s after the restart, but was seen to stall
-            # for minutes after some restarts: beyond this test's budget.
+            # The Kafka engine resumes a few seconds after the restart (its group's join;
+            # restarts that stalled for minutes: docs/delivery.md)
             wait_for(lambda: counts(client, engine, region)[1] >= produced, 30, 1, what="the Kafka engine")
         except AssertionError:
             stalled = "; Kafka-engine consumers: " + repr(client.query(
@@ -690,6 +690,4 @@ def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_pr
     print(report)
     record_property("kafka_engine_restart", report)
     assert (k_rows, k_distinct, k_offsets) == (produced, produced, produced), "the sink is exactly-once"
-    if e_distinct < produced:
-        pytest.xfail(f"Kafka engine had not caught up 30 s after the restart (known stall): {report}{stalled}")
-    assert e_distinct == produced, "the Kafka engine lost readings"
+    assert e_distinct == produced, f"the Kafka engine lost readings or stalled: {report}{stalled}"

@@ -46,3 +46,8 @@ class Tokens:
             cls.path(data_dir), f"read={secrets.token_urlsafe(24)}\nwrite={secrets.token_urlsafe(24)}\n")
         values = dict(line.split("=", 1) for line in text.split())
         return cls(read=values["read"], write=values["write"])
+
+
+def dashboard_url(settings) -> str:
+    """The city dashboard with its read token in the fragment (never sent to the server)."""
+    return f"http://{settings.bind_host}:{settings.port('twin')}/#token={Tokens.for_data_dir(settings.data_dir).read}"

@@ -30,11 +30,15 @@ SETTINGS
     kafka_format = 'AvroConfluent',
     format_avro_schema_registry_url = '{registry_url}',
     kafka_handle_error_mode = 'stream',
-    kafka_num_consumers = 2,
+    -- One consumer, so the group has one member: with two, a warehouse restart could
+    -- leave the group waiting for a departed leader on our broker (Tansu 0.6) for
+    -- 10 s to forever (docs/delivery.md). Every Kafka table of this directory keeps
+    -- one (tests/test_tansu_groups.py, which also shows the broker's behaviour).
+    kafka_num_consumers = 1,
     kafka_thread_per_consumer = 1,
     -- a block must be written (with every view chained from telemetry) well within
-    -- the consumer's 10 s max poll interval (warehouse_service.CONFIG_XML: raising it
-    -- stalls restarts), or the consumer drops out of its group
+    -- the consumer's 10 s max poll interval (warehouse_service.CONFIG_XML), or the
+    -- consumer drops out of its group
     -- and the block is read again: duplicates (measured 1.3% at 262144 under backfill)
     kafka_max_block_size = 65536,
     kafka_poll_max_batch_size = 65536,
@@ -101,6 +105,10 @@ ALTER TABLE {database}.telemetry{local} MODIFY SETTING ttl_only_drop_parts = 1;
 -- Only plausible readings are stored: {telemetry_reasons} is the contract of
 -- schemas/plausibility.py rendered as SQL (sinks/plausibility_sql.py), an Array(String)
 -- of reasons, empty for a plausible reading. "Now" is the time the block is written.
+-- A message is one reading: ClickHouse parses every Avro record a message holds into a
+-- row of its own (two readings in one message were stored twice, at one offset), so
+-- readings_in_message counts a message's rows (all in one block) and a message of more
+-- than one is a dead letter (telemetry_implausible_mv).
 -- (A view made by an older DDL gets this query too: see warehouse.render_ddl.)
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_mv TO {database}.telemetry AS
 SELECT
@@ -109,25 +117,42 @@ SELECT
     pump_pressure_bar,
     _partition AS kafka_partition,
     _offset AS kafka_offset
-FROM {database}.telemetry_queue
-WHERE length(_error) = 0 AND empty({telemetry_reasons});
+FROM (
+    SELECT *, _partition, _offset, _error, count() OVER (PARTITION BY _partition, _offset) AS readings_in_message
+    FROM {database}.telemetry_queue
+)
+WHERE length(_error) = 0 AND readings_in_message = 1 AND empty({telemetry_reasons});
 
--- Unparsable messages: the parser's error and the raw bytes.
+-- Unparsable messages: the parser's error and the raw bytes (the first 64 kB of them, as
+-- every dead letter keeps: a hostile 10 MB message is not stored whole).
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_dlq_mv TO {database}.dead_letters AS
-SELECT _topic AS topic, _partition AS partition, _offset AS offset, _raw_message AS raw, _error AS error
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, {dead_letter_raw} AS raw, {dead_letter_error} AS error
 FROM {database}.telemetry_queue
 WHERE length(_error) > 0;
 
 -- Parsed but implausible readings: every reason, and the reading as JSON (ClickHouse
--- keeps no raw bytes of a message it parsed).
+-- keeps no raw bytes of a message it parsed; at most 64 kB of it). A message of several
+-- readings is one dead letter (its first reading as JSON).
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_implausible_mv TO {database}.dead_letters AS
 SELECT
     _topic AS topic,
     _partition AS partition,
     _offset AS offset,
-    formatRowNoNewline('JSONEachRow', home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w,
-                       energy_kwh, voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c,
-                       uv_intensity_mw_cm2, pump_pressure_bar) AS raw,
-    {telemetry_dead_letter_error} AS error
-FROM {database}.telemetry_queue
-WHERE length(_error) = 0 AND notEmpty({telemetry_reasons});
+    substring({telemetry_row_json} AS reading_json,
+              1, {dead_letter_max_bytes}) AS raw,
+    concat(
+        if(readings_in_message > 1,
+           concat('message holds ', toString(readings_in_message), ' Avro records; a message is one reading'),
+           {telemetry_dead_letter_error}),
+        if(length(reading_json) > {dead_letter_max_bytes},
+           concat(' (reading as JSON truncated to the first {dead_letter_max_bytes} of ',
+                  toString(length(reading_json)), ' bytes)'),
+           '')) AS error
+FROM (
+    SELECT *, _topic, _partition, _offset, _error,
+           count() OVER message AS readings_in_message, row_number() OVER message AS reading_in_message
+    FROM {database}.telemetry_queue
+    WINDOW message AS (PARTITION BY _partition, _offset)
+)
+WHERE length(_error) = 0
+  AND if(readings_in_message > 1, reading_in_message = 1, notEmpty({telemetry_reasons}));

@@ -63,6 +63,6 @@ FROM {database}.anomalies_queue
 WHERE length(_error) = 0;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.anomalies_dlq_mv TO {database}.dead_letters AS
-SELECT _topic AS topic, _partition AS partition, _offset AS offset, _raw_message AS raw, _error AS error
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, {dead_letter_raw} AS raw, {dead_letter_error} AS error
 FROM {database}.anomalies_queue
 WHERE length(_error) > 0;

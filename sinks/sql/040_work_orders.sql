@@ -67,6 +67,6 @@ FROM {database}.work_orders_queue
 WHERE length(_error) = 0;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.work_orders_dlq_mv TO {database}.dead_letters AS
-SELECT _topic AS topic, _partition AS partition, _offset AS offset, _raw_message AS raw, _error AS error
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, {dead_letter_raw} AS raw, {dead_letter_error} AS error
 FROM {database}.work_orders_queue
 WHERE length(_error) > 0;

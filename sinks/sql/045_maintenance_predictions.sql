@@ -59,6 +59,6 @@ FROM {database}.maintenance_predictions_queue
 WHERE length(_error) = 0;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.maintenance_predictions_dlq_mv TO {database}.dead_letters AS
-SELECT _topic AS topic, _partition AS partition, _offset AS offset, _raw_message AS raw, _error AS error
+SELECT _topic AS topic, _partition AS partition, _offset AS offset, {dead_letter_raw} AS raw, {dead_letter_error} AS error
 FROM {database}.maintenance_predictions_queue
 WHERE length(_error) > 0;

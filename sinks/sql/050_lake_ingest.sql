@@ -26,9 +26,7 @@ SELECT
     concat('lake:', lake_key) AS topic,
     kafka_partition AS partition,
     kafka_offset AS offset,
-    formatRowNoNewline('JSONEachRow', home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w,
-                       energy_kwh, voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c,
-                       uv_intensity_mw_cm2, pump_pressure_bar) AS raw,
+    substring({telemetry_row_json}, 1, {dead_letter_max_bytes}) AS raw,
     {telemetry_dead_letter_error} AS error
 FROM {database}.telemetry_lake_incoming
 WHERE notEmpty({telemetry_reasons});
