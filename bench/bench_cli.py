@@ -12,8 +12,8 @@ import time
 
 from ecoretrofit.config import Settings
 
-SECTIONS = ("produce", "process", "latency", "live", "detectors", "predictor", "ingest", "queries", "twin",
-            "gateway", "gateway_live", "lake")
+SECTIONS = ("produce", "process", "latency", "live", "detectors", "predictor", "checkpoint", "ingest", "queries",
+            "twin", "gateway", "gateway_live", "lake")
 DEFAULT = ("produce", "process", "latency", "detectors", "predictor")
 
 
@@ -46,7 +46,7 @@ def run(args, settings: Settings) -> int:
     if unknown:
         raise SystemExit(f"unknown section(s): {', '.join(sorted(unknown))}")
     results: dict[str, object] = {}
-    needs_stack = set(sections) - {"detectors", "predictor"}
+    needs_stack = set(sections) - {"detectors", "predictor", "checkpoint"}
     stack = LocalStack(settings, log=lambda line: print(line, file=sys.stderr))
     started = stack.up() if needs_stack else []
     try:
@@ -65,6 +65,10 @@ def run(args, settings: Settings) -> int:
                 from maintenance.bench import measure_predictor_costs
 
                 results[name] = measure_predictor_costs()
+            elif name == "checkpoint":
+                from maintenance.bench import measure_checkpoint_sizes
+
+                results[name] = measure_checkpoint_sizes()
             elif name == "detectors":
                 from processors.detectors.bench import measure_detector_costs
 
@@ -156,6 +160,13 @@ def print_report(results: dict) -> None:
               f"({r['predictor'] / base:.1%} of baseline {base:,.0f})")
         print(f"          workflow per telemetry reading          {r['workflow']:>12,.0f}  "
               f"({r['workflow'] / base:.1%} of baseline)")
+    if "checkpoint" in results:
+        r = results["checkpoint"]
+        print(f"checkpoint maintenance worker, {r['assets']} assets after a backfill (buffers full):")
+        print(f"          one JSON document (old)  {r['json_bytes_per_asset']:>10,.0f} bytes per asset")
+        print(f"          SQLite, zlib rows (new)  {r['sqlite_bytes_per_asset']:>10,.0f} bytes per asset")
+        print(f"          live, written per checkpoint: old {r['live_bytes_per_checkpoint_before']:,.0f} bytes, "
+              f"new {r['live_bytes_per_checkpoint_after']:,.0f} bytes ({r['live_checkpoints']} checkpoints)")
     if "twin" in results:
         from bench import twin
 

@@ -42,8 +42,9 @@ def run_phase(settings, homes: int = 300, days: float = 150.0, step_hours: float
     sim = CitySimulator(homes, settings.regions, settings.seed, start, step_ms=step_ms,
                         maintenance=MaintenanceConfig(preventive_days={}))
     technicians = TopicTechnicians(local, sim.fleet, act=False)
-    state = Path(tempfile.mkdtemp(prefix="eco-demo-maintain-")) / "state.json"
-    # checkpoints less often than the default: each rewrites every asset's state
+    state = Path(tempfile.mkdtemp(prefix="eco-demo-maintain-")) / "state.sqlite"
+    # checkpoints less often than the default: in accelerated time every asset changes between two
+    # checkpoints, so each one rewrites every asset row
     worker = processes.start_cli(local, "maintainer", ["maintain", "--checkpoint", str(state)],
                                  env={"ECO_CHECKPOINT_INTERVAL_S": "60"})
     producer = TelemetryProducer(local)

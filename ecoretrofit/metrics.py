@@ -60,6 +60,19 @@ CHECKPOINTS = Counter(
     "eco_checkpoints_total", "Model checkpoints written to the state store", ["component"]
 )
 
+# --- maintenance worker (`ecoretrofit maintain`) --------------------------------
+MAINTENANCE_MESSAGES = Counter(
+    "eco_maintenance_messages_total",
+    "Messages the maintenance worker read, by topic and outcome (used, dead_letter): their sum is what it consumed",
+    ["topic", "outcome"],
+)
+MAINTENANCE_PUBLISHED = Counter(
+    "eco_maintenance_published_total", "Records the maintenance worker produced", ["kind"]
+)
+MAINTENANCE_HELD_ORDERS = Gauge(
+    "eco_maintenance_held_orders", "Work orders the maintenance worker holds until their home's telemetry catches up"
+)
+
 # --- sinks and warehouse ----------------------------------------------------
 SINK_ROWS = Counter("eco_sink_rows_total", "Rows inserted into ClickHouse", ["table"])
 SINK_BATCH_SECONDS = Histogram(
@@ -134,7 +147,7 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 # adds its worker index (0..3); the registry and warehouse serve /metrics on their
 # own HTTP port instead.
 PORT_OFFSETS = {"simulate": 0, "process": 1, "sink": 5, "demo": 6, "consumers": 7, "gateway": 8, "bridge": 9,
-                "lake_ingest": 10}
+                "lake_ingest": 10, "maintain": 11}
 
 
 def port_for(settings, service: str, index: int = 0) -> int:

@@ -148,17 +148,19 @@ PROSE: dict[str, dict[str, object]] = {
     "deadletter": dict(
         title="dead letters",
         purpose=(
-            "Messages the processor could not decode, and device messages the MQTT bridge refused, kept "
-            "byte for byte for inspection and replay."
+            "Messages the processor or the maintenance worker could not decode or refused (plausibility "
+            "contract), and device messages the MQTT bridge refused, kept byte for byte for inspection and replay."
         ),
-        producers="the stream processor (processors/app.py `dead_letter`); the MQTT bridge (gateway/bridge.py)",
+        producers=("the stream processor (processors/app.py `dead_letter`); the maintenance worker "
+                   "(maintenance/worker.py, telemetry and work orders); the MQTT bridge (gateway/bridge.py)"),
         consumers="operators; alert EcoDeadLettersGrowing counts them (eco_dead_letters_total)",
         value=("the original message's value bytes, unchanged (not necessarily Avro: that is why it is here), "
-               "except that the processor cuts them to the first 64 kB (headers `truncated`, `original_bytes`) "
-               "and sends an empty value for a tombstone (header `null_value`)"),
-        ordering="One partition: in the order the processor met them.",
+               "except that the processor and the maintenance worker cut them to the first 64 kB (headers "
+               "`truncated`, `original_bytes`) and send an empty value for a tombstone (header `null_value`)"),
+        ordering="One partition: in the order each producer met them.",
         delivery="At-least-once (a re-processed bad message is dead-lettered again).",
-        dedup="(source_topic, source_partition, source_offset) headers identify the original message.",
+        dedup=("(source_topic, source_partition, source_offset) headers identify the original message; a bad "
+               "reading is refused once by each consumer of telemetry (header refused_by)."),
         headers=[
             ("source_topic", "topic the message came from (UTF-8); `mqtt:<topic>` from the bridge"),
             ("source_partition", "its partition, decimal UTF-8 (absent for MQTT)"),
@@ -166,10 +168,12 @@ PROSE: dict[str, dict[str, object]] = {
             ("reason", "short label: oversized, truncated, bad_magic, unknown_schema, corrupt, implausible, "
                        "processing_error; from the bridge: invalid, foreign_home, bad_topic"),
             ("error", "the decoder's full message, or every bad field of the payload (UTF-8)"),
-            ("contract_version", "version of the plausibility contract that judged it (processor)"),
+            ("contract_version",
+             "version of the plausibility contract that judged it (processor, maintain)"),
             ("truncated", "`true` when the value was cut; `original_bytes`: its size before"),
             ("null_value", "`true` when the original value was null (a tombstone); the value is then empty"),
             ("key_truncated", "`true` when a key over 256 bytes was cut"),
+            ("refused_by", "the consumer that refused it: processor, maintain (absent from the bridge)"),
         ],
     ),
     "schemas": dict(

@@ -11,7 +11,8 @@ Printed: per policy, failures, downtime hours, technician visits and cost; for t
 predictive run, the precision and recall of its work orders (true when the asset would
 have failed within the horizon without the visit) and their median lead time; and the
 MTBF estimated from the work orders (``maintenance.stats``) against the simulator's true
-mean life per type. In process; the Kafka path is not wired to this command yet.
+mean life per type. In process, or with ``--through-kafka`` the predictive policy through
+the broker and a real ``ecoretrofit maintain`` worker (``evaluation.maintenance_kafka``).
 """
 
 from __future__ import annotations
@@ -34,23 +35,28 @@ FIXED_INTERVAL_DAYS = {**DEFAULT_PREVENTIVE_DAYS, "circulation_pump": 2.0 * 365,
 POLICIES = ("run-to-failure", "fixed-interval", "predictive")
 
 
-def simulate(policy: str, homes: int, days: float, seed: int, regions, step_ms: int = 30 * 60_000,
-             maintenance: MaintenanceConfig | None = None, workflow: WorkflowConfig | None = None,
-             progress=None) -> dict:
-    """One policy over ``days`` simulated days; returns the raw outcome (pure apart
-    from optional progress callbacks)."""
-    from producers.simulator import CitySimulator
-
+def policy_config(policy: str, maintenance: MaintenanceConfig | None = None) -> MaintenanceConfig:
+    """How the city is maintained under ``policy`` (``maintenance``: its other settings)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}")
     base = maintenance or MaintenanceConfig()
-    mcfg = MaintenanceConfig(
+    return MaintenanceConfig(
         technician_delay_ms=base.technician_delay_ms, report_delay_ms=base.report_delay_ms,
         history_years=base.history_years, history_preventive_days=base.history_preventive_days,
         visit_cost=base.visit_cost, downtime_cost_per_hour=base.downtime_cost_per_hour,
         preventive_days=FIXED_INTERVAL_DAYS if policy == "fixed-interval" else {},
     )
-    sim = CitySimulator(homes, regions, seed, START_MS, step_ms=step_ms, maintenance=mcfg)
+
+
+def simulate(policy: str, homes: int, days: float, seed: int, regions, step_ms: int = 30 * 60_000,
+             maintenance: MaintenanceConfig | None = None, workflow: WorkflowConfig | None = None,
+             progress=None, start_ms: int = START_MS) -> dict:
+    """One policy over ``days`` simulated days from ``start_ms``; returns the raw
+    outcome (pure apart from optional progress callbacks)."""
+    from producers.simulator import CitySimulator
+
+    mcfg = policy_config(policy, maintenance)
+    sim = CitySimulator(homes, regions, seed, start_ms, step_ms=step_ms, maintenance=mcfg)
     fleet = sim.fleet
     history = fleet.drain_orders()
     orders = list(history)
@@ -60,7 +66,7 @@ def simulate(policy: str, homes: int, days: float, seed: int, regions, step_ms: 
         wf = PredictiveWorkflow(fleet.register(), workflow)
         for o in history:
             wf.on_order(o)
-    end = START_MS + int(days * DAY_MS)
+    end = start_ms + int(days * DAY_MS)
     ticks = 0
     while sim.now_ms < end:
         rows = sim.tick()
@@ -80,19 +86,19 @@ def simulate(policy: str, homes: int, days: float, seed: int, regions, step_ms: 
                         wf.on_order(o)
         ticks += 1
         if progress and ticks % 480 == 0:
-            progress(policy, (sim.now_ms - START_MS) / (end - START_MS))
-    return {"policy": policy, "fleet": fleet, "orders": orders, "requests": requests, "end_ms": sim.now_ms,
-            "config": mcfg, "workflow": wf}
+            progress(policy, (sim.now_ms - start_ms) / (end - start_ms))
+    return {"policy": policy, "fleet": fleet, "orders": orders, "requests": requests, "start_ms": start_ms,
+            "end_ms": sim.now_ms, "config": mcfg, "workflow": wf}
 
 
 def outcome(run: dict) -> dict:
     """Failures, downtime, visits and cost of a run's simulated period."""
-    fleet, cfg, end = run["fleet"], run["config"], run["end_ms"]
+    fleet, cfg, start, end = run["fleet"], run["config"], run["start_ms"], run["end_ms"]
     latest: dict[str, dict] = {}
     for o in run["orders"]:
-        if o["opened_ms"] >= START_MS or (o.get("failure_ms") or 0) >= START_MS:
+        if o["opened_ms"] >= start or (o.get("failure_ms") or 0) >= start:
             latest[o["order_id"]] = o
-    failures = [f for f in fleet.failures if START_MS <= f.ts < end]
+    failures = [f for f in fleet.failures if start <= f.ts < end]
     downtime = 0.0
     visits = parts = 0
     cost = 0.0
@@ -119,7 +125,7 @@ def outcome(run: dict) -> dict:
 
 def prediction_quality(run: dict, horizon_days: float) -> dict:
     """Precision/recall of the predictive orders and their lead time, per type and overall."""
-    fleet, end = run["fleet"], run["end_ms"]
+    fleet, start, end = run["fleet"], run["start_ms"], run["end_ms"]
     horizon = horizon_days * DAY_MS
     reqs = run["requests"]
     tp = [r for r in reqs if r["failed"] or r["fail_ms"] - r["ts"] <= horizon]
@@ -129,7 +135,7 @@ def prediction_quality(run: dict, horizon_days: float) -> dict:
     for r in reqs:
         by_asset.setdefault(r["asset_id"], []).append(r["ts"])
     for f in fleet.failures:
-        if not START_MS <= f.ts < end or f.asset_type not in TYPE_SIGNALS:
+        if not start <= f.ts < end or f.asset_type not in TYPE_SIGNALS:
             continue
         if any(f.ts - horizon <= t <= f.ts for t in by_asset.get(f.asset_id, ())):
             caught += 1
@@ -167,6 +173,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon-days", type=float, default=7.0)
     parser.add_argument("--threshold", type=float, default=0.5, help="p_fail that opens a predictive order")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--through-kafka", action="store_true",
+                        help="run the predictive policy through the broker and a real `ecoretrofit maintain` worker "
+                             "(starts the broker and registry if they are not running, stops what it started); "
+                             "event time then ends a day ago")
 
 
 def run(args: argparse.Namespace, settings) -> int:
@@ -182,20 +192,56 @@ def run(args: argparse.Namespace, settings) -> int:
     def progress(policy, frac):
         print(f"\r{policy}: {frac:5.1%}", end="", file=sys.stderr, flush=True)
 
-    runs = {p: simulate(p, args.homes, days, seed, settings.regions, int(args.step_min * 60_000),
-                        workflow=wcfg, progress=progress) for p in POLICIES}
+    step_ms = int(args.step_min * 60_000)
+    if args.through_kafka:
+        from evaluation.maintenance_kafka import recent_start, simulate_through_kafka, stack_pieces
+
+        start = recent_start(days, wcfg.period_ms)
+        # the predictive policy in process too: the figures through Kafka must be the same
+        runs = {p: simulate(p, args.homes, days, seed, settings.regions, step_ms, workflow=wcfg, progress=progress,
+                            start_ms=start) for p in POLICIES}
+        in_process = runs.pop("predictive")
+        print(f"\npredictive: through Kafka ({args.homes} homes, {days:g} days, a real `maintain` worker)",
+              file=sys.stderr)
+        stop_stack = stack_pieces(settings)
+        try:
+            runs["predictive"] = simulate_through_kafka(
+                settings, args.homes, days, seed, step_ms, policy_config("predictive"), workflow=wcfg, start_ms=start,
+                log=lambda line: print(line, file=sys.stderr, flush=True))
+        finally:
+            stop_stack()
+    else:
+        runs = {p: simulate(p, args.homes, days, seed, settings.regions, step_ms, workflow=wcfg, progress=progress)
+                for p in POLICIES}
     print("", file=sys.stderr)
     table = [outcome(r) for r in runs.values()]
     quality = prediction_quality(runs["predictive"], args.horizon_days)
     mtbf = mtbf_table(runs["run-to-failure"])
     out = {"homes": args.homes, "days": days, "seed": seed, "horizon_days": args.horizon_days,
-           "threshold": args.threshold, "policies": table, "predictive_orders": quality, "mtbf": mtbf,
-           "seconds": time.perf_counter() - t0}
+           "threshold": args.threshold, "start_ms": runs["predictive"]["start_ms"], "policies": table,
+           "predictive_orders": quality, "mtbf": mtbf, "seconds": time.perf_counter() - t0}
+    kafka = runs["predictive"].get("kafka")
+    if kafka is not None:
+        out["through_kafka"] = {k: v for k, v in kafka.items() if k not in ("topics", "log")}
+        same = {"policy": outcome(in_process), "predictive_orders": prediction_quality(in_process, args.horizon_days)}
+        out["in_process_predictive"] = same
+        out["through_kafka"]["agrees_with_in_process"] = (same["policy"] == table[-1] and
+                                                         same["predictive_orders"] == quality)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
-    print(f"{args.homes} homes, {days:g} simulated days, seed {seed}, step {args.step_min:g} min; "
+    import datetime as dt
+
+    began = dt.datetime.fromtimestamp(out["start_ms"] / 1000, dt.timezone.utc).date()
+    print(f"{args.homes} homes, {days:g} simulated days from {began}, seed {seed}, step {args.step_min:g} min; "
           f"technicians {runs['predictive']['config'].technician_delay_ms / HOUR_MS:g} h after an order opens")
+    if kafka is not None:
+        print(f"predictive policy through Kafka and a real `maintain` worker: {kafka['readings']:,} readings "
+              f"({kafka['readings_read']:,} read), {kafka['order_messages']:,} work-order messages read, "
+              f"{kafka['predictions']:,} predictions and {kafka['predictive_orders']} predictive orders published, "
+              f"{kafka['dead_letters']} dead letters, {kafka['seconds']:.0f} s; the other policies in process "
+              f"(no stream processor involved)")
+        table = table + [{**out["in_process_predictive"]["policy"], "policy": "  in process"}]
     print(f"\n{'policy':<16}{'failures':>9}{'downtime h':>12}{'visits':>8}{'parts':>7}{'cost EUR':>11}")
     for r in table:
         print(f"{r['policy']:<16}{r['failures']:>9}{r['downtime_hours']:>12.0f}{r['visits']:>8}{r['parts']:>7}"
@@ -212,6 +258,10 @@ def run(args: argparse.Namespace, settings) -> int:
     for t, v in q["per_type"].items():
         print(f"  {t:<18} orders {v['orders']:>4}  true {v['true']:>4}  missed {v['missed_failures']:>4}  "
               f"precision {pct(v['precision'])}  recall {pct(v['recall'])}")
+    if kafka is not None:
+        print("Through Kafka vs in process (same seed, start and code): "
+              + ("every figure above is the same" if out["through_kafka"]["agrees_with_in_process"] else
+                 f"DIFFERENT: in process {out['in_process_predictive']['predictive_orders']}"))
     print(f"\nMTBF from work orders (history + run, right-censored Weibull) vs the simulator's true mean life:")
     for m in mtbf:
         est = "-" if m["mtbf_days"] is None else f"{m['mtbf_days']:.0f}"

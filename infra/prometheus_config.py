@@ -19,6 +19,7 @@ def scrape_targets(settings: Settings) -> dict[str, list[str]]:
         "demo": [f"{host}:{metrics.port_for(settings, 'demo')}"],
         "consumers": [f"{host}:{metrics.port_for(settings, 'consumers')}"],
         "lake-ingest": [f"{host}:{metrics.port_for(settings, 'lake_ingest')}"],
+        "maintain": [f"{host}:{metrics.port_for(settings, 'maintain')}"],
         "registry": [f"{host}:{settings.port('registry')}"],
         "warehouse": [f"{host}:{settings.port('warehouse')}"],
     }

@@ -57,3 +57,68 @@ def measure_predictor_costs(n_readings: int = 20_000, seed: int = 0) -> dict[str
     out["workflow"] = len(readings) / max(time.perf_counter() - t0, 1e-9)
     out["baseline_ewzscore"] = measure_detector_costs(n_readings, ["ewzscore"])["ewzscore"]
     return out
+
+
+def measure_checkpoint_sizes(homes: int = 30, days: float = 150.0, live_hours: float = 6.0, seed: int = 42,
+                             checkpoint_s: float = 10.0) -> dict[str, float]:
+    """What the maintenance worker's checkpoint costs, old layout beside new, on the
+    worker's own logic (``MaintenanceWorker``, no Kafka) fed a simulated city: ``days``
+    of backfill (one reading per home every 2 hours: every asset's buffer fills up),
+    then ``live_hours`` at one reading per home per minute with a checkpoint every
+    ``checkpoint_s`` seconds of event time (a live worker's default interval).
+
+    - ``json_bytes_per_asset``: the whole state as one JSON document (the old layout,
+      rewritten whole by every checkpoint), per tracked asset;
+    - ``sqlite_bytes_per_asset``: the checkpoint file after a full save, per asset;
+    - ``live_bytes_per_checkpoint_before`` / ``_after``: bytes written per checkpoint
+      in the live stretch (the old layout: the whole document each time).
+    """
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from ecoretrofit.config import Settings
+    from maintenance.assets import DAY_MS, HOUR_MS
+    from maintenance.fleet import MaintenanceConfig
+    from maintenance.worker import MaintenanceWorker
+    from producers.simulator import CitySimulator
+
+    step = 2 * HOUR_MS
+    start = (int(time.time() * 1000) - int(days * DAY_MS) - DAY_MS) // DAY_MS * DAY_MS
+    sim = CitySimulator(homes, ("north", "south"), seed, start, step_ms=step,
+                        maintenance=MaintenanceConfig(preventive_days={}))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "state.sqlite"
+        w = MaintenanceWorker(Settings(), path)
+        for _ in range(int(days * DAY_MS // step)):
+            for r in sim.tick():
+                w.on_reading(r)
+        assets = sum(1 for t, p in w.workflow.predictors.items() for _ in p.assets)
+
+        def whole() -> int:
+            return len(json.dumps({**w.state(), "workflow": w.workflow.state()}, separators=(",", ":")))
+
+        out = {"assets": assets, "json_bytes_per_asset": whole() / assets}
+        w.save()
+        w.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        out["sqlite_bytes_per_asset"] = os.path.getsize(path) / assets
+        before, after, n = [], 0, 0
+        ts = sim.now_ms
+        end = ts + live_hours * HOUR_MS
+        next_cp = ts + checkpoint_s * 1000
+        t0 = time.perf_counter()
+        while ts < end:
+            for r in sim.tick(ts):
+                w.on_reading(r)
+            ts += 60_000
+            while next_cp <= ts:
+                if n % 60 == 0:  # the whole document barely changes between two checkpoints: sample it
+                    before.append(whole())
+                after += w.save()
+                n += 1
+                next_cp += checkpoint_s * 1000
+        out.update(live_checkpoints=n, live_bytes_per_checkpoint_before=sum(before) / len(before),
+                   live_bytes_per_checkpoint_after=after / n, seconds=time.perf_counter() - t0)
+        w.store.close()
+    return out

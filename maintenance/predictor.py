@@ -270,8 +270,9 @@ class RulPredictor:
         self.P -= np.outer(g, Pz)
 
     # ------------------------------------------------------------ checkpoint
-    def state(self) -> dict:
-        """Everything, as JSON-compatible values."""
+    def state(self, assets: bool = True) -> dict:
+        """Everything, as JSON-compatible values (``assets=False``: the model without the
+        per-asset states, which ``asset_state`` gives one at a time)."""
         return {
             "name": NAME, "version": VERSION, "signals": self.signals,
             "params": {"alphas": list(self.alphas), "slope": self.slope, "baseline": self.baseline,
@@ -282,13 +283,40 @@ class RulPredictor:
             "frozen": None if self.frozen is None else [self.frozen[0].tolist(), self.frozen[1].tolist()],
             "count": self.count, "mean": self.mean.tolist(), "m2": self.m2.tolist(),
             "w": self.w.tolist(), "P": self.P.tolist(), "sq_err": self.sq_err, "labels": self.labels,
-            "assets": {a: {"level": [[None if math.isnan(v) else v for v in row] for row in s.level.tolist()],
-                           "weight": s.weight.tolist(),
-                           "hist": [h.tolist() for h in s.hist], "n": s.n,
-                           "base_sum": s.base_sum.tolist(), "base_n": s.base_n.tolist(),
-                           "buffer": [[t, [None if math.isnan(v) else v for v in raw]] for t, raw in s.buffer]}
-                       for a, s in self.assets.items()},
+            "assets": {a: self.asset_state(a) for a in self.assets} if assets else {},
         }
+
+    def asset_state(self, asset: str) -> dict | None:
+        """One asset's indicators and unlabelled buffer (None: not tracked)."""
+        s = self.assets.get(asset)
+        if s is None:
+            return None
+        return {"level": [[None if math.isnan(v) else v for v in row] for row in s.level.tolist()],
+                "weight": s.weight.tolist(),
+                "hist": [h.tolist() for h in s.hist], "n": s.n,
+                "base_sum": s.base_sum.tolist(), "base_n": s.base_n.tolist(),
+                "buffer": [[t, [None if math.isnan(v) else v for v in raw]] for t, raw in s.buffer]}
+
+    def load_asset(self, asset: str, s: dict) -> None:
+        """Restore one asset from ``asset_state``."""
+        st = _AssetState(len(self.signals), self.window, len(self.alphas), self.memory)
+        st.level = np.array([[math.nan if v is None else v for v in row] for row in s["level"]], float)
+        if st.level.shape != (len(self.alphas), len(self.signals)):
+            raise ValueError(f"asset {asset!r}: levels do not match the signals")
+        if "weight" in s:
+            st.weight = np.array(s["weight"], float)
+        else:  # version 1: plain smoothing, so a seen level is settled (gain alpha)
+            st.weight = np.where(np.isnan(st.level), 0.0, 1.0 / np.array(self.alphas)[:, None])
+        if st.weight.shape != st.level.shape:
+            raise ValueError(f"asset {asset!r}: weights do not match the levels")
+        for h in s["hist"]:
+            st.hist.append(np.array(h, float))
+        st.n = int(s["n"])
+        st.base_sum = np.array(s["base_sum"], float)
+        st.base_n = np.array(s["base_n"], float)
+        for t, raw in s["buffer"]:
+            st.buffer.append((float(t), [math.nan if v is None else float(v) for v in raw]))
+        self.assets[asset] = st
 
     @classmethod
     def from_state(cls, state: dict) -> "RulPredictor":
@@ -304,22 +332,5 @@ class RulPredictor:
             raise ValueError("state's model does not match its signals")
         p.sq_err, p.labels = float(state["sq_err"]), int(state["labels"])
         for a, s in state["assets"].items():
-            st = _AssetState(len(p.signals), p.window, len(p.alphas), p.memory)
-            st.level = np.array([[math.nan if v is None else v for v in row] for row in s["level"]], float)
-            if st.level.shape != (len(p.alphas), len(p.signals)):
-                raise ValueError(f"asset {a!r}: levels do not match the signals")
-            if "weight" in s:
-                st.weight = np.array(s["weight"], float)
-            else:  # version 1: plain smoothing, so a seen level is settled (gain alpha)
-                st.weight = np.where(np.isnan(st.level), 0.0, 1.0 / np.array(p.alphas)[:, None])
-            if st.weight.shape != st.level.shape:
-                raise ValueError(f"asset {a!r}: weights do not match the levels")
-            for h in s["hist"]:
-                st.hist.append(np.array(h, float))
-            st.n = int(s["n"])
-            st.base_sum = np.array(s["base_sum"], float)
-            st.base_n = np.array(s["base_n"], float)
-            for t, raw in s["buffer"]:
-                st.buffer.append((float(t), [math.nan if v is None else float(v) for v in raw]))
-            p.assets[a] = st
+            p.load_asset(a, s)
         return p

@@ -22,13 +22,16 @@ log = logging.getLogger(__name__)
 
 
 class TopicTechnicians:
-    def __init__(self, settings, fleet, act: bool = True):
+    def __init__(self, settings, fleet, act: bool = True, on_taken=None, on_published=None):
         """``act=False``: only publish the fleet's own orders and ignore the others (the
         city runs to failure: a baseline whose failures are the ground truth of what
-        the predictions said)."""
+        the predictions said). ``on_taken(order)``: called with each order from elsewhere
+        just before the fleet gets it; ``on_published(record)``: with each version the
+        fleet recorded, as it is sent (an evaluation keeps the ground truth this way)."""
         from confluent_kafka import Consumer, Producer, TopicPartition
 
         self.settings, self.fleet, self.act = settings, fleet, act
+        self.on_taken, self.on_published = on_taken, on_published
         self.fleet.drain_orders()  # the back-dated history is not this run's to publish
         self.known: set[str] = {o.order_id for o in fleet.open_orders.values()}
         self.decoder = decoder_for(settings, schemas.WORK_ORDER)
@@ -56,12 +59,16 @@ class TopicTechnicians:
                     or o["asset_id"] not in self.fleet.by_id:
                 continue
             self.known.add(o["order_id"])
+            if self.on_taken is not None:
+                self.on_taken(o)
             got = self.fleet.open_order(o["asset_id"], int(o["opened_ms"]), o["kind"], o["source"],
                                         order_id=o["order_id"])
             self.taken += got == o["order_id"]
         sent = 0
         for rec in self.fleet.drain_orders():
             self.known.add(rec["order_id"])
+            if self.on_published is not None:
+                self.on_published(rec)
             self.producer.produce(self.settings.topic_workorders, self.encoder.encode(rec),
                                   key=rec["asset_id"].encode())
             sent += 1

@@ -14,35 +14,41 @@ adapter around ``maintenance.workflow.PredictiveWorkflow``, the same object
   reached the order's time, or everything on the topics has been read (a poll
   brought nothing), or ``hold_s`` of wall time passed; so a failure's label finds the
   readings before it even when the order is read first.
-- One checkpoint file, JSON (never a pickle), written atomically every
-  ``checkpoint_interval_s`` and at stop: the workflow's state, the held orders, the
-  asset facts orders need, and the next offset of every partition. The producer is
+- One checkpoint file (``maintenance.checkpoint``: SQLite, JSON rows, never a
+  pickle), written atomically every ``checkpoint_interval_s`` and at stop: the
+  workflow's state, the held orders, the asset facts orders need, and the next offset
+  of every partition; of the per-asset predictor states (nearly all of the state), only
+  those that changed since the last checkpoint. The producer is
   flushed first, so a checkpoint never claims an order that was not delivered. A
   restarted worker resumes exactly there; the partitions are assigned, not
   group-managed, so there is no rebalance to lose state in. The per-type models learn
   from the whole fleet's failures: one worker owns the fleet. A second one started by
   mistake computes the same order ids, so it duplicates records, not orders.
 
-Malformed messages are counted and logged, then skipped: the warehouse records both
-topics' malformed messages in ``dead_letters`` and the anomaly processor dead-letters
-telemetry, so a second copy here would double-count them.
+Every message goes to the workflow or to the dead-letter topic, never nowhere: a
+reading must pass ``processors.intake.screen`` (size, Avro, the plausibility contract),
+a work order must decode; a refused message, or one the worker fails on, is
+dead-lettered with the shared ``processors.intake.dead_letter`` (reason, source
+topic/partition/offset, bounded raw bytes) and header ``refused_by: maintain`` (the
+anomaly processor refuses the same bad reading under its own name). Counts per topic
+and outcome are on /metrics (``eco_maintenance_messages_total``): what was read is
+what was used plus what was dead-lettered.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
 import schemas
+from ecoretrofit import metrics
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
+from maintenance.checkpoint import CheckpointStore
 from maintenance.workflow import PredictiveWorkflow, WorkflowConfig, home_assets
+from processors.intake import dead_letter, screen
 
 log = logging.getLogger(__name__)
-
-STATE_FORMAT = 1
 
 
 def _order_time(o: dict) -> int:
@@ -59,33 +65,37 @@ class MaintenanceWorker:
         self.held: list[tuple[float, dict]] = []  # (wall time received, order) awaiting telemetry
         self.last_ts: dict[str, int] = {}  # home -> its latest reading's event time
         self.facts: dict[str, tuple[str, str]] = {}  # asset -> (region, model) for the orders it opens
-        self.counts = {"readings": 0, "orders_in": 0, "malformed": 0, "predictions": 0, "orders_out": 0}
-        if self.path.exists():
-            self._load(json.loads(self.path.read_text()))
+        self.counts = {"readings": 0, "orders_in": 0, "dead_letters": 0, "predictions": 0, "orders_out": 0}
+        self.store = CheckpointStore(self.path)
+        if not self.store.empty():
+            self._load(*self.store.load())
 
     # ------------------------------------------------------------ checkpoint
-    def _load(self, state: dict) -> None:
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{self.path}: checkpoint format {state.get('format')!r}, expected {STATE_FORMAT}")
-        self.workflow.restore(state["workflow"])
+    def _load(self, state: dict, assets: dict) -> None:
+        self.workflow.restore(state["workflow"], assets)
         self.offsets = {t: {int(p): int(o) for p, o in parts.items()} for t, parts in state["offsets"].items()}
         self.held = [(time.time(), o) for o in state["held"]]
         self.last_ts = {h: int(v) for h, v in state["last_ts"].items()}
         self.facts = {a: (f[0], f[1]) for a, f in state["facts"].items()}
 
     def state(self) -> dict:
-        return {"format": STATE_FORMAT, "workflow": self.workflow.state(), "offsets": self.offsets,
+        """Everything but the per-asset predictor states (``workflow.asset_states``)."""
+        return {"workflow": self.workflow.state(assets=False), "offsets": self.offsets,
                 "held": [o for _, o in self.held], "last_ts": self.last_ts,
                 "facts": {a: list(f) for a, f in self.facts.items()}}
 
-    def checkpoint(self, producer) -> None:
+    def checkpoint(self, producer) -> int:
+        """Once every record produced so far is delivered, save; returns the bytes written."""
         left = producer.flush(30)
         if left:
             raise RuntimeError(f"{left} records not delivered: checkpoint skipped")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state(), separators=(",", ":")))
-        os.replace(tmp, self.path)
+        return self.save()
+
+    def save(self) -> int:
+        """Write the state (of the assets, those that changed); returns the bytes written."""
+        changed = self.workflow.take_changed()
+        self.store.save(self.state(), self.workflow.asset_states(changed))
+        return self.store.last_bytes
 
     # ------------------------------------------------------------ the work
     def on_reading(self, reading: dict) -> list[dict]:
@@ -128,6 +138,15 @@ class MaintenanceWorker:
         self.held = keep
 
     # ------------------------------------------------------------ Kafka
+    def refuse(self, producer, m, exc: DecodeError) -> None:
+        """Send message ``m`` to the dead letters with its reason."""
+        t = m.topic()
+        self.counts["dead_letters"] += 1
+        log.warning("dead letter %s[%d]@%d: %s: %.300s", t, m.partition(), m.offset(), exc.reason, exc)
+        metrics.DEAD_LETTERS.labels("maintain", t, exc.reason).inc()
+        key, value, headers = dead_letter(m.key(), m.value(), exc, t, m.partition(), m.offset(), refused_by="maintain")
+        producer.produce(self.settings.topic_deadletter, value, key=key, headers=headers)
+
     def run(self, stop, checkpoint_interval_s: float) -> None:
         """Consume until ``stop()`` is true; checkpoint at the end."""
         from confluent_kafka import Consumer, Producer, TopicPartition
@@ -156,25 +175,38 @@ class MaintenanceWorker:
                 msgs = consumer.consume(2000, 0.2)
                 now = time.time()
                 orders_out: list[dict] = []
+                now_ms = int(now * 1000)
+                tally: dict[tuple[str, str], int] = {}
                 for m in msgs:
                     if m.error():
                         continue
                     t = m.topic()
                     self.offsets[t][m.partition()] = m.offset() + 1
                     try:
-                        rec = decoders[t].decode(m.value())
+                        if t == s.topic_telemetry:
+                            rec = screen(m.value(), decoders[t].decode, now_ms=now_ms, regions=s.known_regions)
+                        else:
+                            rec = decoders[t].decode(m.value())
                     except DecodeError as exc:
-                        self.counts["malformed"] += 1
-                        log.warning("malformed %s[%d]@%d skipped: %s", t, m.partition(), m.offset(), exc)
+                        self.refuse(producer, m, exc)
+                        tally[t, "dead_letter"] = tally.get((t, "dead_letter"), 0) + 1
                         continue
-                    if t == s.topic_telemetry:
-                        orders_out += self.on_reading(rec)
-                    else:
-                        self.on_order(rec, now)
+                    try:
+                        if t == s.topic_telemetry:
+                            orders_out += self.on_reading(rec)
+                        else:
+                            self.on_order(rec, now)
+                    except Exception as exc:  # one bad record must not stop the fleet's predictions
+                        log.exception("maintain: %s[%d]@%d failed", t, m.partition(), m.offset())
+                        self.refuse(producer, m, DecodeError(f"processing failed: {exc!r}", "processing_error"))
+                        tally[t, "dead_letter"] = tally.get((t, "dead_letter"), 0) + 1
+                        continue
+                    tally[t, "used"] = tally.get((t, "used"), 0) + 1
                 self.release(now, telemetry_drained=not msgs)
                 for o in orders_out:
                     producer.produce(s.topic_workorders, order_enc.encode(o), key=o["asset_id"].encode())
                     self.counts["orders_out"] += 1
+                    metrics.MAINTENANCE_PUBLISHED.labels("predictive_order").inc()
                     log.warning("predictive order %s opened (%s)", o["order_id"], o["source"])
                 for p in self.workflow.drain_predictions():
                     region = self.facts.get(p["asset_id"], ("", ""))[0]
@@ -183,12 +215,22 @@ class MaintenanceWorker:
                            "top_signals": [n for n, _ in top], "top_contributions_hours": [c for _, c in top]}
                     producer.produce(s.topic_predictions, pred_enc.encode(rec), key=p["asset_id"].encode())
                     self.counts["predictions"] += 1
+                    metrics.MAINTENANCE_PUBLISHED.labels("prediction").inc()
                 producer.poll(0)
+                # Counted once everything the batch caused is handed to the producer, and
+                # after the held orders: who sees N messages counted sees their orders
+                # produced and what is still held (eval maintenance --through-kafka paces
+                # the simulator on these figures).
+                metrics.MAINTENANCE_HELD_ORDERS.set(len(self.held))
+                for (t, outcome), n in tally.items():
+                    metrics.MAINTENANCE_MESSAGES.labels(t, outcome).inc(n)
                 if time.monotonic() - last_cp >= checkpoint_interval_s:
-                    self.checkpoint(producer)
+                    wrote = self.checkpoint(producer)
+                    metrics.CHECKPOINTS.labels(component="maintain").inc()
                     last_cp = time.monotonic()
-                    log.warning("maintain: checkpoint %s", self.counts)
+                    log.warning("maintain: checkpoint of %d bytes %s", wrote, self.counts)
             self.checkpoint(producer)
             log.warning("maintain: stopped after checkpoint %s", self.counts)
         finally:
             consumer.close()
+            self.store.close()

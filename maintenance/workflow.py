@@ -115,6 +115,7 @@ class PredictiveWorkflow:
         self._window: dict[str, tuple[int, list[float], list[int]]] = {}
         self.latest: dict[str, dict] = {}  # asset -> its latest prediction record
         self._made: list[dict] = []  # predictions since the last drain_predictions()
+        self._changed: set[str] = set()  # assets whose predictor state changed since take_changed()
 
     def add_assets(self, assets: list[dict]) -> None:
         """Register components (those of a type this workflow predicts; others are ignored)."""
@@ -173,6 +174,7 @@ class PredictiveWorkflow:
                 continue  # the window mixes the old unit's readings with the new one's
             p = self.predictors[t]
             pred = p.update(aid, m, ts=ts)
+            self._changed.add(aid)
             self.latest[aid] = rec = {"asset_id": aid, "home_id": home, "asset_type": t, "ts": ts,
                                       "model": cfg.source, "p_fail": pred.p_fail, "horizon_hours": pred.horizon,
                                       "rul_hours": pred.rul, "top_signals": pred.top_signals, "order_id": None}
@@ -200,6 +202,7 @@ class PredictiveWorkflow:
         if not o.get("replaced"):
             return
         p = self.predictors[t]
+        self._changed.add(aid)
         if o.get("failure_ms") is not None:
             if p.failed(aid, ts=o["failure_ms"]) > 0:
                 self.failures_seen[t] += 1
@@ -209,14 +212,15 @@ class PredictiveWorkflow:
         self.replaced_at[aid] = int(o.get("closed_ms") or 0)
 
     # ------------------------------------------------------------ checkpoint
-    def state(self) -> dict:
+    def state(self, assets: bool = True) -> dict:
         """Everything that decides future orders, as JSON-compatible values: the
         predictors, which episode each asset is in, which requests were already made,
-        which assets have an open order, and the half-filled windows."""
+        which assets have an open order, and the half-filled windows. ``assets=False``:
+        without the predictors' per-asset states (``asset_states`` has them)."""
         return {
             "assets": [{"asset_id": a, "home_id": h, "asset_type": t}
                        for h, items in self.home_assets.items() for a, t in items],
-            "predictors": {t: p.state() for t, p in self.predictors.items()},
+            "predictors": {t: p.state(assets=assets) for t, p in self.predictors.items()},
             "failures_seen": dict(self.failures_seen),
             "open_orders": sorted(self.open_orders),
             "episode": dict(self.episode),
@@ -225,11 +229,23 @@ class PredictiveWorkflow:
             "windows": {h: [w[0], w[1], w[2]] for h, w in self._window.items()},
         }
 
-    def restore(self, state: dict) -> None:
-        """Resume from ``state()`` (same register and config)."""
+    def take_changed(self) -> set[str]:
+        """The assets whose predictor state changed since the last call."""
+        out, self._changed = self._changed, set()
+        return out
+
+    def asset_states(self, assets) -> dict[str, tuple[str, dict | None]]:
+        """{asset: (type, its predictor state, None if it has none now)}."""
+        return {a: (self.asset_type[a], self.predictors[self.asset_type[a]].asset_state(a)) for a in assets}
+
+    def restore(self, state: dict, assets: dict[str, tuple[str, dict]] | None = None) -> None:
+        """Resume from ``state()`` (same register and config), or from
+        ``state(assets=False)`` and ``asset_states``."""
         preds = {t: RulPredictor.from_state(s) for t, s in state["predictors"].items()}
         if set(preds) != set(self.predictors):
             raise ValueError("checkpoint predicts other component types")
+        for aid, (t, st) in (assets or {}).items():
+            preds[t].load_asset(aid, st)
         self.predictors = preds
         self.add_assets(state.get("assets", []))
         self.failures_seen = {t: int(state["failures_seen"].get(t, 0)) for t in self.predictors}

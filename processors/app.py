@@ -514,6 +514,7 @@ class Processor:
         metrics.DEAD_LETTERS.labels("processor", msg.topic, exc.reason).inc()
         key, value, headers = dead_letter(
             msg.key if isinstance(msg.key, bytes) else None, msg.value, exc, msg.topic, msg.partition, msg.offset,
+            refused_by="processor",
         )
         self.unacknowledged.append(await self.deadletters.send(key=key, value=value, headers=headers))
 

@@ -63,10 +63,13 @@ def screen(value: bytes | None, decode: Callable[[bytes], dict], *, now_ms: int,
 
 def dead_letter(
     key: bytes | None, value: bytes | None, error: DecodeError, topic: str, partition: int, offset: int,
+    refused_by: str | None = None,
 ) -> tuple[bytes | None, bytes | None, dict[str, bytes]]:
     """(key, value, headers) of the dead-letter record for a refused message: the raw
     payload cut to ``DEAD_LETTER_MAX_BYTES`` (the headers say so and give the original
-    size), the reason label and the full reason text."""
+    size), the reason label and the full reason text. ``refused_by`` names the consumer
+    that refused it: two consumers of one topic (the anomaly processor and the
+    maintenance worker both read telemetry) each dead-letter a bad message once."""
     limit = plausibility.DEAD_LETTER_MAX_BYTES
     size = 0 if value is None else len(value)
     message = str(error)
@@ -77,6 +80,8 @@ def dead_letter(
         "reason": error.reason.encode(),
         "contract_version": str(plausibility.VERSION).encode(),
     }
+    if refused_by is not None:
+        headers["refused_by"] = refused_by.encode()
     if value is None:
         # The original was a tombstone. A record needs a key or a value (a keyless
         # tombstone cannot be sent at all: it crashed the worker), and a dead letter

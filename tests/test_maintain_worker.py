@@ -60,19 +60,40 @@ def test_homes_register_from_their_readings_and_orders_wait_for_telemetry(tmp_pa
     assert w.held == []
 
 
-def test_checkpoint_is_json_and_resumes_the_same_state(tmp_path):
+def test_checkpoint_resumes_the_same_state_and_writes_only_changed_assets(tmp_path):
     class Flushed:
         def flush(self, timeout):
             return 0
 
-    path = tmp_path / "state.json"
+    path = tmp_path / "state.sqlite"
     w = MaintenanceWorker(Settings(), path)
-    for k in range(30):
+    for k in range(30):  # five 6-hour windows closed: every asset of H1 has a state
         w.on_reading(_reading("H1", T0 + k * HOUR_MS))
     w.on_order(_order("H1", T0 + 40 * DAY_MS, "open", 1), now=0.0)  # still held
     w.offsets = {"t": {0: 17, 3: 4}}
     w.checkpoint(Flushed())
-    state = json.loads(path.read_text())
+    assert w.store.last_assets == 7  # H1's components
+
+    def everything(worker):
+        return json.loads(json.dumps({**worker.state(), "workflow": worker.workflow.state()}))
+
     again = MaintenanceWorker(Settings(), path)
-    assert json.loads(json.dumps(again.state())) == state
+    assert everything(again) == everything(w)
     assert again.offsets == {"t": {0: 17, 3: 4}} and len(again.held) == 1
+
+    # a window closes: H1's assets are written again; readings inside the next window
+    # change no asset: the checkpoint after them writes none
+    for hour, written in ((30, 7), (31, 0), (35, 0), (36, 7)):
+        w.on_reading(_reading("H1", T0 + hour * HOUR_MS))
+        w.checkpoint(Flushed())
+        assert w.store.last_assets == written, hour
+    assert everything(MaintenanceWorker(Settings(), path)) == everything(w)
+
+
+def test_an_old_json_checkpoint_is_refused_with_a_reason(tmp_path):
+    import pytest
+
+    path = tmp_path / "state.json"
+    path.write_text('{"format": 1}')
+    with pytest.raises(ValueError, match="not a maintenance checkpoint"):
+        MaintenanceWorker(Settings(), path)

@@ -34,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from ecoretrofit import metrics, processes
 from ecoretrofit.admin import ensure_buckets, ensure_topics, kafka_ok, register_schemas
@@ -242,13 +242,17 @@ class LocalStack:
         )
 
     # -------------------------------------------------------------- control
-    def up(self, supervise: bool = True) -> list[str]:
-        """Start every component not already running, then the supervisor that restarts
-        any of them that dies (``supervise=False``: none). Returns the names started."""
+    def up(self, supervise: bool = True, only: Sequence[str] | None = None) -> list[str]:
+        """Start every component not already running (``only``: just these, in stack
+        order; a command that needs only the broker and the registry need not wait for
+        the warehouse), then the supervisor that restarts any of them that dies
+        (``supervise=False``: none). Returns the names started."""
         self._prepare_dirs()
         started: list[str] = []
         try:
             for comp in self.components():
+                if only is not None and comp.name not in only:
+                    continue
                 with self._lock(comp.name):
                     pid = self.pid_of(comp.name)
                     if pid and comp.healthy():
