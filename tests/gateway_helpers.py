@@ -36,24 +36,13 @@ def telemetry_for(settings, homes: set[str], idle_s: float = 4.0, timeout_s: flo
     """Every telemetry message of ``homes`` in Kafka (consumed from the start until
     ``idle_s`` without a new one of theirs), decoded, with the message headers."""
     decoder = decoder_for(settings, schemas.TELEMETRY_READING)
-    c = Consumer({**settings.kafka_client_config(), "group.id": unique("gw-test"),
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    _assign_all(c, settings.topic_telemetry)
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    last_new = time.monotonic()
-    try:
-        while time.monotonic() < deadline and time.monotonic() - last_new < idle_s:
-            for msg in c.consume(5000, 0.5):
-                if msg.error() or msg.key() is None or msg.key().decode(errors="replace") not in homes:
-                    continue
-                r = decoder.decode(msg.value())
-                r["_headers"] = dict(msg.headers() or [])
-                out.append(r)
-                last_new = time.monotonic()
-    finally:
-        c.close()
-    return out
+
+    def ours(msg) -> dict | None:
+        if msg.key() is None or msg.key().decode(errors="replace") not in homes:
+            return None
+        return {**decoder.decode(msg.value()), "_headers": dict(msg.headers() or [])}
+
+    return _read_until_idle(settings, settings.topic_telemetry, ours, idle_s, timeout_s)
 
 
 def stored(settings, homes: set[str]) -> tuple[int, int]:
@@ -67,20 +56,32 @@ def stored(settings, homes: set[str]) -> tuple[int, int]:
 
 def dead_letters_for(settings, homes: set[str], idle_s: float = 4.0, timeout_s: float = 60.0) -> list[dict]:
     """Dead letters whose MQTT topic names one of ``homes``: headers and raw value."""
-    c = Consumer({**settings.kafka_client_config(), "group.id": unique("gw-dlq"),
+    def ours(msg) -> dict | None:
+        headers = {k: v.decode(errors="replace") for k, v in (msg.headers() or [])}
+        if not any(h in headers.get("source_topic", "") for h in homes):
+            return None
+        return {**headers, "value": msg.value()}
+
+    return _read_until_idle(settings, settings.topic_deadletter, ours, idle_s, timeout_s)
+
+
+def _read_until_idle(settings, topic: str, keep, idle_s: float, timeout_s: float) -> list[dict]:
+    """``keep(msg)`` of every message of ``topic`` from the start, until ``idle_s``
+    passed without one it kept (or ``timeout_s`` in all); ``keep`` returns None to skip."""
+    c = Consumer({**settings.kafka_client_config(), "group.id": unique("gw-test"),
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    _assign_all(c, settings.topic_deadletter)
+    _assign_all(c, topic)
     out: list[dict] = []
     deadline = time.monotonic() + timeout_s
     last_new = time.monotonic()
     try:
         while time.monotonic() < deadline and time.monotonic() - last_new < idle_s:
-            for msg in c.consume(1000, 0.5):
+            for msg in c.consume(5000, 0.5):
                 if msg.error():
                     continue
-                headers = {k: v.decode(errors="replace") for k, v in (msg.headers() or [])}
-                if any(h in headers.get("source_topic", "") for h in homes):
-                    out.append({**headers, "value": msg.value()})
+                kept = keep(msg)
+                if kept is not None:
+                    out.append(kept)
                     last_new = time.monotonic()
     finally:
         c.close()
