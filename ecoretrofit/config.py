@@ -48,6 +48,9 @@ PORT_OFFSETS = {
 }
 
 
+# Values of ECO_TELEMETRY_INGEST (Settings.telemetry_ingest).
+TELEMETRY_INGEST_MODES = ("sink", "kafka_engine")
+
 # How long a consumer's fetch may wait at the broker for data (see kafka_client_config).
 FETCH_MAX_WAIT_MS = 100
 
@@ -89,6 +92,12 @@ class Settings:
     # reads them through Distributed tables (sinks/warehouse.py, docs/cluster.md).
     # Empty: one server, no Distributed tables.
     clickhouse_cluster: str = ""
+    # How readings reach the `telemetry` table: "sink", the batching sink
+    # (`ecoretrofit sink --topic telemetry`, exactly once, one reading per (home_id, seq);
+    # the local stack and compose run it as a component), or "kafka_engine", ClickHouse's
+    # Kafka table and views (at-least-once). Only the DDL (sinks/sql/010_telemetry.sql)
+    # and which component runs differ; see docs/delivery.md.
+    telemetry_ingest: str = "sink"
 
     # topics: names and partition counts default to their declaration (schemas/topics.py)
     topic_telemetry: str = topics.TELEMETRY.name
@@ -200,6 +209,9 @@ class Settings:
             derived["mqtt_host"] = connect_host
         if not self.mqtt_port:
             derived["mqtt_port"] = self.port("mqtt")
+        if self.telemetry_ingest not in TELEMETRY_INGEST_MODES:
+            raise ConfigError(f"ECO_TELEMETRY_INGEST={self.telemetry_ingest!r}: expected one of "
+                              f"{', '.join(TELEMETRY_INGEST_MODES)}")
         s = dataclasses.replace(self, **derived) if derived else self
         more: dict[str, object] = {}
         if not s.clickhouse_kafka_bootstrap:

@@ -75,6 +75,8 @@ MAINTENANCE_HELD_ORDERS = Gauge(
 
 # --- sinks and warehouse ----------------------------------------------------
 SINK_ROWS = Counter("eco_sink_rows_total", "Rows inserted into ClickHouse", ["table"])
+SINK_DUPLICATES = Counter("eco_sink_duplicates_total",
+                          "Readings not stored again: their (home_id, seq) was stored already", ["table"])
 SINK_BATCH_SECONDS = Histogram(
     "eco_sink_batch_seconds",
     "Time to insert one batch and commit its offsets",
@@ -147,7 +149,9 @@ def serve(port: int, host: str = "127.0.0.1") -> bool:
 # adds its worker index (0..3); the registry and warehouse serve /metrics on their
 # own HTTP port instead.
 PORT_OFFSETS = {"simulate": 0, "process": 1, "sink": 5, "demo": 6, "consumers": 7, "gateway": 8, "bridge": 9,
-                "lake_ingest": 10, "maintain": 11}
+                "lake_ingest": 10, "maintain": 11,
+                # the telemetry ingest sink the stack (and compose) runs (ECO_TELEMETRY_INGEST=sink)
+                "telemetry_sink": 12}
 
 
 def port_for(settings, service: str, index: int = 0) -> int:

@@ -16,6 +16,7 @@ def scrape_targets(settings: Settings) -> dict[str, list[str]]:
         "simulator": [f"{host}:{metrics.port_for(settings, 'simulate')}"],
         "processor": [f"{host}:{metrics.port_for(settings, 'process', i)}" for i in range(4)],
         "sink": [f"{host}:{metrics.port_for(settings, 'sink')}"],
+        "telemetry-sink": [f"{host}:{metrics.port_for(settings, 'telemetry_sink')}"],
         "demo": [f"{host}:{metrics.port_for(settings, 'demo')}"],
         "consumers": [f"{host}:{metrics.port_for(settings, 'consumers')}"],
         "lake-ingest": [f"{host}:{metrics.port_for(settings, 'lake_ingest')}"],

@@ -30,6 +30,9 @@ class Batch:
     rows: list[tuple] = field(default_factory=list)
     dead: list[tuple] = field(default_factory=list)  # (topic, partition, offset, raw, error)
     newest_event_ms: int | None = None
+    # rows the writer did not store because the same reading was stored already
+    # (sinks/reading_identity.py); set by each write attempt
+    duplicates: int = 0
 
     @property
     def token(self) -> str:

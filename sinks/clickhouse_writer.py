@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from sinks import reading_identity
 from sinks.batching import Batch
 from sinks.sink import TransientError
 
@@ -70,14 +71,28 @@ class ClickHouseLedger:
 
 
 class ClickHouseWriter:
-    """Inserts a batch's rows (and dead letters) with its deduplication token."""
+    """Inserts a batch's rows (and dead letters) with its deduplication token.
 
-    def __init__(self, client, database: str, table: str, columns: Sequence[str], types: Sequence[str] | None = None):
+    ``readings=True`` (telemetry): one row per (home_id, seq): readings repeated in the
+    batch or already stored elsewhere are dropped before the insert, and counted in
+    ``batch.duplicates`` (sinks/reading_identity.py says why this is safe with the
+    token). The insert then also deduplicates the blocks of every view chained from the
+    table (roll-ups), which :meth:`prepare` gives a deduplication window."""
+
+    def __init__(self, client, database: str, table: str, columns: Sequence[str], types: Sequence[str] | None = None,
+                 readings: bool = False):
         self.client = client
         self.database = database
         self.table = table
         self.label = table
         self.columns = list(columns)
+        self.readings = readings
+        if readings:
+            at = {c: i for i, c in enumerate(self.columns)}
+            self._identity = {k: at[c] for k, c in (("home", "home_id"), ("seq", "seq"), ("partition", "kafka_partition"),
+                                                     ("offset", "kafka_offset"))}
+            self._bounds = {"region": at["region"], "home": at["home_id"], "ts": at["ts"]}
+            self._stored_sql = reading_identity.stored_query(database, table)
         if types is None:
             described = {r[0]: r[1] for r in client.query(f"DESCRIBE TABLE {database}.{table}").result_rows}
             missing = [c for c in self.columns if c not in described]
@@ -87,13 +102,30 @@ class ClickHouseWriter:
         self.types = list(types)
         self.dl_types = ["String", "UInt64", "UInt64", "String", "String"]
 
+    def prepare(self, cluster: str = "") -> list[str]:
+        """A deduplication window on the table and every MergeTree table its views feed
+        (derived from the warehouse's views, as the lake ingester does)."""
+        from sinks.lake_ingest import prepare
+
+        return prepare(self.client, self.database, cluster, start=self.table)
+
     @_retryable
     def write(self, batch: Batch) -> None:
-        if batch.rows:
+        rows, token, settings = batch.rows, batch.token, {}
+        if self.readings and rows:
+            # Never assign the filtered rows back to the batch: a retry of this same
+            # batch must filter the original rows again to reach the same token.
+            stored = self.client.query(self._stored_sql, parameters=reading_identity.stored_query_parameters(
+                rows, **self._bounds)).result_rows
+            rows, dropped = reading_identity.drop_repeated(rows, stored=stored, **self._identity)
+            batch.duplicates = len(dropped)
+            token = reading_identity.token(batch.token, dropped)
+            settings["deduplicate_blocks_in_dependent_materialized_views"] = 1
+        if rows:
             self.client.insert(
-                self.table, list(zip(*batch.rows)), database=self.database, column_names=self.columns,
+                self.table, list(zip(*rows)), database=self.database, column_names=self.columns,
                 column_type_names=self.types, column_oriented=True,
-                settings={"insert_deduplication_token": batch.token},
+                settings={"insert_deduplication_token": token, **settings},
             )
         if batch.dead:
             self.client.insert(

@@ -104,17 +104,26 @@ class TopicSpec:
     schema: str | None  # reader schema name (None: the writer schema, stored as JSON)
 
 
-def topic_spec(settings, kind: str) -> TopicSpec:
+def telemetry_table(settings) -> str:
+    """Where the sink stores telemetry: `telemetry` itself when the sink is the ingest
+    path (ECO_TELEMETRY_INGEST=sink), else `telemetry_sink` beside the Kafka engine's."""
+    return "telemetry" if settings.telemetry_ingest == "sink" else "telemetry_sink"
+
+
+def topic_spec(settings, kind: str, table: str | None = None) -> TopicSpec:
+    """What the sink does with a topic; ``table`` overrides the target table."""
     import schemas
 
     if kind == "telemetry":
         fields = tuple(schemas.field_names(schemas.TELEMETRY_READING))
-        return TopicSpec(kind, settings.topic_telemetry, "telemetry_sink", fields + KAFKA_COLUMNS, schemas.TELEMETRY_READING)
+        return TopicSpec(kind, settings.topic_telemetry, table or telemetry_table(settings), fields + KAFKA_COLUMNS,
+                         schemas.TELEMETRY_READING)
     if kind == "anomalies":
         fields = tuple(schemas.field_names(schemas.ANOMALY_EVENT))
-        return TopicSpec(kind, settings.topic_anomalies, "anomalies_sink", fields + KAFKA_COLUMNS, schemas.ANOMALY_EVENT)
+        return TopicSpec(kind, settings.topic_anomalies, table or "anomalies_sink", fields + KAFKA_COLUMNS,
+                         schemas.ANOMALY_EVENT)
     if kind == "alerts":
-        return TopicSpec(kind, settings.topic_alerts, "alerts_sink",
+        return TopicSpec(kind, settings.topic_alerts, table or "alerts_sink",
                          ("kafka_partition", "kafka_offset", "kafka_ts", "key", "schema_id", "payload"), None)
     raise ValueError(f"unknown topic kind {kind!r} (telemetry, anomalies or alerts)")
 

@@ -92,17 +92,19 @@ def downstream_tables(views: list[tuple[str, str, str]], start: str) -> list[str
     return out
 
 
-def prepare(client, database: str, cluster: str = "", window: int = DEDUP_WINDOW) -> list[str]:
-    """Give every MergeTree table the landing path writes a deduplication window.
-    Returns those tables. Derived from the views in the warehouse (and, in a cluster,
-    from each Distributed table to its shards' table), so a roll-up added later is
-    covered without a list to keep up to date. In a cluster the ALTER runs ON CLUSTER
-    (the DDL's own rendering, sinks/warehouse.py)."""
+def prepare(client, database: str, cluster: str = "", window: int = DEDUP_WINDOW,
+            start: str = INCOMING_TABLE) -> list[str]:
+    """Give every MergeTree table an insert into ``start`` writes (``start`` itself
+    included: the landing path's is a Null table, the telemetry sink's is `telemetry`)
+    a deduplication window. Returns those tables. Derived from the views in the warehouse
+    (and, in a cluster, from each Distributed table to its shards' table), so a roll-up
+    added later is covered without a list to keep up to date. In a cluster the ALTER runs
+    ON CLUSTER (the DDL's own rendering, sinks/warehouse.py)."""
     edges = _edges(client, database)
     engines = dict(client.query(
         "SELECT name, engine FROM system.tables WHERE database = {db:String}", parameters={"db": database}
     ).result_rows)
-    tables = [t for t in downstream_tables(edges, INCOMING_TABLE) if engines.get(t, "").endswith("MergeTree")]
+    tables = [t for t in [start] + downstream_tables(edges, start) if engines.get(t, "").endswith("MergeTree")]
     on_cluster = f" ON CLUSTER {literal(cluster)}" if cluster else ""
     for t in tables:
         client.command(f"ALTER TABLE {database}.{t}{on_cluster} "

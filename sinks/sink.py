@@ -162,11 +162,12 @@ class Sink:
         self.stop = stop or threading.Event()
         self._flushing = False
         self._failing = False
-        self.stats = {"rows": 0, "dead_letters": 0, "batches": 0, "replayed_batches": 0, "commits": 0}
+        self.stats = {"rows": 0, "dead_letters": 0, "duplicates": 0, "batches": 0, "replayed_batches": 0, "commits": 0}
         self._newest_event_ms: int | None = None
         self._last_activity: float | None = None
         label = writer.label
         self._m_rows = metrics.SINK_ROWS.labels(table=label)
+        self._m_duplicates = metrics.SINK_DUPLICATES.labels(table=label)
         self._m_batch = metrics.SINK_BATCH_SECONDS.labels(table=label)
         self._m_lag = metrics.SINK_LAG_SECONDS.labels(table=label)
         self._m_size = metrics.BATCH_SIZE.labels(component="sink")
@@ -346,10 +347,13 @@ class Sink:
         except Exception as exc:  # only housekeeping
             log.debug("ledger clean-up failed: %s", exc)
         for b in batches:
-            self.stats["rows"] += len(b.rows)
+            self.stats["rows"] += len(b.rows) - b.duplicates
             self.stats["dead_letters"] += len(b.dead)
+            self.stats["duplicates"] += b.duplicates
             self.stats["batches"] += 1
-            self._m_rows.inc(len(b.rows))
+            self._m_rows.inc(len(b.rows) - b.duplicates)
+            if b.duplicates:
+                self._m_duplicates.inc(b.duplicates)
             self._m_batch.observe(elapsed)
             self._m_size.observe(b.messages)
             if b.newest_event_ms is not None and (self._newest_event_ms is None or b.newest_event_ms > self._newest_event_ms):

@@ -1,6 +1,6 @@
 """``ecoretrofit sink``: the batching sink with exactly-once delivery (sinks/sink.py).
 
-    ecoretrofit sink --topic telemetry                  # -> eco.telemetry_sink
+    ecoretrofit sink --topic telemetry                  # -> eco.telemetry (ECO_TELEMETRY_INGEST=sink)
     ecoretrofit sink --topic anomalies --batch-rows 5000 --batch-seconds 1
     ecoretrofit sink --topic telemetry --to lake        # -> Parquet in s3://$ECO_S3_LAKE_BUCKET/telemetry/
 
@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--offset-reset", choices=("earliest", "latest"), default="earliest",
                         help="where a group without committed offsets starts (default earliest; on Tansu, "
                              "whose high watermarks are wrong, latest starts at the last producer batch)")
+    parser.add_argument("--table", default=None,
+                        help="target table (default: telemetry -> `telemetry` when ECO_TELEMETRY_INGEST=sink, "
+                             "else `telemetry_sink`; anomalies -> anomalies_sink; alerts -> alerts_sink)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="/metrics port (default ECO_METRICS_PORT+5)")
     parser.add_argument("--lake-prefix", default=None, help="lake: key prefix in the bucket (default telemetry)")
     parser.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
                         help="stop once nothing arrived for this long and everything is stored (backfills, benchmarks)")
@@ -50,10 +55,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         sink = build(settings, args.topic, to=args.to, group=args.group, batch_rows=args.batch_rows,
                      batch_seconds=args.batch_seconds, offset_reset=args.offset_reset,
-                     commit_delay=args.debug_commit_delay, lake_prefix=args.lake_prefix)
+                     commit_delay=args.debug_commit_delay, lake_prefix=args.lake_prefix, table=args.table)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    metrics.serve(metrics.port_for(settings, "sink"), settings.bind_host)
+    metrics.serve(args.metrics_port or metrics.port_for(settings, "sink"), settings.bind_host)
 
     def on_signal(signum, frame):
         sink.stop.set()
@@ -63,6 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"sink: {sink.topic} -> {sink.writer.label} (group {sink.group}, batches of "
           f"{sink.batcher.max_rows:,} messages / {sink.batcher.max_seconds:g}s)", flush=True)
     stats = sink.run(idle_exit=args.exit_when_idle)
-    print(f"sink: stored {stats['rows']:,} rows and {stats['dead_letters']:,} dead letters in "
+    print(f"sink: stored {stats['rows']:,} rows and {stats['dead_letters']:,} dead letters "
+          f"({stats['duplicates']:,} repeated readings not stored again) in "
           f"{stats['batches']:,} batches ({stats['replayed_batches']} re-cut from the ledger)", flush=True)
     return 0

@@ -47,8 +47,10 @@ _STATEMENT_HEAD = re.compile(
     r"[\w.`]+", re.I)
 _CLUSTER_NAME = re.compile(r"[A-Za-z_][\w-]*")
 # A statement that starts with {cluster_only} exists only in a cluster (the Distributed
-# tables): on one server it renders to nothing.
+# tables): on one server it renders to nothing. {kafka_engine_only} and {sink_only} do
+# the same by ECO_TELEMETRY_INGEST (sinks/sql/010_telemetry.sql).
 _ABSENT = "\0absent"
+_CONDITIONS = ("cluster_only", "kafka_engine_only", "sink_only")
 
 
 def connect(settings: Settings, **kw):
@@ -180,6 +182,8 @@ def render_ddl(settings: Settings, directory: Path | str | None = None) -> list[
     With ``settings.clickhouse_cluster`` set, every statement gets ``ON CLUSTER``,
     ``{local}`` names each shard's own tables and the ``{cluster_only}`` statements (the
     Distributed tables) are kept; on one server they are dropped and ``{local}`` is empty.
+    ``settings.telemetry_ingest`` keeps either the ``{kafka_engine_only}`` statements
+    (the telemetry Kafka table and its views) or the ``{sink_only}`` ones (which drop them).
 
     >>> one = Settings.from_env({"ECO_CLICKHOUSE_PASSWORD": "x", "ECO_S3_ACCESS_KEY": "x", "ECO_S3_SECRET_KEY": "x",
     ...                          "ECO_SCHEMA_REGISTRY_PASSWORD": "x"})
@@ -188,6 +192,12 @@ def render_ddl(settings: Settings, directory: Path | str | None = None) -> list[
     ...             if re.match(r"CREATE TABLE IF NOT EXISTS eco\\.telemetry(_local)?\\s", s)]
     >>> telemetry(one)
     ['CREATE TABLE IF NOT EXISTS eco.telemetry']
+    >>> def queue(settings):
+    ...     return [s.split("\\n")[0] for s in render_ddl(settings) if "eco.telemetry_queue" in s.split("\\n")[0]]
+    >>> queue(one)
+    ['DROP TABLE IF EXISTS eco.telemetry_queue']
+    >>> queue(one.replace(telemetry_ingest="kafka_engine"))
+    ['CREATE TABLE IF NOT EXISTS eco.telemetry_queue']
     >>> for head in telemetry(one.replace(clickhouse_cluster="eco")):
     ...     print(head)
     CREATE TABLE IF NOT EXISTS eco.telemetry_local ON CLUSTER 'eco'
@@ -218,6 +228,8 @@ def _labelled_statements(settings: Settings, directory: Path | str | None) -> li
     folder = Path(directory) if directory is not None else SQL_DIR
     params = ddl_params(settings)
     params["cluster_only"] = "" if params["cluster"] else _ABSENT
+    params["kafka_engine_only"] = "" if settings.telemetry_ingest == "kafka_engine" else _ABSENT
+    params["sink_only"] = "" if settings.telemetry_ingest == "sink" else _ABSENT
     out = []
     for path in sorted(folder.glob("*.sql")):
         text = _strip_comments(path.read_text())
@@ -234,7 +246,8 @@ def _labelled_statements(settings: Settings, directory: Path | str | None) -> li
             if sql.startswith(_ABSENT):
                 continue
             if _ABSENT in sql:
-                raise CommandError(f"DDL {label}: {{cluster_only}} must begin its statement")
+                raise CommandError(f"DDL {label}: {' / '.join('{' + c + '}' for c in _CONDITIONS)} "
+                                   "must begin its statement")
             out.append((label, _on_cluster(sql, params["cluster"], label)))
             view = _MATERIALIZED_VIEW.fullmatch(sql)
             if view:

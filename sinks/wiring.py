@@ -18,12 +18,13 @@ def group_for(kind: str, to: str) -> str:
 
 def build(settings, kind: str, to: str = "warehouse", group: str | None = None, batch_rows: int | None = None,
           batch_seconds: float | None = None, offset_reset: str = "earliest", commit_delay: float = 0.0,
-          lake_prefix: str | None = None) -> Sink:
-    """A :class:`Sink` wired to Kafka and the warehouse (or the lake)."""
+          lake_prefix: str | None = None, table: str | None = None) -> Sink:
+    """A :class:`Sink` wired to Kafka and the warehouse (or the lake); ``table``
+    overrides the target table (default: :func:`~sinks.kafka_source.topic_spec`)."""
     import schemas
     from ecoretrofit.serde import AvroDecoder
 
-    spec = topic_spec(settings, kind)
+    spec = topic_spec(settings, kind, table)
     group = group or group_for(kind, to)
     stop = threading.Event()
     avro = AvroDecoder(registry_fetch(settings, stop), schemas.schema_text(spec.schema) if spec.schema else None)
@@ -32,7 +33,11 @@ def build(settings, kind: str, to: str = "warehouse", group: str | None = None, 
 
         wait_ready(settings)
         client = connect(settings, compress=False)
-        writer = _retry_setup(lambda: ClickHouseWriter(client, settings.clickhouse_database, spec.table, spec.columns))
+        readings = kind == "telemetry"
+        writer = _retry_setup(lambda: ClickHouseWriter(client, settings.clickhouse_database, spec.table, spec.columns,
+                                                       readings=readings))
+        if readings:  # the roll-ups chained from the table deduplicate with it
+            _retry_setup(lambda: writer.prepare(settings.clickhouse_cluster))
         ledger = ClickHouseLedger(client, settings.clickhouse_database)
         rows = batch_rows or DEFAULT_BATCH_ROWS
         seconds = batch_seconds or DEFAULT_BATCH_SECONDS

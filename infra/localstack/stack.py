@@ -2,7 +2,8 @@
 
 Order matters and is encoded in ``components()``: the S3 store first (the broker
 keeps its log there), then the Tansu broker, then the schema registry (its schemas
-live in a Kafka topic), then the warehouse (its Kafka tables need both), the lake ingester
+live in a Kafka topic), then the warehouse (its Kafka tables need both), the telemetry
+sink (``ecoretrofit sink --topic telemetry``, when ``ECO_TELEMETRY_INGEST=sink``), the lake ingester
 (``ecoretrofit lake ingest``), the consumer-progress exporter (``ecoretrofit consumers --serve``), and Prometheus last
 (optional).
 
@@ -166,6 +167,10 @@ class LocalStack:
                 healthy=lambda: http_ok(f"{s.clickhouse_url}/ping"),
                 start_timeout=120.0,
             ),
+        ]
+        if s.telemetry_ingest == "sink":
+            comps.append(self._telemetry_sink_component())
+        comps += [
             Component(
                 # continuous S3 ingestion: each new object under landing/telemetry/ once
                 name="lake-ingest",
@@ -196,6 +201,22 @@ class LocalStack:
         if self.with_prometheus:
             comps.append(self._prometheus_component())
         return comps
+
+    def _telemetry_sink_component(self) -> Component:
+        """The batching sink storing the telemetry topic in `telemetry`, exactly once
+        (ECO_TELEMETRY_INGEST=sink: the warehouse then has no Kafka table for it).
+        Healthy once it serves /metrics, which it does after its warehouse connection
+        and the deduplication windows are set up."""
+        s = self.settings
+        port = metrics.port_for(s, "telemetry_sink")
+        return Component(
+            name="telemetry-sink",
+            argv=[sys.executable, "-m", "ecoretrofit.cli", "sink", "--topic", "telemetry", "--metrics-port", str(port)],
+            ports=[port],
+            env=s.env(),
+            healthy=lambda: http_ok(f"http://{_connect_host(s.bind_host)}:{port}/metrics"),
+            start_timeout=90.0,
+        )
 
     def _mqtt_component(self) -> Component:
         """Mosquitto for the devices: TLS only, per-device credentials and ACL from the

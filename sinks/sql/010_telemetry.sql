@@ -1,11 +1,36 @@
--- Telemetry: Kafka-engine queue -> materialized view -> MergeTree.
+-- Telemetry: the raw readings table, and how readings reach it.
+--
+-- ECO_TELEMETRY_INGEST (Settings.telemetry_ingest) chooses the path; only this file and
+-- which component runs differ between the two:
+-- - sink (the default): the batching sink (`ecoretrofit sink --topic telemetry`,
+--   sinks/sink.py) inserts into `telemetry` exactly once, one row per (home_id, seq),
+--   with the same plausibility contract and dead letters. The statements marked
+--   {kafka_engine_only} below are not created, and those marked {sink_only} remove the
+--   Kafka-engine path from a warehouse created in kafka_engine mode, so two paths never
+--   write the same table.
+-- - kafka_engine: ClickHouse's Kafka-engine queue -> materialized views -> MergeTree
+--   (at-least-once: docs/delivery.md).
+--
+-- Switching to sink: the Kafka table goes first (that stops its consumer; dropping a
+-- view attached to a consuming Kafka table can hang, shared/notes/local-stack.md), then
+-- its views. The sink's own consumer group starts at the topic's start; its
+-- (home_id, seq) filter drops what the engine already stored (within the 7-day TTL).
+{sink_only} DROP TABLE IF EXISTS {database}.telemetry_queue;
+
+{sink_only} DROP VIEW IF EXISTS {database}.telemetry_mv;
+
+{sink_only} DROP VIEW IF EXISTS {database}.telemetry_dlq_mv;
+
+{sink_only} DROP VIEW IF EXISTS {database}.telemetry_implausible_mv;
+
+-- The Kafka-engine path (kafka_engine mode only).
 --
 -- kafka_handle_error_mode = 'stream': a message that fails to parse would otherwise
 -- stall the table forever; in stream mode it arrives with _error set and is routed
 -- to dead_letters, while good messages around it are stored.
 -- The schema registry URL must be in the table's SETTINGS: the background consumer
 -- does not see session settings.
-CREATE TABLE IF NOT EXISTS {database}.telemetry_queue
+{kafka_engine_only} CREATE TABLE IF NOT EXISTS {database}.telemetry_queue
 (
     home_id             String,
     region              String,
@@ -110,7 +135,7 @@ ALTER TABLE {database}.telemetry{local} MODIFY SETTING ttl_only_drop_parts = 1;
 -- readings_in_message counts a message's rows (all in one block) and a message of more
 -- than one is a dead letter (telemetry_implausible_mv).
 -- (A view made by an older DDL gets this query too: see warehouse.render_ddl.)
-CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_mv TO {database}.telemetry AS
+{kafka_engine_only} CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_mv TO {database}.telemetry AS
 SELECT
     home_id, region, ts, seq, indoor_temp_c, outdoor_temp_c, power_w, energy_kwh,
     voltage_v, vibration_mm_s, water_flow_lpm, water_temp_c, uv_intensity_mw_cm2,
@@ -125,7 +150,7 @@ WHERE length(_error) = 0 AND readings_in_message = 1 AND empty({telemetry_reason
 
 -- Unparsable messages: the parser's error and the raw bytes (the first 64 kB of them, as
 -- every dead letter keeps: a hostile 10 MB message is not stored whole).
-CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_dlq_mv TO {database}.dead_letters AS
+{kafka_engine_only} CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_dlq_mv TO {database}.dead_letters AS
 SELECT _topic AS topic, _partition AS partition, _offset AS offset, {dead_letter_raw} AS raw, {dead_letter_error} AS error
 FROM {database}.telemetry_queue
 WHERE length(_error) > 0;
@@ -133,7 +158,7 @@ WHERE length(_error) > 0;
 -- Parsed but implausible readings: every reason, and the reading as JSON (ClickHouse
 -- keeps no raw bytes of a message it parsed; at most 64 kB of it). A message of several
 -- readings is one dead letter (its first reading as JSON).
-CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_implausible_mv TO {database}.dead_letters AS
+{kafka_engine_only} CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.telemetry_implausible_mv TO {database}.dead_letters AS
 SELECT
     _topic AS topic,
     _partition AS partition,
