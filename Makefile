@@ -38,8 +38,11 @@ apt-packages:
 demo: setup
 	$(VENV)/bin/ecoretrofit demo $(DEMO_ARGS)
 
+# The stack's default telemetry path (ECO_TELEMETRY_INGEST=sink), then the tests of the
+# Kafka-engine path in a session whose stack runs that path.
 test: setup
 	$(PY) -m pytest -q --durations=15
+	ECO_TELEMETRY_INGEST=kafka_engine $(PY) -m pytest -q --durations=15 -m kafka_engine
 
 # Unit tests only: no stack, seconds.
 test-fast: setup

@@ -179,16 +179,19 @@ def _watch_many(client, targets: dict[str, str], expected: int, t_origin: float,
 
 
 def _start_where_the_engine_is(settings: Settings, group: str) -> dict[int, int]:
-    """Commit, for ``group``, the offsets the Kafka engine's group has committed on the
-    telemetry topic, so the sink starts exactly where the engine is. (Not
+    """Commit, for ``group``, the offsets the stack's telemetry path (the Kafka engine's
+    group, or the telemetry sink's, by ECO_TELEMETRY_INGEST) has committed on the
+    telemetry topic, so the sink starts exactly where that path is. (Not
     ``auto.offset.reset=latest``: Tansu's high watermarks are wrong, and "latest"
     lands at the start of the last producer batch, up to 100k+ messages back.)"""
     from confluent_kafka import Consumer, TopicPartition
 
     from sinks.warehouse import ddl_params
+    from sinks.wiring import group_for
 
     topic = settings.topic_telemetry
-    engine_group = f"{ddl_params(settings)['consumer_group_prefix']}-telemetry"
+    engine_group = (f"{ddl_params(settings)['consumer_group_prefix']}-telemetry"
+                    if settings.telemetry_ingest == "kafka_engine" else group_for("telemetry", "warehouse"))
     tps = [TopicPartition(topic, p) for p in range(settings.telemetry_partitions)]
     base = {**settings.kafka_client_config(), "enable.auto.commit": False}
     c = Consumer({**base, "group.id": engine_group})
@@ -223,16 +226,18 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
                  keep: bool = False) -> dict:
     """Rows/s through the Kafka engine, the batching sink and a bulk insert, one run.
 
-    1. live: the sink (a group of its own, starting at the offsets the Kafka engine
-       has committed) joins the real telemetry topic; then ``readings`` readings of a
-       benchmark region are produced to it as fast as the producer goes. The Kafka
-       engine (``telemetry``) and the sink (``telemetry_sink``) consume them side by
-       side; each figure is readings / (time from the first produce call to the last
-       row stored). A path
+    1. live: a sink (a group of its own, starting at the offsets the stack's telemetry
+       path has committed) joins the real telemetry topic; then ``readings`` readings of
+       a benchmark region are produced to it as fast as the producer goes. The stack's
+       path into ``telemetry`` (ECO_TELEMETRY_INGEST: the Kafka engine, or the stack's
+       telemetry sink, with the roll-up views either way) and the bench's sink into
+       ``telemetry_sink`` (no views) consume them side by side; each figure is
+       readings / (time from the first produce call to the last row stored). A path
        that completes within a second or two of the producer kept up: its figure is
        then set by the producer, a lower bound of what it can do.
     2. backlog: the same readings on a topic of their own, already produced, drained by
-       a fresh sink into ``<database>.telemetry_sink``: the sink's own ceiling.
+       a fresh sink into ``<database>.telemetry`` (its roll-up views and the (home_id,
+       seq) filter included, as in ECO_TELEMETRY_INGEST=sink): the sink's own ceiling.
     3. bulk: the same readings with insert_arrow, 100k rows per insert.
 
     The readings are of homes no city has (``BENCH_FIRST_HOME`` on), in the city's first
@@ -265,7 +270,7 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
         # 1. live, side by side
         log1 = log_dir / f"bench-{group}.log"
         _start_where_the_engine_is(settings, group)
-        sink = _spawn_sink(settings, log1, "--group", group)
+        sink = _spawn_sink(settings, log1, "--group", group, "--table", "telemetry_sink")
         try:
             out["sink_join_s"] = _wait_assigned(sink, log1)
             time.sleep(1)
@@ -283,8 +288,9 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
             thread = threading.Thread(target=produce, daemon=True)
             thread.start()
             where = f"WHERE region = '{region}' AND {ours}"
+            out["telemetry_path"] = settings.telemetry_ingest
             live = _watch_many(client, {
-                "kafka_engine": f"SELECT count() FROM {db}.telemetry {where}",
+                "telemetry": f"SELECT count() FROM {db}.telemetry {where}",
                 "sink": f"SELECT count() FROM {db}.telemetry_sink {where}",
             }, expected, t_start, lambda: finished.get("t"), 300)
             thread.join()
@@ -293,7 +299,7 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
             out["produce_readings_per_s"] = producer.stats.acked / (finished["t"] - t_start)
             out["live"] = live
             out["live_stored"] = {
-                "kafka_engine": client.query(f"SELECT count(), uniqExact(home_id, ts) FROM {db}.telemetry {where}").result_rows[0],
+                "telemetry": client.query(f"SELECT count(), uniqExact(home_id, ts) FROM {db}.telemetry {where}").result_rows[0],
                 "sink": client.query(f"SELECT count(), uniqExact(home_id, ts) FROM {db}.telemetry_sink {where}").result_rows[0],
             }
         finally:
@@ -309,11 +315,11 @@ def bench_ingest(settings: Settings, readings: int = 300_000, homes: int = 1000,
                          progress=False)
         log2 = log_dir / f"bench-{group}-backlog.log"
         t_spawn = time.monotonic()
-        sink = _spawn_sink(bs, log2, "--group", group + "-backlog", "--exit-when-idle", "2")
+        sink = _spawn_sink(bs, log2, "--group", group + "-backlog", "--exit-when-idle", "2", "--table", "telemetry")
         try:
             _wait_assigned(sink, log2)
             t_start = time.monotonic()  # timed from the assignment: start-up and join apart
-            out["backlog"] = _watch_many(bclient, {"sink": f"SELECT count() FROM {database}.telemetry_sink"},
+            out["backlog"] = _watch_many(bclient, {"sink": f"SELECT count() FROM {database}.telemetry"},
                                          expected, t_start, t_start, 300)["sink"]
             out["backlog"]["start_and_join_s"] = t_start - t_spawn
         finally:
@@ -521,13 +527,14 @@ def print_lake(r: dict) -> None:
 
 
 def print_ingest(r: dict) -> None:
-    k, s, b, bl = r["live"]["kafka_engine"], r["live"]["sink"], r["bulk"], r["backlog"]
+    k, s, b, bl = r["live"]["telemetry"], r["live"]["sink"], r["bulk"], r["backlog"]
     print(f"ingest    {r['readings']:,} readings ({r['homes']:,} homes) stored three ways; producer "
           f"{r['produce_readings_per_s']:,.0f} readings/s")
-    for label, x in (("Kafka engine -> MV (live)", k), ("batching sink     (live)", s)):
+    path = {"kafka_engine": "Kafka engine -> MV", "sink": "stack's sink      "}[r["telemetry_path"]]
+    for label, x in ((f"{path} (live)", k), ("sink, no views    (live)", s)):
         print(f"          {label}  {x['rows_per_s']:>10,.0f} rows/s  all stored {x['after_producer_s']:.1f}s "
               f"after the producer finished")
-    print(f"          batching sink  (backlog)  {bl['rows_per_s']:>10,.0f} rows/s  (from its assignment; "
+    print(f"          sink + views   (backlog)  {bl['rows_per_s']:>10,.0f} rows/s  (from its assignment; "
           f"start-up and join {bl['start_and_join_s']:.1f}s)")
     print(f"          bulk insert_arrow         {b['rows_per_s']:>10,.0f} rows/s  (ceiling; "
           f"{b['rows_per_s_incl_generation']:,.0f}/s incl. simulating them)")

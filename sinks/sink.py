@@ -60,12 +60,17 @@ too: an unreachable schema registry is waited for (:func:`~sinks.kafka_source.re
 turned into dead letters, so a replayed batch decodes exactly as it did the first
 time.
 
-The Kafka-engine path (``telemetry_queue`` -> ``telemetry_mv`` -> ``telemetry``) is
-at-least-once: ClickHouse writes a block to the view's target, then commits the
-block's offsets, and a block whose commit failed is read and written again. Dashboards
-over ``telemetry`` should therefore count readings with ``uniqExact(home_id, ts)`` (or
-read the sink's tables) when exact counts matter; what was measured of both paths is in
-docs/delivery.md.
+Telemetry: with ``ECO_TELEMETRY_INGEST=sink`` (the default) this sink is how readings
+reach ``telemetry`` (a stack component and a compose service), and it stores one row per
+(home_id, seq): a reading produced twice is stored once (sinks/reading_identity.py,
+which also says why that filter and the token above never lose a row); its inserts
+deduplicate the roll-up views chained from ``telemetry`` too
+(``deduplicate_blocks_in_dependent_materialized_views``). With
+``ECO_TELEMETRY_INGEST=kafka_engine`` the path is ``telemetry_queue`` -> ``telemetry_mv``
+-> ``telemetry``, at-least-once: ClickHouse writes a block to the view's target, then
+commits the block's offsets, and a block whose commit failed is read and written again;
+count readings there with ``uniqExact(home_id, ts)``. What was measured of both paths is
+in docs/delivery.md.
 
 Pure parts (no broker, no warehouse): :class:`~sinks.batching.Batcher`, :func:`~sinks.batching.normalise_ranges`,
 :class:`Sink` driven by any source/writer/ledger with the small interfaces below; the

@@ -19,11 +19,22 @@ from helpers import TEST_REGIONS
 REPO = Path(__file__).resolve().parent.parent
 
 
+def ingest_mode() -> str:
+    """The telemetry path of this session's stack (ECO_TELEMETRY_INGEST, else the default)."""
+    return os.environ.get("ECO_TELEMETRY_INGEST") or Settings.telemetry_ingest
+
+
 def pytest_collection_modifyitems(items):
     # Tests that use the stack are integration tests, whether marked or not.
+    mode = ingest_mode()
     for item in items:
         if {"stack_settings", "stack", "processor"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        # one telemetry path per session's stack: a test of the other path waits for its session
+        for marker, wanted in (("kafka_engine", "kafka_engine"), ("sink_ingest", "sink")):
+            if item.get_closest_marker(marker) and mode != wanted:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"tests the {wanted} telemetry path; run with ECO_TELEMETRY_INGEST={wanted} (make test does)"))
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +47,7 @@ def stack(tmp_path_factory):
         "ECO_CHECKPOINT_INTERVAL_S": "2",
         # a pool of regions for tests (helpers.fresh_region), accepted but never simulated
         "ECO_EXTRA_REGIONS": ",".join(TEST_REGIONS),
+        "ECO_TELEMETRY_INGEST": ingest_mode(),
     }
     settings = Settings.from_env(env)
     local = LocalStack(settings, with_prometheus=True, log=lambda line: print(line, file=sys.stderr))

@@ -8,7 +8,12 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from helpers import fresh_region, wait_for
+
+# the Kafka-engine path: a session whose stack runs it (ECO_TELEMETRY_INGEST=kafka_engine)
+pytestmark = pytest.mark.kafka_engine
 
 RESTARTS = 10
 

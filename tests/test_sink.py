@@ -591,7 +591,7 @@ def test_sigkill_between_insert_and_commit_then_restart_stores_exactly_once(stac
     assert bad.flush(10) == 0
 
     # run 1: small batches, 3 s between each insert and its offset commit
-    args = ("sink", "--topic", "telemetry", "--group", group, "--batch-seconds", "1")
+    args = ("sink", "--topic", "telemetry", "--table", "telemetry_sink", "--group", group, "--batch-seconds", "1")
     proc = spawn(s, *args, "--batch-rows", "2500", "--debug-commit-delay", "3", log_name=f"{group}-1")
     try:
         wait_for(lambda: counts(client, table, region)[0] > 0, 60, 0.1, what="the first batch")
@@ -627,6 +627,7 @@ def test_sigkill_between_insert_and_commit_then_restart_stores_exactly_once(stac
     assert sum(committed(s, topic, group, 4).values()) == produced + 3
 
 
+@pytest.mark.kafka_engine
 def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_property):
     """Produce at 2,000 readings/s to the real telemetry topic and restart the
     warehouse (SIGTERM, start) in the middle. Both paths consume the same messages: the
@@ -639,7 +640,7 @@ def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_pr
 
     s = stack_settings
     region, group = fresh_region(), unique("eco-sink-test")
-    sink = spawn(s, "sink", "--topic", "telemetry", "--group", group, "--batch-rows", "5000",
+    sink = spawn(s, "sink", "--topic", "telemetry", "--table", "telemetry_sink", "--group", group, "--batch-rows", "5000",
                  "--batch-seconds", "1", log_name=group)
     homes, ticks = 1000, 16
     start_ms = int(time.time() * 1000) - 7_200_000
@@ -691,3 +692,23 @@ def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_pr
     record_property("kafka_engine_restart", report)
     assert (k_rows, k_distinct, k_offsets) == (produced, produced, produced), "the sink is exactly-once"
     assert e_distinct == produced, f"the Kafka engine lost readings or stalled: {report}{stalled}"
+
+
+def test_reading_filter_gives_a_replay_after_a_partial_insert_the_same_rows_and_token():
+    """(home_id, seq) filter vs the insert token (sinks/reading_identity.py): rows this
+    batch stored in an earlier attempt are not 'repeats', so the replay inserts the same
+    rows under the same token (and ClickHouse drops the parts already written); a copy
+    stored by another batch is dropped, and the token says so."""
+    from sinks.reading_identity import drop_repeated, token
+
+    rows = [("H1", 5, 0, 10), ("H1", 6, 0, 11), ("H1", 5, 0, 12), ("H2", 7, 0, 13)]
+    idx = dict(home=0, seq=1, partition=2, offset=3)
+    first = drop_repeated(rows, stored=[], **idx)
+    assert first == (rows[:2] + rows[3:], [12])
+    partial = [("H1", 5, 0, 10), ("H2", 7, 0, 13)]  # what the first attempt got into the table
+    assert drop_repeated(rows, stored=partial, **idx) == first
+    assert token("t:0:10-13", first[1]) == token("t:0:10-13", [12])
+    # H2/7 already stored by an earlier batch (offset 3): dropped, another token
+    again = drop_repeated(rows, stored=[("H2", 7, 0, 3)], **idx)
+    assert again == (rows[:2], [12, 13])
+    assert token("t:0:10-13", again[1]) != token("t:0:10-13", first[1])

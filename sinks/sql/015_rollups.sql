@@ -5,8 +5,10 @@
 -- Kafka path (telemetry_queue -> telemetry_mv -> telemetry cascades into these
 -- views), direct inserts, backfills and replays. So the roll-ups always summarise
 -- exactly what `telemetry` received, and the Kafka-table filters (_error, the
--- dead-letter split) stay in one place. (The batching sink of 030 writes its own
--- tables, not `telemetry`, so it does not feed these roll-ups.)
+-- dead-letter split) stay in one place. With ECO_TELEMETRY_INGEST=sink (the default) the
+-- batching sink inserts into `telemetry` with a deduplication token and
+-- deduplicate_blocks_in_dependent_materialized_views = 1, and these tables get a
+-- deduplication window (sinks/lake_ingest.prepare): a replayed batch adds nothing here.
 -- Views fire on inserts only: the 7-day TTL of `telemetry` (010) never touches what
 -- was rolled up. A duplicate inserted into `telemetry` (a replay) is counted twice
 -- here as it is there.

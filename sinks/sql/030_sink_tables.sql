@@ -1,6 +1,7 @@
--- Targets of the batching sink (`ecoretrofit sink`, sinks/sink.py): the same data as
--- the Kafka-engine path's tables, stored by a separate consumer group into separate
--- tables so the two paths can be compared row for row.
+-- Targets of the batching sink (`ecoretrofit sink`, sinks/sink.py) beside the main
+-- tables: the same data stored by a separate consumer group, so two paths can be
+-- compared row for row (with ECO_TELEMETRY_INGEST=sink the stack's sink writes
+-- telemetry itself; `--table telemetry_sink` is then the comparison).
 --
 -- Exactly-once: every batch is inserted with insert_deduplication_token =
 -- "<topic>:<partition>:<first offset>-<last offset>". On a non-replicated MergeTree
