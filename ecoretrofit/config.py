@@ -93,7 +93,7 @@ class Settings:
     # Empty: one server, no Distributed tables.
     clickhouse_cluster: str = ""
     # How readings reach the `telemetry` table: "sink", the batching sink
-    # (`ecoretrofit sink --topic telemetry`, exactly once, one reading per (home_id, seq);
+    # (`ecoretrofit sink --topic telemetry`, exactly once, one row per (home_id, seq, ts);
     # the local stack and compose run it as a component), or "kafka_engine", ClickHouse's
     # Kafka table and views (at-least-once). Only the DDL (sinks/sql/010_telemetry.sql)
     # and which component runs differ; see docs/delivery.md.

@@ -73,7 +73,7 @@ class ClickHouseLedger:
 class ClickHouseWriter:
     """Inserts a batch's rows (and dead letters) with its deduplication token.
 
-    ``readings=True`` (telemetry): one row per (home_id, seq): readings repeated in the
+    ``readings=True`` (telemetry): one row per reading (home_id, seq, ts): readings repeated in the
     batch or already stored elsewhere are dropped before the insert, and counted in
     ``batch.duplicates`` (sinks/reading_identity.py says why this is safe with the
     token). The insert then also deduplicates the blocks of every view chained from the
@@ -89,8 +89,8 @@ class ClickHouseWriter:
         self.readings = readings
         if readings:
             at = {c: i for i, c in enumerate(self.columns)}
-            self._identity = {k: at[c] for k, c in (("home", "home_id"), ("seq", "seq"), ("partition", "kafka_partition"),
-                                                     ("offset", "kafka_offset"))}
+            self._identity = {k: at[c] for k, c in (("home", "home_id"), ("seq", "seq"), ("ts", "ts"),
+                                                     ("partition", "kafka_partition"), ("offset", "kafka_offset"))}
             self._bounds = {"region": at["region"], "home": at["home_id"], "ts": at["ts"]}
             self._stored_sql = reading_identity.stored_query(database, table)
         if types is None:

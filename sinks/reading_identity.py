@@ -1,10 +1,13 @@
-"""One row per reading: (home_id, seq) is a reading's identity (pure: no I/O).
+"""One row per reading: a retried reading is stored once (pure: no I/O).
 
 A device or the gateway may produce the same reading twice (a retry after a lost
 acknowledgement: same home_id, seq and ts, two Kafka offsets). The telemetry sink stores
 it once: before a batch is inserted, :func:`drop_repeated` removes every reading whose
-(home_id, seq) appeared earlier in the batch or is already stored at another Kafka
-position. :func:`stored_query` finds the stored ones, bounded by the batch's regions,
+(home_id, seq, ts) appeared earlier in the batch or is already stored at another Kafka
+position. The time is part of the key because a retry repeats the reading unchanged,
+while a counter that starts again (a restarted simulator or a reset device: seq from 0)
+gives other readings the same (home_id, seq) at other times: those are stored.
+:func:`stored_query` finds the stored ones, bounded by the batch's regions,
 homes and time range so ClickHouse reads only the granules of the ORDER BY
 (region, home_id, ts) and the weekly partitions those readings can be in (a retry
 carries the original ts).
@@ -32,10 +35,11 @@ unless another writer stored a copy in between (the limit above); and the token 
 what was dropped (:func:`token`), so a batch filtered differently is a different
 insert: its rows are stored (never lost), at worst once more.
 
->>> rows = [("H1", 5, 0, 10), ("H1", 6, 0, 11), ("H1", 5, 0, 12), ("H2", 5, 0, 13)]
->>> kept, dropped = drop_repeated(rows, home=0, seq=1, partition=2, offset=3, stored=[("H2", 5, 0, 3)])
+>>> rows = [("H1", 5, 9, 0, 10), ("H1", 6, 9, 0, 11), ("H1", 5, 9, 0, 12), ("H2", 5, 9, 0, 13), ("H1", 5, 8, 0, 14)]
+>>> idx = dict(home=0, seq=1, ts=2, partition=3, offset=4)
+>>> kept, dropped = drop_repeated(rows, stored=[("H2", 5, 9, 0, 3)], **idx)
 >>> kept, dropped
-([('H1', 5, 0, 10), ('H1', 6, 0, 11)], [12, 13])
+([('H1', 5, 9, 0, 10), ('H1', 6, 9, 0, 11), ('H1', 5, 8, 0, 14)], [12, 13])
 >>> token("t:0:10-13", dropped) != token("t:0:10-13", []) == "t:0:10-13"
 True
 """
@@ -46,22 +50,23 @@ import hashlib
 from typing import Iterable, Sequence
 
 
-def drop_repeated(rows: Sequence[tuple], home: int, seq: int, partition: int, offset: int,
+def drop_repeated(rows: Sequence[tuple], home: int, seq: int, ts: int, partition: int, offset: int,
                   stored: Iterable[tuple]) -> tuple[list[tuple], list[int]]:
     """``rows`` of one batch (in offset order) without the repeated readings; and the
-    offsets of those dropped. ``home``, ``seq``, ``partition``, ``offset`` are column
-    indexes of a row; ``stored`` holds (home_id, seq, kafka_partition, kafka_offset) of
-    rows already in the table. A row is dropped when its (home_id, seq) came earlier in
-    the batch, or is stored at a position other than the row's own (a row stored at its
-    own position is this batch's earlier attempt: see the module docstring)."""
+    offsets of those dropped. ``home``, ``seq``, ``ts`` (epoch ms), ``partition``,
+    ``offset`` are column indexes of a row; ``stored`` holds (home_id, seq, ts in epoch
+    ms, kafka_partition, kafka_offset) of rows already in the table. A row is dropped
+    when its (home_id, seq, ts) came earlier in the batch, or is stored at a position
+    other than the row's own (a row stored at its own position is this batch's earlier
+    attempt: see the module docstring)."""
     elsewhere: set[tuple] = set()
     at: dict[tuple, set[tuple[int, int]]] = {}
-    for h, s, p, o in stored:
-        at.setdefault((h, s), set()).add((int(p), int(o)))
+    for h, s, t, p, o in stored:
+        at.setdefault((h, int(s), int(t)), set()).add((int(p), int(o)))
     kept: list[tuple] = []
     dropped: list[int] = []
     for row in rows:
-        key = (row[home], row[seq])
+        key = (row[home], int(row[seq]), int(row[ts]))
         own = (int(row[partition]), int(row[offset]))
         if key in elsewhere or (at.get(key, set()) - {own}):
             dropped.append(own[1])
@@ -82,13 +87,13 @@ def token(base: str, dropped: Sequence[int]) -> str:
 
 
 def stored_query(database: str, table: str) -> str:
-    """The (home_id, seq, kafka_partition, kafka_offset) of stored rows that may repeat
-    a batch's readings; parameters from :func:`stored_query_parameters`.
+    """The (home_id, seq, ts in epoch ms, kafka_partition, kafka_offset) of stored rows
+    that may repeat a batch's readings; parameters from :func:`stored_query_parameters`.
 
     >>> "ts BETWEEN fromUnixTimestamp64Milli({lo:Int64}, 'UTC')" in stored_query("eco", "telemetry")
     True
     """
-    return (f"SELECT home_id, seq, kafka_partition, kafka_offset FROM {database}.{table} "
+    return (f"SELECT home_id, seq, toUnixTimestamp64Milli(ts), kafka_partition, kafka_offset FROM {database}.{table} "
             "WHERE region IN {regions:Array(String)} AND home_id IN {homes:Array(String)} "
             "AND ts BETWEEN fromUnixTimestamp64Milli({lo:Int64}, 'UTC') AND fromUnixTimestamp64Milli({hi:Int64}, 'UTC')")
 

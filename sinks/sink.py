@@ -62,7 +62,7 @@ time.
 
 Telemetry: with ``ECO_TELEMETRY_INGEST=sink`` (the default) this sink is how readings
 reach ``telemetry`` (a stack component and a compose service), and it stores one row per
-(home_id, seq): a reading produced twice is stored once (sinks/reading_identity.py,
+(home_id, seq, ts): a reading produced twice is stored once (sinks/reading_identity.py,
 which also says why that filter and the token above never lose a row); its inserts
 deduplicate the roll-up views chained from ``telemetry`` too
 (``deduplicate_blocks_in_dependent_materialized_views``). With

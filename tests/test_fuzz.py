@@ -346,7 +346,7 @@ def test_fuzzed_messages_are_each_stored_or_dead_lettered_once_on_every_path(sta
                          partitions=TELEMETRY.partitions_in(stack_settings))
     n_valid = sum(c.valid for c in cases)
     n_bad = len(cases) - n_valid
-    # a reading is its (home_id, seq): the sink stores one plausible reading of each
+    # a reading is its (home_id, seq, ts): the sink stores one plausible reading of each
     repeated = _repeated_readings(cases, oracle)
     n_repeats = sum(len(g) - 1 for g in repeated)
     sink_mode = ingest_mode() == "sink"  # the stack's telemetry path is the sink too
@@ -485,13 +485,13 @@ def test_fuzzed_messages_are_each_stored_or_dead_lettered_once_on_every_path(sta
 
 
 def _repeated_readings(cases: list[Case], oracle) -> list[list[int]]:
-    """Groups of plausible cases that are one reading (same home_id and seq: a mutated
-    copy of a good reading), in corpus order."""
+    """Groups of plausible cases that are one reading (same home_id, seq and ts: a
+    copy of a good reading with a value mutated), in corpus order."""
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cases):
         if c.valid:
             r = oracle.reading(c.value)
-            groups.setdefault((r["home_id"], r["seq"]), []).append(i)
+            groups.setdefault((r["home_id"], r["seq"], r["ts"]), []).append(i)
     return [g for g in groups.values() if len(g) > 1]
 
 

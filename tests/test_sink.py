@@ -695,20 +695,22 @@ def test_warehouse_restart_kafka_engine_vs_sink(stack, stack_settings, record_pr
 
 
 def test_reading_filter_gives_a_replay_after_a_partial_insert_the_same_rows_and_token():
-    """(home_id, seq) filter vs the insert token (sinks/reading_identity.py): rows this
-    batch stored in an earlier attempt are not 'repeats', so the replay inserts the same
-    rows under the same token (and ClickHouse drops the parts already written); a copy
-    stored by another batch is dropped, and the token says so."""
+    """(home_id, seq, ts) filter vs the insert token (sinks/reading_identity.py): rows
+    this batch stored in an earlier attempt are not 'repeats', so the replay inserts the
+    same rows under the same token (and ClickHouse drops the parts already written); a
+    copy stored by another batch is dropped, and the token says so."""
     from sinks.reading_identity import drop_repeated, token
 
-    rows = [("H1", 5, 0, 10), ("H1", 6, 0, 11), ("H1", 5, 0, 12), ("H2", 7, 0, 13)]
-    idx = dict(home=0, seq=1, partition=2, offset=3)
+    rows = [("H1", 5, 9, 0, 10), ("H1", 6, 9, 0, 11), ("H1", 5, 9, 0, 12), ("H2", 7, 9, 0, 13)]
+    idx = dict(home=0, seq=1, ts=2, partition=3, offset=4)
     first = drop_repeated(rows, stored=[], **idx)
     assert first == (rows[:2] + rows[3:], [12])
-    partial = [("H1", 5, 0, 10), ("H2", 7, 0, 13)]  # what the first attempt got into the table
+    partial = [("H1", 5, 9, 0, 10), ("H2", 7, 9, 0, 13)]  # what the first attempt got into the table
     assert drop_repeated(rows, stored=partial, **idx) == first
     assert token("t:0:10-13", first[1]) == token("t:0:10-13", [12])
     # H2/7 already stored by an earlier batch (offset 3): dropped, another token
-    again = drop_repeated(rows, stored=[("H2", 7, 0, 3)], **idx)
+    again = drop_repeated(rows, stored=[("H2", 7, 9, 0, 3)], **idx)
     assert again == (rows[:2], [12, 13])
     assert token("t:0:10-13", again[1]) != token("t:0:10-13", first[1])
+    # the same (home_id, seq) at another time is another reading (a counter that restarted)
+    assert drop_repeated(rows, stored=[("H2", 7, 8, 0, 3)], **idx) == first

@@ -1,6 +1,6 @@
 """The batching sink as the stack's telemetry path (ECO_TELEMETRY_INGEST=sink, the
 default): readings reach `telemetry` and its roll-ups exactly once, one row per
-(home_id, seq), through broker restarts and a SIGKILLed sink; the warehouse has no
+(home_id, seq, ts), through broker restarts and a SIGKILLed sink; the warehouse has no
 Kafka table for telemetry. Issues 9 and 12; what was measured: docs/delivery.md."""
 
 from __future__ import annotations
