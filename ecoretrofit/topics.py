@@ -72,7 +72,9 @@ PROSE: dict[str, dict[str, object]] = {
             "`ecoretrofit simulate` (producers/producer.py); the device gateway (`ecoretrofit gateway serve` "
             "for HTTPS, `ecoretrofit gateway bridge` for MQTT), header `source` = gateway-https or gateway-mqtt"
         ),
-        consumers="the stream processor (`ecoretrofit process`), the warehouse (ClickHouse Kafka engine)",
+        consumers=("the stream processor (`ecoretrofit process`), the warehouse: the telemetry sink "
+                   "(`ecoretrofit sink --topic telemetry`, group eco-sink-telemetry) or, with "
+                   "ECO_TELEMETRY_INGEST=kafka_engine, ClickHouse's Kafka engine"),
         ordering=(
             "Per home: all readings of a home share a key, hence a partition, and arrive in the order "
             "produced (`seq` +1 per reading). No order across homes or partitions."
@@ -85,7 +87,9 @@ PROSE: dict[str, dict[str, object]] = {
         dedup=(
             "(home_id, seq) identifies a reading; a gap in seq means readings lost at the source. A device "
             "retrying a batch whose reply it lost, or a bridge killed between Kafka's ack and its PUBACK, can "
-            "write a reading twice: deduplicate on (home_id, seq)."
+            "write a reading twice: deduplicate on (home_id, seq) with its ts, as the warehouse's telemetry "
+            "sink does (a retry repeats ts; a counter that starts again, such as a new simulator run, reuses "
+            "seqs at other times)."
         ),
     ),
     "anomalies": dict(
