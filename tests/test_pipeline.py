@@ -246,9 +246,15 @@ def test_implausible_readings_are_dead_lettered_and_never_stall_ingestion(stack_
         f"WHERE topic = %(t)s AND partition = 0 AND offset IN %(o)s ORDER BY offset",
         parameters={"t": s.topic_telemetry, "o": bad_offsets}).result_rows), 60, what="every implausible reading")
     errors = dict(rows)
-    assert all(e.startswith("implausible (contract v1): ") for e in errors.values())
+    # the sink (ECO_TELEMETRY_INGEST=sink) refuses a message over the contract's size limit
+    # before decoding it (the 10 kB home id); the Kafka engine parses it and names the field
+    oversized = offsets[("bad", len(bad) - 1)]
+    assert errors[oversized].startswith(("implausible (contract v1): home_id:", "message of ")), errors[oversized]
+    assert all(e.startswith("implausible (contract v1): ") for o, e in errors.items() if o != oversized)
     assert all("region:" in errors[offsets[("bad", i)]] for i in range(150))
     for i, (name, edit) in enumerate(extremes.items()):
+        if offsets[("bad", 150 + i)] == oversized:
+            continue
         field = next(iter(edit))
         assert f"{field}:" in errors[offsets[("bad", 150 + i)]], (name, errors[offsets[("bad", 150 + i)]])
     assert max(len(e) for e in errors.values()) < 500  # a 10 kB home id makes a short reason

@@ -205,7 +205,8 @@ def test_a_view_made_by_an_older_ddl_gets_todays_query(chdb_session):
     from sinks.warehouse import render_ddl
 
     settings = Settings.from_env({"ECO_CLICKHOUSE_PASSWORD": "x", "ECO_S3_ACCESS_KEY": "x",
-                                  "ECO_S3_SECRET_KEY": "x", "ECO_CLICKHOUSE_DATABASE": "upgrade"})
+                                  "ECO_S3_SECRET_KEY": "x", "ECO_CLICKHOUSE_DATABASE": "upgrade",
+                                  "ECO_TELEMETRY_INGEST": "kafka_engine"})  # the views of that path
     statements = render_ddl(settings)
     create = next(s for s in statements if s.startswith("CREATE MATERIALIZED VIEW IF NOT EXISTS upgrade.telemetry_mv"))
     alter = statements[statements.index(create) + 1]
