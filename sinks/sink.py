@@ -150,6 +150,7 @@ class Sink:
         commit_delay: float = 0.0,
         poll_max: int = 10_000,
         stop: threading.Event | None = None,
+        leave_wait_s: float = 0.0,
     ):
         self.source = source
         self.topic = source.topic
@@ -162,6 +163,7 @@ class Sink:
         self.retry_seconds = retry_seconds
         self.commit_delay = commit_delay  # test hook: widen the insert -> commit window
         self.poll_max = poll_max
+        self.leave_wait_s = leave_wait_s
         self.assigned: set[int] = set()
         self.ready: deque[Batch] = deque()
         self.stop = stop or threading.Event()
@@ -245,6 +247,10 @@ class Sink:
                 # The message being decoded was never buffered: every batch ends
                 # before it, so committing them below skips nothing.
                 log.info("stopped while waiting for the schema registry")
+            try:
+                self._wait_for_partitions_before_leaving()
+            except Interrupted:
+                pass
             # shutdown: everything buffered becomes a batch, written and committed
             self.ready.extend(self.batcher.cut())
             if self.ready:
@@ -252,6 +258,22 @@ class Sink:
         finally:
             self.source.close()
         return self.stats
+
+    def _wait_for_partitions_before_leaving(self) -> None:
+        """Leave only a formed group: our broker (Tansu 0.6) keeps a member that leaves
+        a group still forming as its leader, and every later member of the group then
+        waits for it, for good (docs/delivery.md, tests/test_tansu_groups.py; seen here
+        when the stack's telemetry sink was stopped a few seconds after a restart). So
+        a sink stopped before it got its partitions waits for them (at most
+        ``leave_wait_s``); what it reads meanwhile is stored before it leaves."""
+        deadline = self.clock() + self.leave_wait_s
+        waited = False
+        while not self.assigned and self.clock() < deadline:
+            waited = True
+            self.poll_once(0.2)
+        if waited:
+            log.info("stopping: %s", "partitions held, leaving the group" if self.assigned
+                     else f"no partitions after {self.leave_wait_s:g}s, leaving anyway")
 
     def poll_once(self, timeout: float) -> int:
         msgs = self.source.poll(self.poll_max, timeout)

@@ -52,8 +52,9 @@ def build(settings, kind: str, to: str = "warehouse", group: str | None = None, 
     else:
         raise ValueError(f"unknown target {to!r}")
     source = KafkaSource(settings, spec.topic, group, offset_reset)
-    return Sink(source, make_decoder(spec, avro, regions=settings.known_regions), writer, ledger, group, rows, seconds, commit_delay=commit_delay,
-                stop=stop)
+    # leave_wait_s: inside the stack's 20 s stop timeout, as the warehouse's own wait (12 s)
+    return Sink(source, make_decoder(spec, avro, regions=settings.known_regions), writer, ledger, group, rows, seconds,
+                commit_delay=commit_delay, stop=stop, leave_wait_s=12.0)
 
 
 def _retry_setup(fn, attempts: int = 30):

@@ -714,3 +714,41 @@ def test_reading_filter_gives_a_replay_after_a_partial_insert_the_same_rows_and_
     assert token("t:0:10-13", again[1]) != token("t:0:10-13", first[1])
     # the same (home_id, seq) at another time is another reading (a counter that restarted)
     assert drop_repeated(rows, stored=[("H2", 7, 8, 0, 3)], **idx) == first
+
+
+def test_a_sink_stopped_before_it_got_partitions_waits_for_them_before_leaving():
+    """Stopped while its group is still forming, the sink waits (bounded) until it holds
+    its partitions and leaves a formed group: on Tansu 0.6 a member leaving a forming
+    group leaves the group stuck for every later member (docs/delivery.md)."""
+    rng = random.Random(6)
+    broker = Broker("t", partitions=2)
+    broker.produce(30, rng)
+    wh, ledger = Warehouse(), MemLedger()
+    clock = Clock()
+    source = FakeSource(broker, clock, rng)
+    sink = Sink(source, decode, FakeWriter(wh), ledger, "g", 10_000, 3600.0, clock=clock, leave_wait_s=5.0)
+    real_subscribe = source.subscribe
+    joins = {"polls": 0}
+
+    def subscribe(on_assign, on_revoke):
+        real_subscribe(lambda ps: joins["polls"] >= 3 and on_assign(ps), on_revoke)
+
+    real_poll = source.poll
+
+    def poll(n, timeout):
+        joins["polls"] += 1
+        if joins["polls"] >= 3 and not sink.assigned:
+            source.pos = {}  # the group forms on the third poll
+        return real_poll(n, timeout)
+
+    source.subscribe, source.poll = subscribe, poll
+    sink.stop.set()  # SIGTERM before the first poll
+    sink.run()
+    assert sink.assigned, "left the group before it formed"
+    assert len(wh.rows) == sum(broker.committed.values())
+    # without the wait it leaves at once, unassigned
+    lone = Sink(FakeSource(broker, clock, rng), decode, FakeWriter(Warehouse()), MemLedger(), "g2", 10, 3600.0,
+                clock=clock)
+    lone.stop.set()
+    lone.run()
+    assert not lone.assigned
