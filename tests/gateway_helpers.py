@@ -67,7 +67,10 @@ def dead_letters_for(settings, homes: set[str], idle_s: float = 4.0, timeout_s: 
 
 def _read_until_idle(settings, topic: str, keep, idle_s: float, timeout_s: float) -> list[dict]:
     """``keep(msg)`` of every message of ``topic`` from the start, until ``idle_s``
-    passed without one it kept (or ``timeout_s`` in all); ``keep`` returns None to skip."""
+    passed without any message (or ``timeout_s`` in all); ``keep`` returns None to skip.
+    Idle counts from the last message read, not the last one kept: reading a session's
+    older messages back from a restarted broker (its log is on S3) can take longer than
+    ``idle_s`` before the first one kept, which then returned nothing."""
     c = Consumer({**settings.kafka_client_config(), "group.id": unique("gw-test"),
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     _assign_all(c, topic)
@@ -79,10 +82,10 @@ def _read_until_idle(settings, topic: str, keep, idle_s: float, timeout_s: float
             for msg in c.consume(5000, 0.5):
                 if msg.error():
                     continue
+                last_new = time.monotonic()
                 kept = keep(msg)
                 if kept is not None:
                     out.append(kept)
-                    last_new = time.monotonic()
     finally:
         c.close()
     return out
