@@ -17,7 +17,7 @@ from ecoretrofit.serde import decoder_for, encoder_for
 from producers.producer import TelemetryProducer, run_backfill
 from producers.simulator import CitySimulator
 from sinks.warehouse import connect
-from helpers import fresh_region, home_ids, malformed_avro, offset_recorder, unique, wait_for
+from helpers import fresh_region, home_ids, malformed_avro, offset_recorder, readings_in_log, unique, wait_for
 
 
 
@@ -181,24 +181,7 @@ def test_broker_restart_loses_nothing(stack, stack_settings):
     assert distinct == produced, "a reading was lost"
     assert rows == produced, f"{rows - produced} duplicates after the broker restart"
     # and the log itself survived: count by consuming, never from watermarks
-    c = Consumer({**s.kafka_client_config(), "group.id": unique("g"), "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False})
-    c.subscribe([s.topic_telemetry])
-    dec = decoder_for(s, schemas.TELEMETRY_READING)
-    seen = set()
-    idle_since = time.monotonic()
-    while time.monotonic() - idle_since < 8:
-        msg = c.poll(0.5)
-        if msg is None or msg.error():
-            continue
-        idle_since = time.monotonic()
-        try:
-            r = dec.decode(msg.value())
-        except Exception:
-            continue
-        if r["region"] == region:
-            seen.add((r["home_id"], r["ts"]))
-    c.close()
+    seen = readings_in_log(s, region)
     assert len(seen) == produced
 
 

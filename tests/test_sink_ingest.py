@@ -18,7 +18,7 @@ from ecoretrofit import processes
 from ecoretrofit.serde import encoder_for
 from producers.simulator import CitySimulator
 from sinks.warehouse import connect
-from helpers import fresh_region, wait_for
+from helpers import fresh_region, readings_in_log, wait_for
 
 pytestmark = pytest.mark.sink_ingest
 
@@ -161,32 +161,3 @@ def test_sink_sigkill_and_broker_restart_while_producing_store_every_reading_onc
         # and lost them across its restart under load (docs/delivery.md)
         pytest.xfail(f"the broker lost {produced - in_log} acknowledged readings across its restart; {report}")
 
-
-def readings_in_log(settings, region: str) -> set[tuple[str, int]]:
-    """(home_id, ts) of every reading of ``region`` in the telemetry topic."""
-    from confluent_kafka import Consumer
-
-    from ecoretrofit.serde import decoder_for
-    from helpers import unique
-
-    c = Consumer({**settings.kafka_client_config(), "group.id": unique("g"), "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False, "fetch.max.bytes": 52428800})
-    c.subscribe([settings.topic_telemetry])
-    dec = decoder_for(settings, schemas.TELEMETRY_READING)
-    seen: set[tuple[str, int]] = set()
-    idle_since = time.monotonic()
-    try:
-        while time.monotonic() - idle_since < 8:
-            for msg in c.consume(5000, 0.5):
-                if msg.error():
-                    continue
-                idle_since = time.monotonic()
-                try:
-                    r = dec.decode(msg.value())
-                except Exception:
-                    continue
-                if r["region"] == region:
-                    seen.add((r["home_id"], r["ts"]))
-    finally:
-        c.close()
-    return seen
