@@ -42,7 +42,7 @@ demo: setup
 # Kafka-engine path in a session whose stack runs that path.
 test: setup
 	$(PY) -m pytest -q --durations=15
-	ECO_TELEMETRY_INGEST=kafka_engine $(PY) -m pytest -q --durations=15 -m kafka_engine
+	ECO_TELEMETRY_INGEST=kafka_engine $(PY) -m pytest -q --durations=15 -m "kafka_engine or both_ingest_paths"
 
 # Unit tests only: no stack, seconds.
 test-fast: setup

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import fastavro
+import pytest
 from confluent_kafka import Consumer, Producer
 
 import schemas
@@ -327,6 +328,7 @@ def _settle(predicate, timeout: float, interval: float = 0.5) -> None:
         time.sleep(interval)
 
 
+@pytest.mark.both_ingest_paths
 def test_fuzzed_messages_are_each_stored_or_dead_lettered_once_on_every_path(stack, stack_settings):
     seed = int(os.environ.get("ECO_FUZZ_SEED", DEFAULT_SEED))
     print(f"\nfuzz seed {seed} (rerun with ECO_FUZZ_SEED={seed})")

@@ -67,6 +67,7 @@ def test_registry_works_with_confluent_client(stack_settings):
     assert f"{topic}-value" in client.get_subjects()
 
 
+@pytest.mark.both_ingest_paths
 def test_every_reading_stored_exactly_once(stack_settings):
     region = fresh_region()
     produced = produce_region(stack_settings, region, homes=200, ticks=100)
@@ -138,6 +139,7 @@ def test_spike_produces_anomaly_event(stack_settings, processor):
     assert alert["alert_id"] == f"{home}/power_w/{spike_ts}"
 
 
+@pytest.mark.both_ingest_paths
 def test_malformed_messages_go_to_dead_letters(stack_settings):
     s = stack_settings
     region = fresh_region()
@@ -185,6 +187,7 @@ def test_broker_restart_loses_nothing(stack, stack_settings):
     assert len(seen) == produced
 
 
+@pytest.mark.both_ingest_paths
 def test_implausible_readings_are_dead_lettered_and_never_stall_ingestion(stack_settings):
     """Valid Avro, implausible readings (the contract of schemas/plausibility.py): 150
     distinct unknown regions once made one Kafka-engine block span more than 100
