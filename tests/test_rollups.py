@@ -429,8 +429,9 @@ def test_ttl_added_to_a_table_created_without_it(client, stack_settings):
 
 @pytest.mark.both_ingest_paths
 def test_kafka_readings_reach_the_rollups(client, stack_settings):
-    """Through the broker: the telemetry path (the sink, or the Kafka engine's views) into telemetry cascades into the
-    roll-up views, so the roll-ups count exactly what the raw table received."""
+    """Through the broker: the telemetry path (the sink, or the Kafka engine's views)
+    into telemetry cascades into the roll-up views, so the roll-ups count exactly what
+    the raw table received."""
     from producers.producer import TelemetryProducer, run_backfill
     from producers.simulator import CitySimulator
 
