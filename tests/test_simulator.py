@@ -44,6 +44,30 @@ def test_deterministic_for_a_seed():
     assert [s1.tick() for _ in range(3)] == [s2.tick() for _ in range(3)]
 
 
+def test_noise_drawn_ahead_is_the_generators_own_sequence():
+    """Each tick's noise is drawn ahead on a thread shared by every simulator: cities
+    ticked in turn, or one of them resumed after a pause, see exactly the numbers a
+    lone city drawing in order sees."""
+    alone = run(homes=40, ticks=30, seed=5, step=1000)
+    a = CitySimulator(40, REGIONS, 5, JAN_15, step_ms=1000)
+    b = CitySimulator(40, REGIONS, 5, JAN_15, step_ms=1000)
+    other = CitySimulator(300, REGIONS, 6, JAN_15, step_ms=1000)
+    ticks_a, ticks_b = [], []
+    for k in range(30):
+        ticks_a.append(a.tick_columns())
+        other.tick_columns()
+        if k % 7 != 3:  # b skips a turn now and then; its next draw waits meanwhile
+            ticks_b.append(b.tick_columns())
+    while len(ticks_b) < 30:
+        ticks_b.append(b.tick_columns())
+    for name in FIELDS[2:]:
+        assert same(np.stack([c[name] for c in ticks_a]), alone[name]), name
+        assert same(np.stack([c[name] for c in ticks_b]), alone[name]), name
+    # and the draws are the generator's own, in order: one per tick, nothing skipped
+    rng = np.random.default_rng(5)
+    assert [rng.standard_normal(a._nz)[0] for _ in range(31)][-1] == a._next_z.result()[0]
+
+
 def test_homes_are_the_same_homes_in_any_city_size():
     small, big = CitySimulator(10, REGIONS, 9, JAN_15), CitySimulator(500, REGIONS, 9, JAN_15)
     assert small.home_ids == big.home_ids[:10]
