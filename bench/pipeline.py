@@ -55,7 +55,7 @@ def _bare_produce(settings: Settings, topic: str, payloads: list[tuple[bytes, by
     return len(payloads) / elapsed
 
 
-def bench_produce(settings: Settings, readings: int = 200_000, homes: int = 1000, rounds: int = 7) -> Report:
+def bench_produce(settings: Settings, readings: int = 200_000, homes: int = 1000, rounds: int = 9) -> Report:
     """The simulator + Avro + produce path against the bare loop over the same messages
     (same broker, topic, keys, bytes and client settings), in ``rounds`` interleaved
     rounds that alternate which goes first, so that load from other work falls on both

@@ -40,7 +40,9 @@ def telemetry_producer_config(settings: Settings) -> dict[str, object]:
       would cost as much as encoding it;
     - room for a million queued readings (librdkafka's default is 100,000): a backfill
       or a large city's tick queues at once and the client's threads send it while
-      the next tick is computed, instead of blocking on a full queue.
+      the next tick is computed, instead of blocking on a full queue. The price: while
+      the broker is unreachable the client may hold that many (a few hundred bytes
+      each, some 300 MB) before ``send_columns`` blocks.
     """
     return {
         **settings.producer_config(),
