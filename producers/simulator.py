@@ -368,6 +368,7 @@ class CitySimulator:
         # flight at a time)
         self._nz = 9 * n + 7 * nw + 3 * r
         self._next_z: Future | None = None
+        self._pid = os.getpid()
 
         # ---- components (optional): wear and failures of each home's bill of materials
         self._wpos = np.full(n, -1, dtype=np.int64)
@@ -384,6 +385,20 @@ class CitySimulator:
         self.faults: FaultPlan | None = None
         if faults is not None:
             self.set_faults(faults)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self._next_z is not None:  # the draw in flight, as numbers
+            state["_next_z"] = self._next_z.result()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        drawn = state["_next_z"]
+        if drawn is not None:
+            state["_next_z"] = Future()
+            state["_next_z"].set_result(drawn)
+        state["_pid"] = os.getpid()
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -536,6 +551,9 @@ class CitySimulator:
         n, w = self.n, self.water_idx
         nw, r = len(w), len(self.regions)
         ar = self._ar(dt)
+        if self._next_z is not None and os.getpid() != self._pid:
+            # its draw ahead happened (or not) in the parent: the noise would depend on timing
+            raise RuntimeError("a simulator cannot go on ticking in a forked process; create one there")
         z = self._rng.standard_normal(self._nz) if self._next_z is None else self._next_z.result()
         self._next_z = _draw_ahead(self._rng, self._nz)
         zi = iter(range(0, 9 * n, n))
