@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
                         help=f"comma-separated sections of {', '.join(SECTIONS)} (default: {', '.join(DEFAULT)})")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--readings", type=int, default=200_000, help="produce: readings per round")
-    parser.add_argument("--rounds", type=int, default=9,
+    parser.add_argument("--rounds", type=int, default=10,
                         help="produce: interleaved rounds of ours and the baseline (the median ratio is reported)")
     parser.add_argument("--live-homes", type=int, default=10_000, help="live: homes (readings/s)")
     parser.add_argument("--live-workers", type=int, default=2, help="live: Faust workers")
