@@ -7,6 +7,7 @@ its baseline and the ratio between the two is what to compare across machines.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -124,6 +125,11 @@ def print_report(results: dict) -> None:
         per_round = ", ".join(f"{x:.0%}" for x in r.get("ratios_per_round", []))
         print(f"          ratio                  {r['ratio']:>10.0%}   (best of {r.get('rounds', 1)} each; "
               f"per round {per_round}; target >= 60%)")
+        if "cpu_ratio" in r:
+            per_round = ", ".join(f"{x:.0%}" for x in r["cpu_ratios_per_round"])
+            print(f"          per CPU-second         {r['faust_readings_per_cpu_s']:>10,.0f} vs "
+                  f"{r['baseline_readings_per_cpu_s']:,.0f} readings/s: {r['cpu_ratio']:.0%} (per round {per_round})")
+        print(f"          load average           {os.getloadavg()[0]:>10.1f}   (other jobs on the cores)")
     if "latency" in results:
         r = results["latency"]
         print(f"latency   produce->anomaly       p50 {r['anomaly_p50_s'] * 1000:>7.0f} ms  p99 {r['anomaly_p99_s'] * 1000:>7.0f} ms"
