@@ -47,6 +47,7 @@ from ecoretrofit.config import FETCH_MAX_WAIT_MS, Settings
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
 from processors.alerts import AlertBook
 from processors.batch_consumer import install
+from processors.detectors import make
 from processors.intake import dead_letter, screen
 from processors.scoring import MAX_CHECKPOINT_BYTES, HomeModel, ScoringConfig
 from processors.snapshots import SnapshotPointer, SnapshotPolicy
@@ -141,6 +142,9 @@ class Processor:
     def __init__(self, settings: Settings, batch_size: int = 5000):
         self.settings = settings
         self.config = ScoringConfig.from_settings(settings)
+        # Import the detectors now (and refuse a bad ECO_DETECTOR at start), not inside
+        # the first batch: loading them imports River and SciPy.
+        make(self.config.detector, **self.config.detector_params)
         _short_fetch_wait()
         self.app = faust.App(settings.processor_app_id, **faust_settings(settings))
         self.telemetry = self.app.topic(
