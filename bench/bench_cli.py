@@ -7,7 +7,6 @@ its baseline and the ratio between the two is what to compare across machines.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -129,11 +128,18 @@ def print_report(results: dict) -> None:
             per_round = ", ".join(f"{x:.0%}" for x in r["cpu_ratios_per_round"])
             print(f"          per CPU-second         {r['faust_readings_per_cpu_s']:>10,.0f} vs "
                   f"{r['baseline_readings_per_cpu_s']:,.0f} readings/s: {r['cpu_ratio']:.0%} (per round {per_round})")
-        print(f"          load average           {os.getloadavg()[0]:>10.1f}   (other jobs on the cores)")
+        if "load_average" in r:
+            print(f"          load average           {r['load_average']:>10.1f}   (at the end; other jobs on the cores)")
     if "latency" in results:
         r = results["latency"]
         print(f"latency   produce->anomaly       p50 {r['anomaly_p50_s'] * 1000:>7.0f} ms  p99 {r['anomaly_p99_s'] * 1000:>7.0f} ms"
               f"  ({r['anomaly_events']} events, {r['homes']} homes live; target p99 < 300 ms)")
+        if "to_batch_p50_s" in r:
+            print(f"          reading->worker batch  p50 {r['to_batch_p50_s'] * 1000:>7.0f} ms  p99 {r['to_batch_p99_s'] * 1000:>7.0f} ms"
+                  f"  (produce, linger, broker, fetch)")
+            print(f"          batch->event consumed  p50 {r['batch_to_listener_p50_s'] * 1000:>7.0f} ms  p99 "
+                  f"{r['batch_to_listener_p99_s'] * 1000:>7.0f} ms  (scoring, send, downstream fetch; "
+                  f"load average {r['load_average']:.1f})")
         print(f"          produce->ClickHouse    p50 {r['clickhouse_p50_s'] * 1000:>7.0f} ms  p99 {r['clickhouse_p99_s'] * 1000:>7.0f} ms"
               f"  ({r['clickhouse_rows']:,} rows)")
     if "live" in results:

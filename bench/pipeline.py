@@ -13,6 +13,7 @@ against whatever stack ECO_* points at.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -191,7 +192,8 @@ def bench_process(settings: Settings, homes: int = 1000, ticks: int = 200, round
             "ratios_per_round": [o[0] / b[0] for o, b in zip(ours, baseline)],
             "baseline_readings_per_cpu_s": cpu_base, "faust_readings_per_cpu_s": cpu_ours,
             "cpu_ratio": cpu_ours / cpu_base,
-            "cpu_ratios_per_round": [o[1] / b[1] for o, b in zip(ours, baseline)]}
+            "cpu_ratios_per_round": [o[1] / b[1] for o, b in zip(ours, baseline)],
+            "load_average": os.getloadavg()[0]}
 
 
 # ------------------------------------------------------------------------ live
@@ -252,6 +254,12 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
     workers = start_workers(settings, settings.topic_telemetry, 1, offset_reset="latest", label="bench-worker")
     anomalies_topic = workers.anomalies_topic
     latencies: list[float] = []
+    # where the time goes: reading -> the start of the worker's batch that scored it
+    # (the event's detected_at: produce, linger, broker, fetch, waiting behind earlier
+    # batches), then -> the event here (scoring the rest of the batch, the anomaly's
+    # send, and this consumer's fetch)
+    to_batch: list[float] = []
+    to_here: list[float] = []
     stop = threading.Event()
     decoder = decoder_for(settings, schemas.ANOMALY_EVENT)
 
@@ -267,7 +275,10 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
                     # silence window after its home's last reading (and the worker may
                     # see the tail of an earlier run: Tansu's "latest" is a batch early)
                     if ev["detector"] != "gap":
-                        latencies.append(time.time() - ev["ts"] / 1000)
+                        now = time.time()
+                        latencies.append(now - ev["ts"] / 1000)
+                        to_batch.append((ev["detected_at"] - ev["ts"]) / 1000)
+                        to_here.append(now - ev["detected_at"] / 1000)
         c.close()
 
     listener = threading.Thread(target=listen, daemon=True)
@@ -301,10 +312,13 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
         f"SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', ts, ingested_at)) FROM {db}.telemetry "
         f"WHERE ts BETWEEN fromUnixTimestamp64Milli({start_ms}) AND fromUnixTimestamp64Milli({end_ms})"
     ).result_rows[0][0]
-    lat = sorted(latencies)
+    def q(values: list[float], p: float) -> float:
+        values = sorted(values)
+        return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
 
-    def q(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
-
-    return {"homes": homes, "anomaly_events": len(lat), "anomaly_p50_s": q(0.5), "anomaly_p99_s": q(0.99),
+    return {"homes": homes, "anomaly_events": len(latencies),
+            "anomaly_p50_s": q(latencies, 0.5), "anomaly_p99_s": q(latencies, 0.99),
+            "to_batch_p50_s": q(to_batch, 0.5), "to_batch_p99_s": q(to_batch, 0.99),
+            "batch_to_listener_p50_s": q(to_here, 0.5), "batch_to_listener_p99_s": q(to_here, 0.99),
+            "load_average": os.getloadavg()[0],
             "clickhouse_rows": n, "clickhouse_p50_s": p50 / 1000, "clickhouse_p99_s": p99 / 1000}
