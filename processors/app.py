@@ -423,7 +423,6 @@ class Processor:
         wall = time.time()
         now_ms = int(wall * 1000)
         processed = Tally()
-        found = []
         spoke = []
         last_ts = None
         # acknowledged after the checkpoint that covers them
@@ -438,12 +437,16 @@ class Processor:
             try:
                 model = self.model_for(home_id)
                 was_silent = model.silent
-                found += model.update(reading, detected_at_ms=now_ms)
+                found = model.update(reading, detected_at_ms=now_ms)
             except Exception as exc:  # one bad reading must not stop the city
                 log.exception("scoring failed for %s", home_id)
                 await self.dead_letter(msg, DecodeError(f"scoring failed: {exc!r}", "processing_error"))
                 self.cache.pop(home_id, None)
                 continue
+            # sent as found, not after the batch: scoring the rest of a fetch would
+            # add its time to every event's latency
+            for anomaly in found:
+                await self.send_anomaly(anomaly, wall)
             if was_silent:
                 spoke.append(home_id)
             seen = self.clocks.get(msg.partition)
@@ -452,8 +455,6 @@ class Processor:
             self.dirty.add(home_id)
             processed[reading["region"]] += 1
             last_ts = reading["ts"]
-        for anomaly in found:
-            await self.send_anomaly(anomaly, wall)
         for home_id in spoke:  # a silent home spoke again: its silence alert resolves
             for alert in self.alert_book.resolve(home_id, "seq", wall):
                 await self.send_alert(alert)
