@@ -137,8 +137,10 @@ def print_report(results: dict) -> None:
         if "to_batch_p50_s" in r:
             print(f"          reading->worker batch  p50 {r['to_batch_p50_s'] * 1000:>7.0f} ms  p99 {r['to_batch_p99_s'] * 1000:>7.0f} ms"
                   f"  (produce, linger, broker, fetch)")
-            print(f"          batch->event consumed  p50 {r['batch_to_listener_p50_s'] * 1000:>7.0f} ms  p99 "
-                  f"{r['batch_to_listener_p99_s'] * 1000:>7.0f} ms  (scoring, send, downstream fetch; "
+            print(f"          batch->event sent      p50 {r['batch_to_send_p50_s'] * 1000:>7.0f} ms  p99 "
+                  f"{r['batch_to_send_p99_s'] * 1000:>7.0f} ms  (scoring the batch up to the reading)")
+            print(f"          sent->event consumed   p50 {r['send_to_listener_p50_s'] * 1000:>7.0f} ms  p99 "
+                  f"{r['send_to_listener_p99_s'] * 1000:>7.0f} ms  (worker's producer, broker, downstream fetch; "
                   f"load average {r['load_average']:.1f})")
         print(f"          produce->ClickHouse    p50 {r['clickhouse_p50_s'] * 1000:>7.0f} ms  p99 {r['clickhouse_p99_s'] * 1000:>7.0f} ms"
               f"  ({r['clickhouse_rows']:,} rows)")
