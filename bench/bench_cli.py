@@ -142,6 +142,9 @@ def print_report(results: dict) -> None:
             print(f"          sent->event consumed   p50 {r['send_to_listener_p50_s'] * 1000:>7.0f} ms  p99 "
                   f"{r['send_to_listener_p99_s'] * 1000:>7.0f} ms  (worker's producer, broker, downstream fetch; "
                   f"load average {r['load_average']:.1f})")
+        if "bare_hop_p50_s" in r:
+            print(f"          baseline: one bare hop p50 {r['bare_hop_p50_s'] * 1000:>7.0f} ms  p99 {r['bare_hop_p99_s'] * 1000:>7.0f} ms"
+                  f"  (confluent-kafka produce->consume through the same broker, same run, {r['bare_hops']} messages)")
         print(f"          produce->ClickHouse    p50 {r['clickhouse_p50_s'] * 1000:>7.0f} ms  p99 {r['clickhouse_p99_s'] * 1000:>7.0f} ms"
               f"  ({r['clickhouse_rows']:,} rows)")
     if "live" in results:

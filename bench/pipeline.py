@@ -284,9 +284,39 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
                         to_here.append(now - sent_ms / 1000)
         c.close()
 
+    # The baseline, in the same run and under the same load: one bare hop through the
+    # broker (confluent-kafka produce -> consume, the clients' settings of every other
+    # producer and consumer here), one message every 100 ms. The anomaly path takes two
+    # such hops (reading -> worker, event -> consumer) plus the worker's own time.
+    hop_topic = unique_topic("bench.hop")
+    ensure_topics(settings, {hop_topic: 1})
+    hops: list[float] = []
+
+    def hop_listen() -> None:
+        c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-hop-{uuid.uuid4().hex[:6]}",
+                      "auto.offset.reset": "earliest"})
+        c.subscribe([hop_topic])
+        while not stop.is_set():
+            for msg in c.consume(100, 0.2):
+                if not msg.error():
+                    hops.append(time.time() - float(msg.value()))
+        c.close()
+
+    def hop_produce() -> None:
+        from confluent_kafka import Producer
+
+        p = Producer(settings.producer_config())
+        while not stop.wait(0.1):
+            p.produce(hop_topic, value=repr(time.time()).encode())
+            p.poll(0)
+        p.flush(5)
+
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
+    hop_threads = [threading.Thread(target=f, daemon=True) for f in (hop_listen, hop_produce)]
     time.sleep(8)  # worker joins its group before the load starts
+    for t in hop_threads:
+        t.start()
     start_ms = int(time.time() * 1000)
     sim = CitySimulator(homes, settings.regions, settings.seed, start_ms)
     warm = int(max(settings.zscore_warmup + 5, duration / 2) * 1000)
@@ -301,6 +331,8 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
     finally:
         stop.set()
         listener.join(5)
+        for t in hop_threads:
+            t.join(10)
         workers.stop()
     client = connect(settings)
     db = settings.clickhouse_database
@@ -324,5 +356,6 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
             "to_batch_p50_s": q(to_batch, 0.5), "to_batch_p99_s": q(to_batch, 0.99),
             "batch_to_send_p50_s": q(to_send, 0.5), "batch_to_send_p99_s": q(to_send, 0.99),
             "send_to_listener_p50_s": q(to_here, 0.5), "send_to_listener_p99_s": q(to_here, 0.99),
+            "bare_hop_p50_s": q(hops, 0.5), "bare_hop_p99_s": q(hops, 0.99), "bare_hops": len(hops),
             "load_average": os.getloadavg()[0],
             "clickhouse_rows": n, "clickhouse_p50_s": p50 / 1000, "clickhouse_p99_s": p99 / 1000}
