@@ -240,11 +240,23 @@ def bench_live(settings: Settings, homes: int = 10_000, workers: int = 2, durati
 
 
 # --------------------------------------------------------------------- latency
+def _consume_until(settings: Settings, topic: str, stop: threading.Event, handle) -> None:  # noqa: ANN001
+    """Hand every message of ``topic`` (from its start) to ``handle`` until ``stop``."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-lat-{uuid.uuid4().hex[:6]}",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    while not stop.is_set():
+        for msg in c.consume(100, 0.2):
+            if not msg.error():
+                handle(msg)
+    c.close()
+
+
 def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0, spikes: int = 100) -> Report:
     """Produce-to-anomaly and produce-to-ClickHouse latency with the real topics."""
     import asyncio
-
-    from confluent_kafka import Consumer
 
     from producers.faults import FaultPlan
     from producers.producer import TelemetryProducer, run_live
@@ -264,25 +276,18 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
     stop = threading.Event()
     decoder = decoder_for(settings, schemas.ANOMALY_EVENT)
 
-    def listen() -> None:
-        c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-lat-{uuid.uuid4().hex[:6]}",
-                      "auto.offset.reset": "earliest"})
-        c.subscribe([anomalies_topic])
-        while not stop.is_set():
-            for msg in c.consume(100, 0.2):
-                if not msg.error():
-                    ev = decoder.decode(msg.value())
-                    # readings' anomalies only: a silence report comes by definition a
-                    # silence window after its home's last reading (and the worker may
-                    # see the tail of an earlier run: Tansu's "latest" is a batch early)
-                    if ev["detector"] != "gap":
-                        now = time.time()
-                        latencies.append(now - ev["ts"] / 1000)
-                        to_batch.append((ev["detected_at"] - ev["ts"]) / 1000)
-                        sent_ms = msg.timestamp()[1]
-                        to_send.append((sent_ms - ev["detected_at"]) / 1000)
-                        to_here.append(now - sent_ms / 1000)
-        c.close()
+    def on_event(msg) -> None:  # noqa: ANN001
+        ev = decoder.decode(msg.value())
+        # readings' anomalies only: a silence report comes by definition a
+        # silence window after its home's last reading (and the worker may
+        # see the tail of an earlier run: Tansu's "latest" is a batch early)
+        if ev["detector"] != "gap":
+            now = time.time()
+            latencies.append(now - ev["ts"] / 1000)
+            to_batch.append((ev["detected_at"] - ev["ts"]) / 1000)
+            sent_ms = msg.timestamp()[1]
+            to_send.append((sent_ms - ev["detected_at"]) / 1000)
+            to_here.append(now - sent_ms / 1000)
 
     # The baseline, in the same run and under the same load: one bare hop through the
     # broker (confluent-kafka produce -> consume, the clients' settings of every other
@@ -291,16 +296,6 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
     hop_topic = unique_topic("bench.hop")
     ensure_topics(settings, {hop_topic: 1})
     hops: list[float] = []
-
-    def hop_listen() -> None:
-        c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-hop-{uuid.uuid4().hex[:6]}",
-                      "auto.offset.reset": "earliest"})
-        c.subscribe([hop_topic])
-        while not stop.is_set():
-            for msg in c.consume(100, 0.2):
-                if not msg.error():
-                    hops.append(time.time() - float(msg.value()))
-        c.close()
 
     def hop_produce() -> None:
         from confluent_kafka import Producer
@@ -311,9 +306,11 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
             p.poll(0)
         p.flush(5)
 
-    listener = threading.Thread(target=listen, daemon=True)
+    listener = threading.Thread(target=_consume_until, args=(settings, anomalies_topic, stop, on_event), daemon=True)
     listener.start()
-    hop_threads = [threading.Thread(target=f, daemon=True) for f in (hop_listen, hop_produce)]
+    hop_threads = [threading.Thread(target=_consume_until, daemon=True,
+                                    args=(settings, hop_topic, stop, lambda msg: hops.append(time.time() - float(msg.value())))),
+                   threading.Thread(target=hop_produce, daemon=True)]
     time.sleep(8)  # worker joins its group before the load starts
     for t in hop_threads:
         t.start()
