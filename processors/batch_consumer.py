@@ -13,23 +13,42 @@ is collected instead of delivered, and ``handler`` gets the list of them once pe
 fetch (at most ``max_batch``). They are collected a partition's records at a time,
 as ``BatchMessage``: Faust's ``getmany`` walks a fetch message by message (an async
 generator step, a high-water lookup and a ``ConsumerMessage`` each), the largest
-cost left beside the scoring when profiled. The handler acknowledges them (``consumer.ack``) when
-it is safe to commit them; messages of every other topic (table changelogs, Faust's
+cost left beside the scoring when profiled. The handler acknowledges them
+(``consumer.ack``) when it is safe to commit them; messages of every other topic (table changelogs, Faust's
 internal topics) take Faust's own path. The topics must still be known to the app
 (``app.topics.add``) so that the group subscribes to them.
 
 This relies on the shape of ``faust.transport.consumer.Consumer._drain_messages`` and
-``getmany`` (faust-streaming 0.15, pinned); ``tests/test_processor.py`` runs it against
-the real broker (restarts, rebalances, dead letters, recovery).
+``getmany`` (faust-streaming 0.15, pinned); the processor's tests run it against the
+real broker (``tests/test_processor.py``, ``tests/test_rebalance.py``,
+``tests/test_batch_consumer.py``).
+
+The consumer also corrects the end offsets that table recovery reads up to. Faust
+replays a changelog partition until it has read the offset before the partition's
+end as ListOffsets reports it, and then applies nothing more it reads there until the
+next rebalance. Tansu answers ListOffsets with the start of the partition's last
+producer batch + 1, so recovery stopped after the first record of the last batch: a
+checkpoint written in the same batch after another home's was never applied, and
+that home started from an older checkpoint or from nothing (a SIGKILLed worker's
+alert on it was then neither re-fired nor resolved). The end offsets in fetch
+responses are right (``ecoretrofit.consumer_progress.end_offsets``); recovery takes
+the later of the two.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Iterable
+import logging
+from typing import Awaitable, Callable, Iterable, Mapping
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import server_list
+from faust.types import TP
+
+from ecoretrofit.consumer_progress import end_offsets
+
+log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list], Awaitable[None]]
 
@@ -37,8 +56,9 @@ BatchHandler = Callable[[list], Awaitable[None]]
 class BatchMessage:
     """What the handler gets for each message of a batch topic: the fields it reads and
     what ``Consumer.ack`` needs (``tp``, ``offset``, ``topic``, ``acked``; hashed by
-    identity and weakly referenced, as Faust's unacknowledged set holds them), without Faust's ``ConsumerMessage`` (built per message, with fields for
-    its stream path that a batch never uses)."""
+    identity and weakly referenced, as Faust's unacknowledged set holds them), without
+    Faust's ``ConsumerMessage`` (built per message, with fields for its stream path
+    that a batch never uses)."""
 
     __slots__ = ("topic", "partition", "offset", "key", "value", "headers", "timestamp", "tp", "generation_id",
                  "acked", "__weakref__")
@@ -54,6 +74,25 @@ class BatchMessage:
         self.tp = tp
         self.generation_id = generation_id
         self.acked = False
+
+
+def later_ends(listed: Mapping[TP, int | None], fetched: Mapping[str, Mapping[int, tuple[int, int]]]) -> dict:
+    """Each partition's end offset: the later of what ListOffsets reported
+    (``listed``) and the high watermark of a fetch response (``fetched``, as
+    ``end_offsets`` returns it: ``{topic: {partition: (low, high)}}``); a partition
+    missing from one keeps the other's.
+
+    >>> tp = TP("models-changelog", 0)
+    >>> later_ends({tp: 4}, {"models-changelog": {0: (0, 7)}})  # Tansu: the last batch held 4..6
+    {TP(topic='models-changelog', partition=0): 7}
+    >>> later_ends({tp: 4}, {}), later_ends({tp: None}, {"models-changelog": {0: (0, 3)}})
+    ({TP(topic='models-changelog', partition=0): 4}, {TP(topic='models-changelog', partition=0): 3})
+    """
+    ends = {}
+    for tp, end in listed.items():
+        high = fetched.get(tp.topic, {}).get(tp.partition, (None, None))[1]
+        ends[tp] = max((e for e in (end, high) if e is not None), default=None)
+    return ends
 
 
 class BatchingConsumer(AIOKafkaConsumer):
@@ -83,6 +122,22 @@ class BatchingConsumer(AIOKafkaConsumer):
                 break  # a rebalance started: the rest is not ours to deliver
             if active_partitions is None or tp in active_partitions or tp in buffered:
                 yield tp, tp_records, generation_id
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets for table recovery (only Faust's recovery asks): see the module
+        docstring for why not ListOffsets' alone."""
+        listed = await super().highwaters(*partitions)
+        bootstrap = ",".join(server_list(self.transport.url, self.transport.default_port))
+        try:
+            fetched = await asyncio.to_thread(end_offsets, bootstrap, sorted({tp.topic for tp in partitions}))
+        except Exception:  # recover as far as ListOffsets says, as Faust would
+            log.exception("end offsets of %s from fetch responses unknown; recovery may stop short", partitions)
+            fetched = {}
+        ends = later_ends(listed, fetched)
+        short = {tp: (listed[tp], end) for tp, end in ends.items() if end != listed[tp]}
+        if short:
+            log.info("changelog ends from fetch responses (ListOffsets said, fetch says): %s", short)
+        return ends
 
     async def _drain_messages(self, fetcher) -> None:  # noqa: ANN001
         # Faust's loop (faust/transport/consumer.py), with the batch topics collected

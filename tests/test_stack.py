@@ -188,3 +188,35 @@ def test_up_stops_what_it_started_when_a_later_component_fails(tmp_path):
         local.up()
     assert seen["sleeper"] and not alive(seen["sleeper"]), "the component started before the failure was left running"
     assert local.pid_of("sleeper") is None
+
+
+def test_settings_make_a_relative_data_directory_absolute(tmp_path, monkeypatch):
+    """Children get ECO_DATA_DIR and some run inside the data directory: a relative one
+    would point elsewhere there."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({"ECO_DATA_DIR": "rel-data", "ECO_PORT_BASE": "31000"})
+    assert settings.data_dir == tmp_path / "rel-data"
+    assert settings.env()["ECO_DATA_DIR"] == str(tmp_path / "rel-data")
+
+
+def test_the_whole_stack_comes_up_with_a_relative_data_directory(tmp_path):
+    """As `make demo` runs it: ECO_DATA_DIR relative to the current directory (the default
+    is `.eco-data`). Mosquitto, which runs inside the data directory, once failed to find
+    its password file there."""
+    base = _free_port_base()
+    env = {**os.environ, "ECO_DATA_DIR": "rel-data", "ECO_PORT_BASE": str(base)}
+
+    def cli(*args, timeout=240):
+        return subprocess.run([sys.executable, "-m", "ecoretrofit.cli", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=timeout)
+
+    try:
+        up = cli("stack", "up")
+        assert up.returncode == 0, up.stderr[-2000:]
+        status = cli("stack", "status", timeout=60)
+        assert status.returncode == 0, status.stdout
+        assert "mqtt" in status.stdout and "stopped" not in status.stdout
+        assert not (tmp_path / "rel-data" / "rel-data").exists()  # nothing nested inside itself
+    finally:
+        down = cli("stack", "down")
+    assert down.returncode == 0, down.stderr[-2000:]
