@@ -100,6 +100,7 @@ class BatchingConsumer(AIOKafkaConsumer):
 
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
+    on_fetch: Callable[[], None] | None = None  # called after each fetch is handled
     max_batch: int = 5000
 
     async def _fetch(self, timeout: float):  # noqa: ANN201
@@ -151,6 +152,7 @@ class BatchingConsumer(AIOKafkaConsumer):
         to_message = self._to_message
         batch_topics = self.batch_topics
         handler = self.batch_handler
+        on_fetch = self.on_fetch
         max_batch = self.max_batch
         commit_every = self._commit_every
         try:
@@ -198,6 +200,8 @@ class BatchingConsumer(AIOKafkaConsumer):
                         set_read_offset(tp, offset)
                 if batch:
                     await handler(batch)
+                if on_fetch is not None:  # handled, records or none: the processor has looked
+                    on_fetch()
                 self.diag.unset_flag(CONSUMER_FETCHING)
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
@@ -219,9 +223,12 @@ class BatchingConsumer(AIOKafkaConsumer):
             self.diag.unset_flag(CONSUMER_FETCHING)
 
 
-def install(app, topics: Iterable[str], handler: BatchHandler, max_batch: int = 5000) -> None:
-    """Make ``app``'s consumer hand ``topics`` to ``handler`` in batches. Call before
+def install(app, topics: Iterable[str], handler: BatchHandler, max_batch: int = 5000,
+            on_fetch: Callable[[], None] | None = None) -> None:
+    """Make ``app``'s consumer hand ``topics`` to ``handler`` in batches, and call
+    ``on_fetch`` after each fetch is handled (with records or without). Call before
     the app creates its consumer (before it starts)."""
     app.transport.Consumer = type("BatchingConsumer", (BatchingConsumer,), {
         "batch_topics": frozenset(topics), "batch_handler": staticmethod(handler), "max_batch": max_batch,
+        "on_fetch": staticmethod(on_fetch) if on_fetch is not None else None,
     })
