@@ -31,7 +31,7 @@ class AckedProducer:
         self.encoder = encoder or encoder_for(settings, settings.topic_telemetry, schemas.TELEMETRY_READING)
         self._producer = Producer({
             **settings.producer_config(),
-            "linger.ms": 5,  # a device waits for the ack: batch less than the simulator does
+            "linger.ms": settings.gateway_kafka_linger_ms,  # a device waits for the ack
             # a device waiting longer than this gets a 503 and retries (deduplicated)
             "message.timeout.ms": 30_000,
             **overrides,
