@@ -77,7 +77,7 @@ def explain_via_model(tools, settings, home_id: str) -> dict:
     server = build_server(tools, lambda: render_markdown(settings))
 
     async def go():
-        async with create_connected_server_and_client_session(server._mcp_server) as session:
+        async with create_connected_server_and_client_session(server) as session:
             return await explain_with_model(session, model, home_id)
 
     return asyncio.run(go()).as_dict()

@@ -189,6 +189,11 @@ class Settings:
         h, p = self.bind_host, self.port_base
         connect_host = "127.0.0.1" if h in ("0.0.0.0", "::") else h
         derived: dict[str, object] = {}
+        if not self.data_dir.is_absolute():
+            # Absolute from here on: child processes get it as ECO_DATA_DIR and several run
+            # inside the data directory (the supervisor, Mosquitto with its config's paths),
+            # where a relative path would point elsewhere.
+            derived["data_dir"] = self.data_dir.absolute()
         if not self.kafka_bootstrap:
             derived["kafka_bootstrap"] = f"{connect_host}:{self.port('kafka')}"
         if not self.schema_registry_url:

@@ -59,7 +59,7 @@ from maintenance.assets import (
     weibull_life_days,
 )
 
-ORDER_KINDS = ("corrective", "preventive", "predictive", "inspection")
+from schemas.plausibility import WORK_ORDER_KINDS as ORDER_KINDS  # the contract declares them
 
 #: Fixed-interval preventive replacement, days, per type: what the city's history used.
 DEFAULT_PREVENTIVE_DAYS: dict[str, float] = {"water_filter": 120.0, "uv_lamp": 365.0}

@@ -14,9 +14,11 @@ back-dated history).
 from __future__ import annotations
 
 import logging
+import time
 
 import schemas
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
+from processors.intake import screen_work_order
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,11 @@ class TopicTechnicians:
             if m.error():
                 continue
             try:
-                o = self.decoder.decode(m.value())
+                o = screen_work_order(m.value(), self.decoder.decode, now_ms=int(time.time() * 1000),
+                                      regions=self.settings.known_regions)
             except DecodeError as exc:  # the warehouse keeps it in dead_letters
                 self.malformed += 1
-                log.warning("malformed work order skipped: %s", exc)
+                log.warning("%s work order skipped: %s", exc.reason, exc)
                 continue
             if not self.act or o["status"] != "open" or o["order_id"] in self.known \
                     or o["asset_id"] not in self.fleet.by_id:

@@ -46,7 +46,7 @@ from ecoretrofit import metrics
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
 from maintenance.checkpoint import CheckpointStore
 from maintenance.workflow import PredictiveWorkflow, WorkflowConfig, home_assets
-from processors.intake import dead_letter, screen
+from processors.intake import dead_letter, screen, screen_work_order
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,8 @@ class MaintenanceWorker:
                         if t == s.topic_telemetry:
                             rec = screen(m.value(), decoders[t].decode, now_ms=now_ms, regions=s.known_regions)
                         else:
-                            rec = decoders[t].decode(m.value())
+                            rec = screen_work_order(m.value(), decoders[t].decode, now_ms=now_ms,
+                                                    regions=s.known_regions)
                     except DecodeError as exc:
                         self.refuse(producer, m, exc)
                         tally[t, "dead_letter"] = tally.get((t, "dead_letter"), 0) + 1

@@ -61,6 +61,20 @@ def screen(value: bytes | None, decode: Callable[[bytes], dict], *, now_ms: int,
     return reading
 
 
+def screen_work_order(value: bytes | None, decode: Callable[[bytes], dict], *, now_ms: int,
+                      regions: Iterable[str]) -> dict:
+    """The decoded work order, or ``DecodeError`` as :func:`screen` raises it, by the
+    work-order rules of the contract (``plausibility.check_work_order``)."""
+    size = 0 if value is None else len(value)
+    if size > plausibility.MAX_MESSAGE_BYTES:
+        raise DecodeError(f"message of {size} bytes exceeds {plausibility.MAX_MESSAGE_BYTES} bytes", "oversized")
+    order = decode(value)
+    reasons = plausibility.check_work_order(order, now_ms=now_ms, regions=regions)
+    if reasons:
+        raise DecodeError("; ".join(reasons), "implausible")
+    return order
+
+
 def dead_letter(
     key: bytes | None, value: bytes | None, error: DecodeError, topic: str, partition: int, offset: int,
     refused_by: str | None = None,

@@ -143,6 +143,102 @@ def check(
     return reasons
 
 
+# ---------------------------------------------------------------- work orders
+# A work order is written by technicians, planners and predictors, not by a sensor, but
+# it reaches the same consumers (the maintenance worker learns from it, the twin shows
+# it, the warehouse keeps it): the same rule, refused with its reasons, never trusted.
+WORK_ORDER_KINDS = ("corrective", "preventive", "predictive", "inspection")
+WORK_ORDER_STATUSES = ("open", "closed")
+# <home_id>-<type code>: one component of each type per home (maintenance/assets.py)
+ASSET_ID_PATTERN = r"^H[0-9]{6,9}-[A-Z]{2,4}$"
+_ASSET_ID = re.compile(ASSET_ID_PATTERN)
+# ids, names and codes: 1 to 64 printable ASCII characters (no control characters)
+TEXT_PATTERN = r"^[ -~]{1,64}$"
+_TEXT = re.compile(TEXT_PATTERN)
+# A city's order history goes back years (back-dated when a fleet is registered).
+ORDER_MAX_PAST_MS = 30 * 365 * 24 * 3600 * 1000
+ORDER_CODE_FIELDS = ("failure_code", "cause_code", "resolution_code")
+
+
+def check_work_order(order: Mapping[str, Any], *, now_ms: int, regions: Iterable[str]) -> list[str]:
+    """Every reason a decoded WorkOrder is implausible, in field order; ``[]`` if fine.
+
+    >>> now = 1_700_000_000_000
+    >>> order = {"order_id": "WO-H000042-CP-1", "asset_id": "H000042-CP", "home_id": "H000042",
+    ...          "region": "north", "asset_type": "circulation_pump", "model": "CP-X", "kind": "corrective",
+    ...          "source": "manual", "opened_ms": now - 5_000, "status": "closed", "closed_ms": now,
+    ...          "failure_ms": now - 9_000, "failure_code": "NOISE", "cause_code": None,
+    ...          "resolution_code": None, "replaced": True, "version": 3}
+    >>> check_work_order(order, now_ms=now, regions=("north",))
+    []
+    >>> for reason in check_work_order(dict(order, asset_id="H000043-CP", kind="urgent", closed_ms=None,
+    ...                                     version=0), now_ms=now, regions=("north",)):
+    ...     print(reason)
+    asset_id: 'H000043-CP' is not a component of home 'H000042'
+    kind: 'urgent' is not one of corrective, preventive, predictive, inspection
+    closed_ms: missing on a closed order
+    version: 0 is outside [1, 2**53]
+    """
+    reasons: list[str] = []
+    _check_text(order, "order_id", reasons)
+    home = order.get("home_id")
+    asset = order.get("asset_id")
+    if not isinstance(asset, str) or _ASSET_ID.fullmatch(asset) is None:
+        reasons.append(f"asset_id: {_short(asset)} does not match {ASSET_ID_PATTERN}")
+    elif valid_home_id(home) and not asset.startswith(home + "-"):
+        reasons.append(f"asset_id: {_short(asset)} is not a component of home {_short(home)}")
+    if not valid_home_id(home):
+        reasons.append(f"home_id: {_short(home)} does not match {HOME_ID_PATTERN}")
+    region = order.get("region")
+    if region not in set(regions):
+        reasons.append(f"region: {_short(region)} is not a known region")
+    _check_text(order, "asset_type", reasons)
+    _check_text(order, "model", reasons)
+    kind = order.get("kind")
+    if kind not in WORK_ORDER_KINDS:
+        reasons.append(f"kind: {_short(kind)} is not one of {', '.join(WORK_ORDER_KINDS)}")
+    _check_text(order, "source", reasons)
+    opened = order.get("opened_ms")
+    _check_time(opened, "opened_ms", now_ms, reasons)
+    status = order.get("status")
+    if status not in WORK_ORDER_STATUSES:
+        reasons.append(f"status: {_short(status)} is not one of {', '.join(WORK_ORDER_STATUSES)}")
+    closed = order.get("closed_ms")
+    if closed is None:
+        if status == "closed":
+            reasons.append("closed_ms: missing on a closed order")
+    elif _check_time(closed, "closed_ms", now_ms, reasons) and isinstance(opened, int) and closed < opened:
+        reasons.append(f"closed_ms: {closed} is before opened_ms")
+    if order.get("failure_ms") is not None:
+        _check_time(order.get("failure_ms"), "failure_ms", now_ms, reasons)
+    for name in ORDER_CODE_FIELDS:
+        if order.get(name) is not None:
+            _check_text(order, name, reasons)
+    version = order.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SEQ_MAX:
+        reasons.append(f"version: {_short(version)} is outside [1, 2**53]")
+    return reasons
+
+
+def _check_text(record: Mapping[str, Any], name: str, reasons: list[str]) -> None:
+    value = record.get(name)
+    if not isinstance(value, str) or _TEXT.fullmatch(value) is None:
+        reasons.append(f"{name}: {_short(value)} is not 1 to 64 printable ASCII characters")
+
+
+def _check_time(ts: Any, name: str, now_ms: int, reasons: list[str]) -> bool:
+    """Appends the reason ``ts`` is not a plausible order time; True if it is one."""
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        reasons.append(f"{name}: {_short(ts)} is not an integer of milliseconds")
+    elif ts > now_ms + MAX_FUTURE_MS:
+        reasons.append(f"{name}: {ts} is more than {MAX_FUTURE_MS // 60_000} minutes after now")
+    elif ts < now_ms - ORDER_MAX_PAST_MS:
+        reasons.append(f"{name}: {ts} is more than {ORDER_MAX_PAST_MS // (365 * 86_400_000)} years before now")
+    else:
+        return True
+    return False
+
+
 def _short(value: Any) -> str:
     """repr() of a value, cut so a 10 kB home id cannot make a 10 kB reason."""
     text = repr(value)

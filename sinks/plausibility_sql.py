@@ -84,6 +84,65 @@ def reasons_sql(regions: Iterable[str], now_ms: str = NOW_MS, max_past_ms: int =
     return "arrayFilter(r -> r != '', [\n        " + ",\n        ".join(checks) + "])"
 
 
+def work_order_reasons_sql(regions: Iterable[str], now_ms: str = NOW_MS) -> str:
+    """Array(String) of every reason the WorkOrder in the current row is implausible, in
+    the field order of :func:`schemas.plausibility.check_work_order`; ``[]`` if fine.
+
+    Expects the columns of WorkOrder (times as DateTime64(3), the optional ones Nullable).
+    """
+    regions = tuple(regions)
+    if not regions:
+        raise ValueError("at least one region is needed")
+
+    def text(name: str, optional: bool = False) -> str:
+        value = f"assumeNotNull({name})" if optional else name
+        check = _reason(f"NOT match({value}, {literal(contract.TEXT_PATTERN)})", f"'{name}: ', " + _quoted(value),
+                        "' is not 1 to 64 printable ASCII characters'")
+        return f"if({name} IS NULL, '', {check})" if optional else check
+
+    def time(name: str) -> str:
+        ms = f"toUnixTimestamp64Milli(assumeNotNull({name}))"
+        years = contract.ORDER_MAX_PAST_MS // (365 * 86_400_000)
+        return (f"if({name} IS NULL, '', multiIf("
+                f"{ms} > {now_ms} + {contract.MAX_FUTURE_MS}, concat('{name}: ', toString({ms}), "
+                f"{literal(f' is more than {contract.MAX_FUTURE_MS // 60_000} minutes after now')}), "
+                f"{ms} < {now_ms} - {contract.ORDER_MAX_PAST_MS}, concat('{name}: ', toString({ms}), "
+                f"{literal(f' is more than {years} years before now')}), ''))")
+
+    def one_of(name: str, allowed: tuple[str, ...]) -> str:
+        return _reason(f"{name} NOT IN ({', '.join(literal(a) for a in allowed)})", f"'{name}: ', " + _quoted(name),
+                       literal(f" is not one of {', '.join(allowed)}"))
+
+    home_ok = f"match(home_id, {literal(contract.HOME_ID_PATTERN)})"
+    closed_ms = "toUnixTimestamp64Milli(assumeNotNull(closed_ms))"
+    checks = [
+        text("order_id"),
+        f"multiIf(NOT match(asset_id, {literal(contract.ASSET_ID_PATTERN)}), concat('asset_id: ', {_quoted('asset_id')}, "
+        f"{literal(f' does not match {contract.ASSET_ID_PATTERN}')}), "
+        f"{home_ok} AND NOT startsWith(asset_id, concat(home_id, '-')), concat('asset_id: ', {_quoted('asset_id')}, "
+        f"' is not a component of home ', {_quoted('home_id')}), '')",
+        _reason(f"NOT {home_ok}", "'home_id: ', " + _quoted("home_id"),
+                literal(f" does not match {contract.HOME_ID_PATTERN}")),
+        _reason(f"region NOT IN ({', '.join(literal(r) for r in regions)})", "'region: ', " + _quoted("region"),
+                "' is not a known region'"),
+        text("asset_type"),
+        text("model"),
+        one_of("kind", contract.WORK_ORDER_KINDS),
+        text("source"),
+        time("opened_ms"),
+        one_of("status", contract.WORK_ORDER_STATUSES),
+        f"if(closed_ms IS NULL, if(status = 'closed', 'closed_ms: missing on a closed order', ''), "
+        f"if({time('closed_ms')} != '', {time('closed_ms')}, "
+        f"if({closed_ms} < toUnixTimestamp64Milli(opened_ms), concat('closed_ms: ', toString({closed_ms}), "
+        f"' is before opened_ms'), '')))",
+        time("failure_ms"),
+        *(text(name, optional=True) for name in contract.ORDER_CODE_FIELDS),
+        _reason(f"version < 1 OR version > {contract.SEQ_MAX}", "'version: ', toString(version)",
+                "' is outside [1, 2**53]'"),
+    ]
+    return "arrayFilter(r -> r != '', [\n        " + ",\n        ".join(checks) + "])"
+
+
 def dead_letter_error_sql(reasons: str) -> str:
     """The ``error`` of a dead letter for an implausible reading: the contract's version
     and every reason, so a reader knows which rules rejected it."""

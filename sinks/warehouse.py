@@ -112,9 +112,12 @@ def error_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------- DDL
 def ddl_params(settings: Settings) -> dict[str, str]:
     """Values for the ``{placeholders}`` in ``sinks/sql/*.sql``."""
-    from sinks.plausibility_sql import dead_letter_cut_error_sql, dead_letter_error_sql, dead_letter_raw_sql, reasons_sql
+    from sinks.plausibility_sql import (
+        dead_letter_cut_error_sql, dead_letter_error_sql, dead_letter_raw_sql, reasons_sql, work_order_reasons_sql,
+    )
 
     reasons = reasons_sql(settings.known_regions)
+    order_reasons = work_order_reasons_sql(settings.known_regions)
     cluster = settings.clickhouse_cluster
     if cluster and not _CLUSTER_NAME.fullmatch(cluster):
         raise ConfigError(f"ECO_CLICKHOUSE_CLUSTER={cluster!r}: expected a cluster name of <remote_servers>")
@@ -138,8 +141,11 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         "telemetry_reasons": reasons,
         "telemetry_dead_letter_error": dead_letter_error_sql(reasons),
         # a parsed reading as one JSON line (the dead letter's `raw`): the contract's fields
-        "telemetry_row_json": "formatRowNoNewline('JSONEachRow', " + ", ".join(
-            f["name"] for f in schemas.schema_dict(schemas.TELEMETRY_READING)["fields"]) + ")",
+        "telemetry_row_json": _row_json_sql(schemas.TELEMETRY_READING),
+        # the same for a work order (its own rules)
+        "work_order_reasons": order_reasons,
+        "work_order_dead_letter_error": dead_letter_error_sql(order_reasons),
+        "work_order_row_json": _row_json_sql(schemas.WORK_ORDER),
         # what a dead letter keeps of an unparsable message (at most 64 kB, and says so)
         "dead_letter_raw": dead_letter_raw_sql("_raw_message"),
         "dead_letter_error": dead_letter_cut_error_sql("_raw_message", "_error"),
@@ -147,6 +153,12 @@ def ddl_params(settings: Settings) -> dict[str, str]:
         # what each column means, for people and assistants reading system.columns
         "telemetry_column_comments": column_comments_sql(schemas.TELEMETRY_READING, TELEMETRY_EXTRA_COMMENTS),
     }
+
+
+def _row_json_sql(schema_name: str) -> str:
+    """SQL of the current row as one JSON line of the schema's fields (a dead letter's ``raw``)."""
+    fields = ", ".join(f["name"] for f in schemas.schema_dict(schema_name)["fields"])
+    return f"formatRowNoNewline('JSONEachRow', {fields})"
 
 
 #: Telemetry columns the warehouse adds to the Avro fields.

@@ -63,7 +63,7 @@ def test_every_tool_through_the_sdk_client(tools):
     }
 
     async def go():
-        async with create_connected_server_and_client_session(server._mcp_server) as client:
+        async with create_connected_server_and_client_session(server) as client:
             listed = {t.name for t in (await client.list_tools()).tools}
             assert listed == set(calls)
             out = {name: _payload(await client.call_tool(name, args)) for name, args in calls.items()}

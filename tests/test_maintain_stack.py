@@ -249,6 +249,10 @@ def test_every_message_is_used_or_dead_lettered_with_its_reason(stack_settings, 
                     "tombstone": (None, "truncated")}
     bad_orders = {f"order {k}": (v, k) for k, v in malformed_avro(wo_enc.encode(good_orders[0])).items()}
     bad_orders["empty order"] = (b"", "truncated")
+    # valid Avro, implausible: a component of another home (it would teach the fleet a
+    # failure of a unit that is not there), an order opened in 2100
+    bad_orders["foreign asset"] = (wo_enc.encode({**good_orders[0], "asset_id": "H000001-CP"}), "implausible")
+    bad_orders["opened in 2100"] = (wo_enc.encode({**good_orders[0], "opened_ms": 4_102_444_800_000}), "implausible")
 
     # bad messages between good ones, each on the key's partition, offsets recorded
     offsets: dict = {}

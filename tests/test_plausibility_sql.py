@@ -229,3 +229,84 @@ def test_a_view_made_by_an_older_ddl_gets_todays_query(chdb_session):
     chdb_session.query(f"INSERT INTO upgrade.telemetry_queue VALUES ({good}, '', 0, 1), ({bad}, '', 0, 2)")
     stored = chdb_session.query("SELECT voltage_v FROM upgrade.telemetry").bytes().decode().split()
     assert stored == ["231"]
+
+
+ORDER_COLUMNS = [
+    ("order_id", "String"), ("asset_id", "String"), ("home_id", "String"), ("region", "String"),
+    ("asset_type", "String"), ("model", "String"), ("kind", "String"), ("source", "String"),
+    ("opened_ms", "DateTime64(3, 'UTC')"), ("status", "String"), ("closed_ms", "Nullable(DateTime64(3, 'UTC'))"),
+    ("failure_ms", "Nullable(DateTime64(3, 'UTC'))"), ("failure_code", "Nullable(String)"),
+    ("cause_code", "Nullable(String)"), ("resolution_code", "Nullable(String)"), ("replaced", "Bool"),
+    ("version", "Int64"),
+]
+GOOD_ORDER = {"order_id": "WO-H000042-CP-1", "asset_id": "H000042-CP", "home_id": "H000042", "region": "north",
+              "asset_type": "circulation_pump", "model": "CP-25", "kind": "corrective", "source": "manual",
+              "opened_ms": NOW - 5 * DAY, "status": "closed", "closed_ms": NOW - DAY, "failure_ms": NOW - 6 * DAY,
+              "failure_code": "NOISE_VIBRATION", "cause_code": "BEARING_WEAR", "resolution_code": "REPLACE_BEARINGS",
+              "replaced": True, "version": 3}
+
+
+def order_samples() -> list[dict]:
+    out = [GOOD_ORDER, dict(GOOD_ORDER, status="open", closed_ms=None, failure_ms=None, failure_code=None,
+                            cause_code=None, resolution_code=None, replaced=False, version=1)]
+    year = 365 * DAY
+    edits = [
+        {"order_id": ""}, {"order_id": "x" * 65}, {"order_id": "WO\n1"}, {"order_id": "WO-é"},
+        {"asset_id": "H000043-CP"}, {"asset_id": "H000042-cp"}, {"asset_id": "H000042-CPXYZ"}, {"asset_id": ""},
+        {"asset_id": "H000042"}, {"home_id": "H42"}, {"home_id": "H42", "asset_id": "H42-CP"},
+        {"region": "mars"}, {"region": ""}, {"asset_type": ""}, {"model": "m" * 1000}, {"source": "\x00"},
+        {"kind": "urgent"}, {"kind": "Corrective"}, {"status": "done"}, {"status": "closed", "closed_ms": None},
+        {"opened_ms": NOW + contract.MAX_FUTURE_MS}, {"opened_ms": NOW + contract.MAX_FUTURE_MS + 1},
+        {"opened_ms": NOW - contract.ORDER_MAX_PAST_MS}, {"opened_ms": NOW - contract.ORDER_MAX_PAST_MS - 1},
+        {"opened_ms": -2_208_988_800_000}, {"opened_ms": 4_102_444_800_000}, {"opened_ms": 0},
+        {"closed_ms": NOW - 6 * DAY}, {"closed_ms": 4_102_444_800_000}, {"closed_ms": NOW - 40 * year},
+        {"failure_ms": 4_102_444_800_000}, {"failure_ms": NOW - 31 * year},
+        {"failure_code": ""}, {"cause_code": "c" * 65}, {"resolution_code": "ok\t"},
+        {"version": 0}, {"version": -1}, {"version": 2**53}, {"version": 2**53 + 1},
+        {"version": 0, "kind": "x", "region": "mars", "order_id": ""},
+    ]
+    out += [dict(GOOD_ORDER, **e) for e in edits]
+    rng = random.Random(11)
+    for _ in range(200):
+        o = dict(GOOD_ORDER)
+        for e in rng.sample(edits, rng.randint(1, 3)):
+            o.update(e)
+        out.append(o)
+    return out
+
+
+def test_sql_and_python_work_order_contract_agree_on_every_sample(chdb_session):
+    """The work-order rules (schemas/plausibility.check_work_order) and their SQL
+    (sinks/plausibility_sql.work_order_reasons_sql) give the same verdict, field by field."""
+    import json
+
+    from sinks.plausibility_sql import work_order_reasons_sql
+
+    orders = order_samples()
+    chdb_session.query(f"CREATE TABLE orders (n UInt32, {', '.join(f'{c} {t}' for c, t in ORDER_COLUMNS)}) "
+                       "ENGINE = Memory")
+
+    def value(name, v):
+        if name.endswith("_ms") and v is not None:
+            return f"fromUnixTimestamp64Milli(toInt64({v}), 'UTC')"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return sql_value(name, v)
+
+    rows = ", ".join("(" + ", ".join([str(i)] + [value(c, o[c]) for c, _ in ORDER_COLUMNS]) + ")"
+                     for i, o in enumerate(orders))
+    chdb_session.query(f"INSERT INTO orders VALUES {rows}")
+    out = chdb_session.query(
+        f"SELECT n, {work_order_reasons_sql(REGIONS, now_ms=str(NOW))} AS reasons FROM orders ORDER BY n "
+        "FORMAT JSONEachRow").bytes().decode()
+    got = [json.loads(line)["reasons"] for line in out.splitlines()]
+    assert len(got) == len(orders)
+    disagreements = [(o, py, sq) for o, sq in zip(orders, got)
+                     if fields(py := contract.check_work_order(o, now_ms=NOW, regions=REGIONS)) != fields(sq)]
+    assert not disagreements, disagreements[:3]
+    verdicts = [bool(g) for g in got]
+    assert verdicts.count(False) >= 2 and verdicts.count(True) >= 40
+    assert {"order_id", "asset_id", "home_id", "region", "asset_type", "model", "kind", "source", "opened_ms",
+            "status", "closed_ms", "failure_ms", "failure_code", "cause_code", "resolution_code",
+            "version"} <= {f for g in got for f in fields(g)}
+    assert max(len(x) for g in got for x in g) < 200

@@ -317,6 +317,38 @@ def test_hourly_energy_adds_up_to_the_day_and_the_meter_at_5_minute_sampling(cli
     assert by_region == approx(sum(meter_rise.values()))
 
 
+def test_a_meter_that_goes_back_gives_no_negative_energy(client):
+    """A home's meter restarts lower (replaced, reset, or the same home ids simulated
+    again from a lower reading): the hour and the day after the reset count their own
+    rise, never a negative amount; the hours before it are unchanged."""
+    region = unique("ru-reset")
+    midnight = (dt.datetime.now(UTC) - dt.timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+    # 22:00-23:55 of one day, then the reset, then 00:00-00:55 of the next
+    first = readings(region, ["H510001"], midnight - dt.timedelta(hours=2), count=2 * 12, step_s=300, seed=5)
+    second = readings(region, ["H510001"], midnight, count=12, step_s=300, seed=6)
+    top = max(r["energy_kwh"] for r in first)
+    low = min(r["energy_kwh"] for r in second)
+    shift = low - (top - 500.0)  # the meter after the reset starts 500 kWh below where it stopped
+    for r in second:
+        r["energy_kwh"] -= shift
+        r["seq"] += len(first)
+    insert(client, first + second, batches=3, seed=1)
+    hours = client.query(
+        "SELECT hour, energy_kwh FROM energy_hourly_by_home_v WHERE region = %(r)s ORDER BY hour",
+        parameters={"r": region}).result_rows
+    assert len(hours) == 3
+    starts = sorted({hour_of(r["ts"]) for r in first + second})
+    by_hour = [sorted((r for r in first + second if hour_of(r["ts"]) == h), key=lambda r: r["ts"]) for h in starts]
+    rise = [b[-1]["energy_kwh"] - b[0]["energy_kwh"] for b in by_hour]
+    assert hours[0][1] == approx(rise[0])
+    assert hours[1][1] == approx(by_hour[1][-1]["energy_kwh"] - by_hour[0][-1]["energy_kwh"])
+    assert hours[2][1] == approx(rise[2])  # after the reset: its own rise, not -500 kWh
+    days = client.query(
+        "SELECT day, energy_kwh FROM energy_daily_by_home_v WHERE region = %(r)s ORDER BY day",
+        parameters={"r": region}).result_rows
+    assert [e for _, e in days] == [approx(first[-1]["energy_kwh"] - first[0]["energy_kwh"]), approx(rise[2])]
+
+
 def test_ttl_drops_old_raw_rows_but_rollups_keep_them(client, stack_settings, tmp_path):
     region = unique("ttl")
     now = dt.datetime.now(UTC).replace(minute=30, second=0, microsecond=0)

@@ -64,16 +64,35 @@ def test_stop_uses_the_components_signal_and_escalates(local):
     assert not alive(pid)
 
 
+def _free_port_base() -> int:
+    """A port base none of whose stack ports is in use now (parallel stacks of other test
+    sessions hold theirs), so the only taken port is the one the test takes."""
+    from ecoretrofit.config import PORT_OFFSETS
+
+    for base in range(32000, 60000, 1000):
+        ports = [base + o for o in PORT_OFFSETS.values()] + [base + PORT_OFFSETS["metrics"] + i for i in range(20)]  # consecutive metrics ports
+        try:
+            for port in ports:
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free port range for a stack on this machine")
+
+
 def test_a_taken_port_is_a_one_line_error_from_the_cli(tmp_path):
-    env = {**os.environ, "ECO_DATA_DIR": str(tmp_path), "ECO_PORT_BASE": "31500"}
+    base = _free_port_base()
+    s3_port = Settings.from_env({"ECO_DATA_DIR": str(tmp_path), "ECO_PORT_BASE": str(base)}).port("s3")
+    env = {**os.environ, "ECO_DATA_DIR": str(tmp_path), "ECO_PORT_BASE": str(base)}
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 31500 + 333))  # the S3 port
+        busy.bind(("127.0.0.1", s3_port))
         busy.listen()
         proc = subprocess.run([sys.executable, "-m", "ecoretrofit.cli", "stack", "up"], env=env,
                               capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     errors = proc.stderr.strip().splitlines()
-    assert errors == ["ecoretrofit stack: s3: port 31833 on 127.0.0.1 is already in use "
+    assert errors == [f"ecoretrofit stack: s3: port {s3_port} on 127.0.0.1 is already in use "
                       "(another stack? set ECO_PORT_BASE to move every port)"]
     status = subprocess.run([sys.executable, "-m", "ecoretrofit.cli", "stack", "status"], env=env,
                             capture_output=True, text=True, timeout=60)
@@ -169,3 +188,35 @@ def test_up_stops_what_it_started_when_a_later_component_fails(tmp_path):
         local.up()
     assert seen["sleeper"] and not alive(seen["sleeper"]), "the component started before the failure was left running"
     assert local.pid_of("sleeper") is None
+
+
+def test_settings_make_a_relative_data_directory_absolute(tmp_path, monkeypatch):
+    """Children get ECO_DATA_DIR and some run inside the data directory: a relative one
+    would point elsewhere there."""
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({"ECO_DATA_DIR": "rel-data", "ECO_PORT_BASE": "31000"})
+    assert settings.data_dir == tmp_path / "rel-data"
+    assert settings.env()["ECO_DATA_DIR"] == str(tmp_path / "rel-data")
+
+
+def test_the_whole_stack_comes_up_with_a_relative_data_directory(tmp_path):
+    """As `make demo` runs it: ECO_DATA_DIR relative to the current directory (the default
+    is `.eco-data`). Mosquitto, which runs inside the data directory, once failed to find
+    its password file there."""
+    base = _free_port_base()
+    env = {**os.environ, "ECO_DATA_DIR": "rel-data", "ECO_PORT_BASE": str(base)}
+
+    def cli(*args, timeout=240):
+        return subprocess.run([sys.executable, "-m", "ecoretrofit.cli", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=timeout)
+
+    try:
+        up = cli("stack", "up")
+        assert up.returncode == 0, up.stderr[-2000:]
+        status = cli("stack", "status", timeout=60)
+        assert status.returncode == 0, status.stdout
+        assert "mqtt" in status.stdout and "stopped" not in status.stdout
+        assert not (tmp_path / "rel-data" / "rel-data").exists()  # nothing nested inside itself
+    finally:
+        down = cli("stack", "down")
+    assert down.returncode == 0, down.stderr[-2000:]

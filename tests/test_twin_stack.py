@@ -1,7 +1,7 @@
 """The twin service as the local stack runs it (`ecoretrofit stack up` starts it):
 every endpoint and error against the real broker, registry and warehouse; a late
 reading does not overwrite a newer one; concurrent patches lose nothing; an
-undecodable message is counted and skipped."""
+undecodable message, an implausible reading or work order is counted and skipped."""
 
 import threading
 import time
@@ -50,6 +50,8 @@ def test_live_state_by_event_time_and_hostile_messages(twin):
     rows = {x["home_id"]: x for x in sim.tick()}
     newer = dict(rows["H000001"], ts=twin["now"], power_w=1234.5)
     late = dict(rows["H000001"], ts=twin["now"] - 10_000, power_w=9.0)
+    # stamped in 2100: had the twin taken it, it would stay the home's "latest" reading for ever
+    future = dict(rows["H000001"], ts=4_102_444_800_000, power_w=7.0)
     before = _health(twin)["live"].get("telemetry", 0)
     from confluent_kafka import Producer
 
@@ -60,11 +62,12 @@ def test_live_state_by_event_time_and_hostile_messages(twin):
         raw.produce(s.topic_telemetry, b"\x00garbage", b"H000001")  # hostile bytes on the topic
         raw.flush(10)
         del raw
+        p.send(future)
         p.send(late)
         p.send(dict(rows["H000002"], ts=twin["now"]))
         p.flush()
     h = _wait(lambda: (lambda x: x if x.get("telemetry", 0) >= before + 3 else None)(_health(twin)["live"]))
-    assert h["telemetry_undecodable"] >= 1
+    assert h["telemetry_undecodable"] >= 1 and h["telemetry_implausible"] >= 1
     doc = http.get("/twins/H000001", headers=r).json()
     assert doc["metrics"]["power_w"] == {"ts": twin["now"], "value": 1234.5}
     # other tests of the session share the stack: the home may also be in alert, never silent
@@ -108,8 +111,10 @@ def test_work_orders_from_the_topic(twin):
              "resolution_code": None, "replaced": False, "version": 1}
     closed = dict(order, status="closed", closed_ms=twin["now"] + 1000, resolution_code="REPLACE_BEARINGS",
                   replaced=True, version=2)
+    # implausible: version 3 of the same order, for a component of another home
+    foreign = dict(closed, asset_id="H000007-CP", version=3, status="open", closed_ms=None)
     p = Producer(s.producer_config())
-    for rec in (order, closed, order):  # the first version again, late
+    for rec in (order, closed, foreign, order):  # the first version again, late
         p.produce(s.topic_workorders, enc.encode(rec), rec["asset_id"].encode())
     p.flush(10)
     del p
@@ -118,8 +123,9 @@ def test_work_orders_from_the_topic(twin):
         orders = http.get("/twins/H000006/work-orders", headers=r).json()
         return next((o for o in orders if o["order_id"] == order["order_id"]), None)
 
-    _wait(lambda: (held() or {}).get("version") == 2 and _health(twin)["live"].get("work_orders", 0) >= 3)
-    assert held()["status"] == "closed"
+    _wait(lambda: (held() or {}).get("version") == 2 and _health(twin)["live"].get("work_orders", 0) >= 3
+          and _health(twin)["live"].get("work_orders_implausible", 0) >= 1)
+    assert held()["status"] == "closed" and held()["asset_id"] == "H000006-CP"
 
 
 def test_predictions_from_the_topic(twin):

@@ -12,25 +12,26 @@ from ecoretrofit.serde import encoder_for
 from maintenance.fleet import Fleet
 from maintenance.publish import publish_work_orders
 from sinks.warehouse import connect
-from helpers import malformed_avro, offset_recorder, unique, wait_for
+from helpers import home_ids, malformed_avro, offset_recorder, unique, wait_for
 
 
-def _orders(prefix: str):
-    """Every version of a small city's back-dated work orders, homes renamed so this
-    test's rows are its own."""
+def _orders(prefix: str, home: str):
+    """Every version of a small city's back-dated work orders, all moved to one home of
+    this test's own (order ids prefixed) so this test's rows are its own."""
     now = int(time.time() * 1000)
     fleet = Fleet(3, [f"H{i:06d}" for i in range(40)], ["north"] * 40, [i % 2 == 0 for i in range(40)], now)
     out = []
     for o in fleet.drain_orders():
-        aid = f"{prefix}-{o['asset_id']}"
-        out.append({**o, "asset_id": aid, "order_id": f"{prefix}-{o['order_id']}", "home_id": prefix})
+        aid = f"{home}-{o['asset_id'].rsplit('-', 1)[1]}"
+        out.append({**o, "asset_id": aid, "order_id": f"{prefix}-{o['order_id']}", "home_id": home})
     return out
 
 
 def test_latest_version_of_every_order_lands_and_bad_messages_are_dead_letters(stack_settings):
     s = stack_settings
     prefix = unique("wo")
-    versions = _orders(prefix)
+    home = home_ids(1)[0]  # a home no other test has
+    versions = _orders(prefix, home)
     latest = {}
     for o in versions:
         if o["order_id"] not in latest or o["version"] > latest[o["order_id"]]["version"]:
@@ -41,6 +42,11 @@ def test_latest_version_of_every_order_lands_and_bad_messages_are_dead_letters(s
     enc = encoder_for(s, s.topic_workorders, schemas.WORK_ORDER)
     good = enc.encode(versions[0])
     bad = malformed_avro(good)
+    # valid Avro, implausible orders: a component of another home, opened in 2100, version 0
+    implausible = {"foreign asset": dict(versions[0], asset_id="H000001-CP"),
+                   "opened in 2100": dict(versions[0], opened_ms=4_102_444_800_000),
+                   "version 0": dict(versions[0], version=0)}
+    bad.update({name: enc.encode(o) for name, o in implausible.items()})
     offsets = {}
     record = offset_recorder(offsets)
 
@@ -55,7 +61,7 @@ def test_latest_version_of_every_order_lands_and_bad_messages_are_dead_letters(s
 
     def latest_stored():
         return client.query(f"SELECT count(), sum(version) FROM {db}.work_orders FINAL WHERE home_id = %(h)s",
-                            parameters={"h": prefix}).result_rows[0]
+                            parameters={"h": home}).result_rows[0]
 
     # versions of one order collapse as they land (ReplacingMergeTree): wait until every
     # order is there at its latest version, then check each one
@@ -64,7 +70,7 @@ def test_latest_version_of_every_order_lands_and_bad_messages_are_dead_letters(s
     client.command(f"OPTIMIZE TABLE {db}.work_orders FINAL")
     rows = client.query(
         f"SELECT order_id, version, status, kind, source, failure_code, replaced FROM {db}.work_orders "
-        f"WHERE home_id = %(h)s ORDER BY order_id", parameters={"h": prefix}).result_rows
+        f"WHERE home_id = %(h)s ORDER BY order_id", parameters={"h": home}).result_rows
     # ... and the table keeps exactly the latest version of each order
     assert len(rows) == len(latest)
     for order_id, version, status, kind, source, failure_code, replaced in rows:
@@ -73,11 +79,15 @@ def test_latest_version_of_every_order_lands_and_bad_messages_are_dead_letters(s
             want["version"], want["status"], want["kind"], want["source"], want["failure_code"], want["replaced"])
 
     bad_offsets = tuple(offsets[n] for n in bad)
-    dead = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(client.query(
+    dead = wait_for(lambda: (lambda r: r if len(r) == len(bad) else None)(client.query(
         f"SELECT offset, error FROM {db}.dead_letters WHERE topic = %(t)s AND partition = 0 "
         f"AND offset IN %(o)s ORDER BY offset", parameters={"t": s.topic_workorders, "o": bad_offsets}).result_rows),
-        60, what="3 dead letters")
+        60, what=f"{len(bad)} dead letters")
     assert [r[0] for r in dead] == sorted(bad_offsets) and all(r[1] for r in dead)
+    errors = dict(dead)
+    assert "is not a component of home" in errors[offsets["foreign asset"]]
+    assert "opened_ms: 4102444800000 is more than 10 minutes after now" in errors[offsets["opened in 2100"]]
+    assert "version: 0 is outside [1, 2**53]" in errors[offsets["version 0"]]
 
 
 def test_failure_signatures_join_work_orders_with_telemetry(stack_settings):

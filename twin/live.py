@@ -3,8 +3,10 @@ twin's state is its latest readings), anomalies, alerts, work orders and mainten
 predictions from the beginning of their retention (open alerts and orders must be known). One confluent-kafka consumer, partitions
 assigned explicitly (no consumer group to join: every twin service sees everything).
 
-Hostile input: an undecodable message or a record of an unknown home is counted
-(``stats``) and skipped; the feed keeps going.
+Hostile input: an undecodable message, a reading or work order that fails the
+plausibility contract (a reading stamped 2100 would otherwise stay a home's "latest"
+for ever) or a record of an unknown home is counted (``stats``) and skipped; the feed
+keeps going.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import Counter
 
 from schemas import topics as topic_decl
 from ecoretrofit.serde import DecodeError, decoder_for
+from processors.intake import screen, screen_work_order
 from twin.state import TwinStore
 
 log = logging.getLogger("eco.twin.live")
@@ -54,6 +57,15 @@ class LiveFeed:
                 log.warning("live feed failed (%s); retrying in 2 s", exc)
                 self.stop_event.wait(2.0)
 
+    def _screen(self, kind: str, decoder, value: bytes | None) -> dict:
+        """The decoded record; telemetry and work orders also pass the plausibility contract."""
+        now_ms, regions = int(time.time() * 1000), self.settings.known_regions
+        if kind == "telemetry":
+            return screen(value, decoder.decode, now_ms=now_ms, regions=regions)
+        if kind == "work_orders":
+            return screen_work_order(value, decoder.decode, now_ms=now_ms, regions=regions)
+        return decoder.decode(value)
+
     def _consume(self) -> None:
         from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
@@ -79,9 +91,10 @@ class LiveFeed:
                         continue
                     kind, decoder = by_topic[msg.topic()]
                     try:
-                        record = decoder.decode(msg.value())
-                    except DecodeError:
-                        self.stats[f"{kind}_undecodable"] += 1
+                        record = self._screen(kind, decoder, msg.value())
+                    except DecodeError as exc:
+                        # the consumers that own these topics dead-letter them; the twin only counts
+                        self.stats[f"{kind}_{'implausible' if exc.reason == 'implausible' else 'undecodable'}"] += 1
                         continue
                     if self.store.apply(kind, record):
                         self.stats[kind] += 1

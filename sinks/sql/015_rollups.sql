@@ -50,6 +50,12 @@
 -- 8% low at one reading per 5 minutes.) The states keep min/max of the meter per
 -- period; the views look the previous period up with a window over the home's rows
 -- (energy_hourly_by_home_between below for reports over a range).
+-- A meter that goes back (replaced, reset, or a second simulation of the same home
+-- ids starting from a lower reading) would make its period negative: a period whose
+-- highest reading is below the previous period's counts its own rise instead
+-- (highest - lowest reading within it), never less than zero, as Prometheus' increase()
+-- treats a counter reset. The rise across the reset itself is unknowable and is not
+-- counted, so across a reset the periods no longer add up to the meter's difference.
 -- A region's energy is the sum of its homes' (from the per-home roll-ups): meter
 -- differences cannot be merged across homes inside one state.
 --
@@ -137,11 +143,14 @@ SELECT
     c.readings AS readings,
     c.first_ts AS first_ts,
     c.last_ts AS last_ts,
-    c.meter_end_kwh - coalesce(
-        lagInFrame(toNullable(c.meter_end_kwh)) OVER (PARTITION BY c.region, c.home_id ORDER BY c.hour
-                                                      ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
-        b.meter_before_kwh,
-        c.meter_start_kwh) AS energy_kwh,
+    c.meter_end_kwh - if(
+        (coalesce(
+            lagInFrame(toNullable(c.meter_end_kwh)) OVER (PARTITION BY c.region, c.home_id ORDER BY c.hour
+                                                          ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
+            b.meter_before_kwh,
+            c.meter_start_kwh) AS meter_previous_kwh) > c.meter_end_kwh,
+        c.meter_start_kwh,  -- the meter went back (reset, replaced): see "Energy" above
+        meter_previous_kwh) AS energy_kwh,
     c.power_avg_w AS power_avg_w,
     c.power_min_w AS power_min_w,
     c.power_max_w AS power_max_w,
@@ -293,10 +302,13 @@ SELECT
     home_id,
     day,
     readings,
-    meter_end_kwh - coalesce(
-        lagInFrame(toNullable(meter_end_kwh)) OVER (PARTITION BY region, home_id ORDER BY day
-                                                    ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
-        meter_start_kwh) AS energy_kwh,
+    meter_end_kwh - if(
+        (coalesce(
+            lagInFrame(toNullable(meter_end_kwh)) OVER (PARTITION BY region, home_id ORDER BY day
+                                                        ROWS BETWEEN 1 PRECEDING AND CURRENT ROW),
+            meter_start_kwh) AS meter_previous_kwh) > meter_end_kwh,
+        meter_start_kwh,  -- the meter went back (reset, replaced): see "Energy" above
+        meter_previous_kwh) AS energy_kwh,
     power_avg_w,
     power_peak_w,
     peak_at,

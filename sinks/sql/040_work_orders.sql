@@ -64,7 +64,16 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.work_orders_mv TO {database}.w
 SELECT order_id, asset_id, home_id, region, asset_type, model, kind, source, opened_ms, status,
        closed_ms, failure_ms, failure_code, cause_code, resolution_code, replaced, version
 FROM {database}.work_orders_queue
-WHERE length(_error) = 0;
+WHERE length(_error) = 0 AND empty({work_order_reasons});
+
+-- Parsed but implausible orders (the work-order rules of schemas/plausibility.py, as SQL
+-- by sinks/plausibility_sql.py): every reason, and the order as JSON (at most 64 kB).
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.work_orders_implausible_mv TO {database}.dead_letters AS
+SELECT _topic AS topic, _partition AS partition, _offset AS offset,
+       substring({work_order_row_json}, 1, {dead_letter_max_bytes}) AS raw,
+       {work_order_dead_letter_error} AS error
+FROM {database}.work_orders_queue
+WHERE length(_error) = 0 AND notEmpty({work_order_reasons});
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.work_orders_dlq_mv TO {database}.dead_letters AS
 SELECT _topic AS topic, _partition AS partition, _offset AS offset, {dead_letter_raw} AS raw, {dead_letter_error} AS error

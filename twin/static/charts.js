@@ -17,6 +17,9 @@ const Charts = (() => {
     for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) out.push(+v.toFixed(10));
     return out;
   }
+  // axis labels stay inside the margin: 2500000 -> "2.5M", 0.26 -> "0.26"
+  const compact = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 2 });
+  const tickLabel = (v) => compact.format(v);
   // opts: {series: [{name, color, points: [[t, y]...]}], markers: [{t, y, label}], unit, xFormat, height}
   function line(svg, opts) {
     const W = svg.clientWidth || 600, H = opts.height || 180, L = 46, R = 10, T = 18, B = 22;
@@ -35,7 +38,7 @@ const Charts = (() => {
     const g = node("g", { class: "axis" });
     ticks(y0, y1, 4).forEach((v) => {
       g.appendChild(node("line", { x1: L, x2: W - R, y1: sy(v), y2: sy(v), class: "grid" }));
-      g.appendChild(node("text", { x: L - 4, y: sy(v) + 4, "text-anchor": "end" }, String(v)));
+      g.appendChild(node("text", { x: L - 4, y: sy(v) + 4, "text-anchor": "end" }, tickLabel(v)));
     });
     const fx = opts.xFormat || ((t) => new Date(t).toISOString().slice(11, 16));
     const nx = Math.max(2, Math.floor((W - L - R) / 90));
@@ -81,7 +84,7 @@ const Charts = (() => {
     ticks(0, max, 3).forEach((v) => {
       const y = T + (1 - v / max) * (H - T - B);
       svg.appendChild(node("line", { x1: L, x2: W, y1: y, y2: y, class: "grid" }));
-      svg.appendChild(node("text", { x: L - 4, y: y + 4, "text-anchor": "end", class: "axis-t" }, String(v)));
+      svg.appendChild(node("text", { x: L - 4, y: y + 4, "text-anchor": "end", class: "axis-t" }, tickLabel(v)));
     });
     opts.groups.forEach((gname, i) => {
       opts.series.forEach((s, k) => {

@@ -68,7 +68,7 @@
     rates.push([c.now_ms, c.readings_per_s]);
     if (rates.length > 300) rates.shift();
     Charts.line($("rate"), { series: [{ name: "readings/s", color: "#2b6cb0", points: rates }], height: 130, zero: true,
-      xFormat: (t) => new Date(t).toISOString().slice(14, 19) });
+      xFormat: (t) => new Date(t).toISOString().slice(11, 19) });
     Eco.table($("orders"), [["opened", (o) => Eco.date(o.opened_ms)], ["home", (o) => { const a = Eco.el("a", { href: "/homes/" + o.home_id }, o.home_id); return a; }],
       ["asset", (o) => o.asset_type.replace("_", " ")], ["kind", (o) => o.kind]], c.latest_open_orders);
   }
