@@ -48,6 +48,7 @@ from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
 from processors.alerts import AlertBook
 from processors.batch_consumer import install
 from processors.intake import dead_letter, screen
+from processors.pending import PendingSends
 from processors.scoring import MAX_CHECKPOINT_BYTES, HomeModel, ScoringConfig
 from processors.snapshots import SnapshotPointer, SnapshotPolicy
 
@@ -173,16 +174,16 @@ class Processor:
         )
         # recovery starts at the last full snapshot, not at offset 0 (processors/snapshots.py)
         self.models.persisted_offset = self._snapshot_start
-        # The delivery future of everything sent (changelog writes, anomaly events,
-        # alerts, dead letters), so that a checkpoint can wait for the broker's
-        # acknowledgement of each before it acknowledges the offsets it covers
-        # (Faust's producer.flush() gives up on its buffer after 0.1 s).
-        self.unacknowledged: list = []
+        # The delivery futures of everything sent (changelog writes, anomaly events,
+        # alerts, dead letters) still in flight, so that a checkpoint can wait for the
+        # broker's acknowledgement of each before it acknowledges the offsets it
+        # covers (Faust's producer.flush() gives up on its buffer after 0.1 s).
+        self.unacknowledged = PendingSends()
         send_changelog = self.models.send_changelog
 
         def send_and_track(*args, **kwargs):
             fut = send_changelog(*args, **kwargs)
-            self.unacknowledged.append(fut)
+            self.unacknowledged.add(fut)
             return fut
 
         self.models.send_changelog = send_and_track
@@ -466,7 +467,7 @@ class Processor:
 
     async def send_anomaly(self, anomaly: dict, wall: float, sticky: bool = False) -> None:
         self._codecs()  # the silence timer may report before the first batch
-        self.unacknowledged.append(
+        self.unacknowledged.add(
             await self.anomalies.send(key=anomaly["home_id"].encode(), value=self.encoder.encode(anomaly)))
         metrics.ANOMALIES.labels(anomaly["region"], anomaly["metric"], anomaly["severity"], anomaly["detector"]).inc()
         alert = self.alert_book.on_anomaly(anomaly, wall, sticky=sticky)
@@ -502,9 +503,7 @@ class Processor:
         # the models, the open alerts, or an alert's "resolved" that the committed
         # offsets and the checkpoint say were done. (A failed send raises here: nothing
         # is acknowledged, the next owner re-reads.)
-        sent, self.unacknowledged = self.unacknowledged, []
-        if sent:
-            await asyncio.gather(*sent)
+        await self.unacknowledged.settle()
         ack = self.app.consumer.ack
         for msg in held:
             ack(msg)
@@ -516,11 +515,11 @@ class Processor:
             msg.key if isinstance(msg.key, bytes) else None, msg.value, exc, msg.topic, msg.partition, msg.offset,
             refused_by="processor",
         )
-        self.unacknowledged.append(await self.deadletters.send(key=key, value=value, headers=headers))
+        self.unacknowledged.add(await self.deadletters.send(key=key, value=value, headers=headers))
 
     async def send_alert(self, alert: dict) -> None:
         self._codecs()
-        self.unacknowledged.append(
+        self.unacknowledged.add(
             await self.alerts.send(key=alert["home_id"].encode(), value=self.alert_encoder.encode(alert)))
 
     def update_alert_gauge(self) -> None:

@@ -16,19 +16,55 @@ internal topics) take Faust's own path. The topics must still be known to the ap
 (``app.topics.add``) so that the group subscribes to them.
 
 This relies on the shape of ``faust.transport.consumer.Consumer._drain_messages``
-(faust-streaming 0.15, pinned); ``tests/test_batch_consumer.py`` runs it against the
-real broker.
+(faust-streaming 0.15, pinned); the processor's tests run it against the real broker.
+
+The consumer also corrects the end offsets that table recovery reads up to. Faust
+replays a changelog partition until it has read the offset before the partition's
+end as ListOffsets reports it, and then applies nothing more it reads there until the
+next rebalance. Tansu answers ListOffsets with the start of the partition's last
+producer batch + 1, so recovery stopped after the first record of the last batch: a
+checkpoint written in the same batch after another home's was never applied, and
+that home started from an older checkpoint or from nothing (a SIGKILLed worker's
+alert on it was then neither re-fired nor resolved). The end offsets in fetch
+responses are right (``ecoretrofit.consumer_progress.end_offsets``); recovery takes
+the later of the two.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Iterable
+import logging
+from typing import Awaitable, Callable, Iterable, Mapping
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import server_list
+from faust.types import TP
+
+from ecoretrofit.consumer_progress import end_offsets
+
+log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list], Awaitable[None]]
+
+
+def later_ends(listed: Mapping[TP, int | None], fetched: Mapping[str, Mapping[int, tuple[int, int]]]) -> dict:
+    """Each partition's end offset: the later of what ListOffsets reported
+    (``listed``) and the high watermark of a fetch response (``fetched``, as
+    ``end_offsets`` returns it: ``{topic: {partition: (low, high)}}``); a partition
+    missing from one keeps the other's.
+
+    >>> tp = TP("models-changelog", 0)
+    >>> later_ends({tp: 4}, {"models-changelog": {0: (0, 7)}})  # Tansu: the last batch held 4..6
+    {TP(topic='models-changelog', partition=0): 7}
+    >>> later_ends({tp: 4}, {}), later_ends({tp: None}, {"models-changelog": {0: (0, 3)}})
+    ({TP(topic='models-changelog', partition=0): 4}, {TP(topic='models-changelog', partition=0): 3})
+    """
+    ends = {}
+    for tp, end in listed.items():
+        high = fetched.get(tp.topic, {}).get(tp.partition, (None, None))[1]
+        ends[tp] = max((e for e in (end, high) if e is not None), default=None)
+    return ends
 
 
 class BatchingConsumer(AIOKafkaConsumer):
@@ -37,6 +73,22 @@ class BatchingConsumer(AIOKafkaConsumer):
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
     max_batch: int = 5000
+
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """End offsets for table recovery (only Faust's recovery asks): see the module
+        docstring for why not ListOffsets' alone."""
+        listed = await super().highwaters(*partitions)
+        bootstrap = ",".join(server_list(self.transport.url, self.transport.default_port))
+        try:
+            fetched = await asyncio.to_thread(end_offsets, bootstrap, sorted({tp.topic for tp in partitions}))
+        except Exception:  # recover as far as ListOffsets says, as Faust would
+            log.exception("end offsets of %s from fetch responses unknown; recovery may stop short", partitions)
+            fetched = {}
+        ends = later_ends(listed, fetched)
+        short = {tp: (listed[tp], end) for tp, end in ends.items() if end != listed[tp]}
+        if short:
+            log.info("changelog ends from fetch responses (ListOffsets said, fetch says): %s", short)
+        return ends
 
     async def _drain_messages(self, fetcher) -> None:  # noqa: ANN001
         # Faust's loop (faust/transport/consumer.py), with the batch topics collected.

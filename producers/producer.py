@@ -27,6 +27,30 @@ from ecoretrofit.avro_columns import ColumnarEncoder
 from ecoretrofit.serde import AvroEncoder, encoder_for
 
 
+#: How long to serve the client when its local queue is full, before trying again.
+#: Short: with error-only delivery reports ``poll`` returns only when the time is up.
+QUEUE_FULL_WAIT_S = 0.005
+
+
+def telemetry_producer_config(settings: Settings) -> dict[str, object]:
+    """The client settings of the telemetry producer, and of ``ecoretrofit bench``'s
+    bare loop that is its ceiling: the project's producer settings, plus
+
+    - delivery reports for failures only: a Python callback per acknowledged message
+      would cost as much as encoding it;
+    - room for a million queued readings (librdkafka's default is 100,000): a backfill
+      or a large city's tick queues at once and the client's threads send it while
+      the next tick is computed, instead of blocking on a full queue. The price: while
+      the broker is unreachable the client may hold that many (a few hundred bytes
+      each, some 300 MB) before ``send_columns`` blocks.
+    """
+    return {
+        **settings.producer_config(),
+        "delivery.report.only.error": True,
+        "queue.buffering.max.messages": 1_000_000,
+    }
+
+
 class ReadingSource(Protocol):
     """What the drivers need of a simulator: a tick of readings as columns."""
 
@@ -46,12 +70,11 @@ class DeliveryStats:
 
 
 class TelemetryProducer:
-    """Readings to the telemetry topic.
+    """Readings to the telemetry topic (client settings: ``telemetry_producer_config``).
 
-    Delivery reports come for failures only (``delivery.report.only.error``): a Python
-    callback per acknowledged message would cost as much as encoding it. What was
-    acknowledged is then exact arithmetic: sent - failed - still queued in the client,
-    and after ``flush()`` nothing is queued.
+    Delivery reports come for failures only, so what was acknowledged is exact
+    arithmetic: sent - failed - still queued in the client, and after ``flush()``
+    nothing is queued.
     """
 
     def __init__(self, settings: Settings, encoder: AvroEncoder | None = None, **overrides: object):
@@ -59,12 +82,7 @@ class TelemetryProducer:
         self.topic = settings.topic_telemetry
         self.encoder = encoder or encoder_for(settings, self.topic, schemas.TELEMETRY_READING)
         self.columnar = ColumnarEncoder(schemas.schema_text(schemas.TELEMETRY_READING), self.encoder.schema_id)
-        self._producer = Producer({
-            **settings.producer_config(),
-            "delivery.report.only.error": True,
-            "on_delivery": self._on_error,
-            **overrides,
-        })
+        self._producer = Producer({**telemetry_producer_config(settings), "on_delivery": self._on_error, **overrides})
         self._sent = 0
         self._failed = 0
         self._errors: dict[str, int] = {}
@@ -99,7 +117,7 @@ class TelemetryProducer:
             try:
                 produce(topic, value, key)
             except BufferError:  # local queue full: serve the client until there is room
-                self._producer.poll(0.05)
+                self._producer.poll(QUEUE_FULL_WAIT_S)
                 self._produce(key, value, counted=False)
         self._sent += len(values)
         for region, n in region_counts:
@@ -128,7 +146,7 @@ class TelemetryProducer:
                 self._producer.produce(self.topic, value, key)
                 break
             except BufferError:
-                self._producer.poll(0.05)
+                self._producer.poll(QUEUE_FULL_WAIT_S)
         if counted:
             self._sent += 1
 

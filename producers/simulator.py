@@ -61,8 +61,11 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import threading
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -172,6 +175,29 @@ def heat_pump_step(t_in, t_out, sp, ua, heat_cap, gain, q_int, solar, q_heat_max
     t_next = t_in + (dt / heat_cap) * (ua * (t_out - t_in) + q_int + solar + q)
     hvac_w = np.where(q > 0, q / cop, -q / (1.15 * cop)) + 0.02 * np.abs(q)
     return t_next, q, hvac_w
+
+
+#: One thread draws every simulator's next tick of noise while the current tick is
+#: encoded and sent (numpy's generators release the GIL while they draw).
+_noise_pool: ThreadPoolExecutor | None = None
+_noise_pool_lock = threading.Lock()
+
+
+def _draw_ahead(rng: np.random.Generator, size: int) -> Future:
+    global _noise_pool
+    if _noise_pool is None:
+        with _noise_pool_lock:
+            if _noise_pool is None:
+                _noise_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-noise")
+    return _noise_pool.submit(rng.standard_normal, size)
+
+
+def _forget_noise_pool() -> None:  # a forked child has the pool but not its thread
+    global _noise_pool
+    _noise_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_noise_pool)
 
 
 # AR(1) processes: name -> (stationary sd, time constant s)
@@ -337,8 +363,12 @@ class CitySimulator:
         self._energy = 2000.0 + 40000.0 * u(22)
         self._seq = np.zeros(n, dtype=np.int64)
         self._ar_cache: dict[float, dict[str, tuple[float, float]]] = {}
-        # one draw per tick, carved into views
+        # one draw per tick, carved into views; the next tick's is drawn ahead in the
+        # background (the same numbers in the same order: one generator, one draw in
+        # flight at a time)
         self._nz = 9 * n + 7 * nw + 3 * r
+        self._next_z: Future | None = None
+        self._pid = os.getpid()
 
         # ---- components (optional): wear and failures of each home's bill of materials
         self._wpos = np.full(n, -1, dtype=np.int64)
@@ -355,6 +385,20 @@ class CitySimulator:
         self.faults: FaultPlan | None = None
         if faults is not None:
             self.set_faults(faults)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self._next_z is not None:  # the draw in flight, as numbers
+            state["_next_z"] = self._next_z.result()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        drawn = state["_next_z"]
+        if drawn is not None:
+            state["_next_z"] = Future()
+            state["_next_z"].set_result(drawn)
+        state["_pid"] = os.getpid()
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -507,7 +551,11 @@ class CitySimulator:
         n, w = self.n, self.water_idx
         nw, r = len(w), len(self.regions)
         ar = self._ar(dt)
-        z = self._rng.standard_normal(self._nz)
+        if self._next_z is not None and os.getpid() != self._pid:
+            # its draw ahead happened (or not) in the parent: the noise would depend on timing
+            raise RuntimeError("a simulator cannot go on ticking in a forked process; create one there")
+        z = self._rng.standard_normal(self._nz) if self._next_z is None else self._next_z.result()
+        self._next_z = _draw_ahead(self._rng, self._nz)
         zi = iter(range(0, 9 * n, n))
 
         def zn() -> np.ndarray:

@@ -19,6 +19,15 @@ from helpers import TEST_REGIONS
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_generate_tests(metafunc):
+    # ECO_TEST_REPEAT=N runs every collected test N times in one session (one stack):
+    # how the failure rates of restart races in docs/delivery.md were measured.
+    repeat = int(os.environ.get("ECO_TEST_REPEAT", "0") or 0)
+    if repeat > 1:
+        metafunc.fixturenames.append("_repeat")
+        metafunc.parametrize("_repeat", range(repeat))
+
+
 def pytest_collection_modifyitems(items):
     # Tests that use the stack are integration tests, whether marked or not.
     for item in items:

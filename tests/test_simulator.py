@@ -44,6 +44,30 @@ def test_deterministic_for_a_seed():
     assert [s1.tick() for _ in range(3)] == [s2.tick() for _ in range(3)]
 
 
+def test_noise_drawn_ahead_is_the_generators_own_sequence():
+    """Each tick's noise is drawn ahead on a thread shared by every simulator: cities
+    ticked in turn, or one of them resumed after a pause, see exactly the numbers a
+    lone city drawing in order sees."""
+    alone = run(homes=40, ticks=30, seed=5, step=1000)
+    a = CitySimulator(40, REGIONS, 5, JAN_15, step_ms=1000)
+    b = CitySimulator(40, REGIONS, 5, JAN_15, step_ms=1000)
+    other = CitySimulator(300, REGIONS, 6, JAN_15, step_ms=1000)
+    ticks_a, ticks_b = [], []
+    for k in range(30):
+        ticks_a.append(a.tick_columns())
+        other.tick_columns()
+        if k % 7 != 3:  # b skips a turn now and then; its next draw waits meanwhile
+            ticks_b.append(b.tick_columns())
+    while len(ticks_b) < 30:
+        ticks_b.append(b.tick_columns())
+    for name in FIELDS[2:]:
+        assert same(np.stack([c[name] for c in ticks_a]), alone[name]), name
+        assert same(np.stack([c[name] for c in ticks_b]), alone[name]), name
+    # and the draws are the generator's own, in order: one per tick, nothing skipped
+    rng = np.random.default_rng(5)
+    assert [rng.standard_normal(a._nz)[0] for _ in range(31)][-1] == a._next_z.result()[0]
+
+
 def test_homes_are_the_same_homes_in_any_city_size():
     small, big = CitySimulator(10, REGIONS, 9, JAN_15), CitySimulator(500, REGIONS, 9, JAN_15)
     assert small.home_ids == big.home_ids[:10]
@@ -325,3 +349,49 @@ def test_plan_validation():
     plan.inject("H999999", "spike", JAN_15, 1000)
     with pytest.raises(ValueError, match="unknown home"):
         CitySimulator(3, REGIONS, 1, JAN_15, faults=plan)
+
+
+def _in_a_forked_child(work) -> str:
+    """``work()``'s result, or its exception as text, from a forked child."""
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            out = str(work())
+        except Exception as exc:  # noqa: BLE001 - reported to the parent
+            out = f"{type(exc).__name__}: {exc}"
+        os.write(write, out.encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as f:
+        return f.read()
+
+
+def test_a_forked_child_refuses_to_tick_its_parents_simulator_and_ticks_its_own():
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    sim = CitySimulator(10, REGIONS, 1, JAN_15)
+    sim.tick_columns()  # its next draw is now in flight on the parent's noise thread
+    assert _in_a_forked_child(sim.tick_columns).startswith(
+        "RuntimeError: a simulator cannot go on ticking in a forked process")
+    fresh = lambda: len([CitySimulator(10, REGIONS, 1, JAN_15).tick_columns() for _ in range(2)][-1]["power_w"])  # noqa: E731
+    assert _in_a_forked_child(fresh) == "10"
+    assert sim.tick_columns()["power_w"].shape == (10,)  # the parent goes on
+
+
+def test_a_pickled_simulator_continues_with_the_same_readings():
+    import pickle
+
+    a = CitySimulator(30, REGIONS, 2, JAN_15)
+    b = CitySimulator(30, REGIONS, 2, JAN_15)
+    a.tick_columns(), b.tick_columns()
+    a = pickle.loads(pickle.dumps(a))
+    for _ in range(3):
+        ca, cb = a.tick_columns(), b.tick_columns()
+        for name in FIELDS[2:]:
+            assert same(ca[name], cb[name]), name
