@@ -33,6 +33,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--twin-live-homes", type=int, default=1_000, help="twin: homes live for the dashboard")
     parser.add_argument("--gateway-devices", type=int, default=1000, help="gateway_live: devices at 1 Hz")
     parser.add_argument("--gateway-duration", type=float, default=60.0, help="gateway_live: seconds of load")
+    parser.add_argument("--gateway-bridges", type=int, default=1,
+                        help="gateway_live: MQTT bridges sharing the subscription")
+    parser.add_argument("--gateway-transports", default="mqtt,https", help="gateway_live: mqtt, https or both")
     parser.add_argument("--lake-readings", type=float, default=5_000_000,
                         help="lake: readings through S3 objects and the lake ingester (e.g. 5e7)")
     parser.add_argument("--query-rows", type=int, default=10_000_000,
@@ -100,7 +103,10 @@ def run(args, settings: Settings) -> int:
             elif name == "gateway_live":
                 from bench import gateway
 
-                results[name] = gateway.bench_live(settings, args.gateway_devices, args.gateway_duration)
+                results[name] = gateway.bench_live(
+                    settings, args.gateway_devices, args.gateway_duration,
+                    transports=tuple(t.strip() for t in args.gateway_transports.split(",") if t.strip()),
+                    bridges=args.gateway_bridges)
             print(f"  done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
     finally:
         if started:
