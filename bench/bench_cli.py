@@ -33,6 +33,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--twin-live-homes", type=int, default=1_000, help="twin: homes live for the dashboard")
     parser.add_argument("--gateway-devices", type=int, default=1000, help="gateway_live: devices at 1 Hz")
     parser.add_argument("--gateway-duration", type=float, default=60.0, help="gateway_live: seconds of load")
+    parser.add_argument("--gateway-bridges", type=int, default=1,
+                        help="gateway_live: MQTT bridges sharing the subscription")
+    parser.add_argument("--gateway-transports", default="mqtt,https", help="gateway_live: mqtt, https or both")
     parser.add_argument("--lake-readings", type=float, default=5_000_000,
                         help="lake: readings through S3 objects and the lake ingester (e.g. 5e7)")
     parser.add_argument("--query-rows", type=int, default=10_000_000,
@@ -100,7 +103,10 @@ def run(args, settings: Settings) -> int:
             elif name == "gateway_live":
                 from bench import gateway
 
-                results[name] = gateway.bench_live(settings, args.gateway_devices, args.gateway_duration)
+                results[name] = gateway.bench_live(
+                    settings, args.gateway_devices, args.gateway_duration,
+                    transports=tuple(t.strip() for t in args.gateway_transports.split(",") if t.strip()),
+                    bridges=args.gateway_bridges)
             print(f"  done in {time.monotonic() - t0:.0f}s", file=sys.stderr)
     finally:
         if started:
@@ -130,10 +136,27 @@ def print_report(results: dict) -> None:
         per_round = ", ".join(f"{x:.0%}" for x in r.get("ratios_per_round", []))
         print(f"          ratio                  {r['ratio']:>10.0%}   (best of {r.get('rounds', 1)} each; "
               f"per round {per_round}; target >= 60%)")
+        if "cpu_ratio" in r:
+            per_round = ", ".join(f"{x:.0%}" for x in r["cpu_ratios_per_round"])
+            print(f"          per CPU-second         {r['faust_readings_per_cpu_s']:>10,.0f} vs "
+                  f"{r['baseline_readings_per_cpu_s']:,.0f} readings/s: {r['cpu_ratio']:.0%} (per round {per_round})")
+        if "load_average" in r:
+            print(f"          load average           {r['load_average']:>10.1f}   (at the end; other jobs on the cores)")
     if "latency" in results:
         r = results["latency"]
         print(f"latency   produce->anomaly       p50 {r['anomaly_p50_s'] * 1000:>7.0f} ms  p99 {r['anomaly_p99_s'] * 1000:>7.0f} ms"
               f"  ({r['anomaly_events']} events, {r['homes']} homes live; target p99 < 300 ms)")
+        if "to_batch_p50_s" in r:
+            print(f"          reading->worker batch  p50 {r['to_batch_p50_s'] * 1000:>7.0f} ms  p99 {r['to_batch_p99_s'] * 1000:>7.0f} ms"
+                  f"  (produce, linger, broker, fetch)")
+            print(f"          batch->event sent      p50 {r['batch_to_send_p50_s'] * 1000:>7.0f} ms  p99 "
+                  f"{r['batch_to_send_p99_s'] * 1000:>7.0f} ms  (scoring the batch up to the reading)")
+            print(f"          sent->event consumed   p50 {r['send_to_listener_p50_s'] * 1000:>7.0f} ms  p99 "
+                  f"{r['send_to_listener_p99_s'] * 1000:>7.0f} ms  (worker's producer, broker, downstream fetch; "
+                  f"load average {r['load_average']:.1f})")
+        if "bare_hop_p50_s" in r:
+            print(f"          baseline: one bare hop p50 {r['bare_hop_p50_s'] * 1000:>7.0f} ms  p99 {r['bare_hop_p99_s'] * 1000:>7.0f} ms"
+                  f"  (confluent-kafka produce->consume through the same broker, same run, {r['bare_hops']} messages)")
         print(f"          produce->ClickHouse    p50 {r['clickhouse_p50_s'] * 1000:>7.0f} ms  p99 {r['clickhouse_p99_s'] * 1000:>7.0f} ms"
               f"  ({r['clickhouse_rows']:,} rows)")
     if "live" in results:

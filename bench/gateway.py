@@ -14,6 +14,7 @@ never pollutes the warehouse.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import threading
 import time
@@ -27,7 +28,7 @@ from ecoretrofit.processes import http_ok, scrape, start_cli
 from ecoretrofit.serde import encoder_for
 
 Report = dict
-DEVICES_PER_PROCESS = 250
+DEVICES_PER_PROCESS = 500
 
 
 def _rss_mb(pid: int | None) -> float | None:
@@ -41,6 +42,23 @@ def _rss_mb(pid: int | None) -> float | None:
     except OSError:
         return None
     return None
+
+
+def _cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user + system) ``pid`` has used."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load_average() -> float:
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
 
 
 def _readings(settings: Settings, homes: list[str], per_home: int) -> dict[str, list[dict]]:
@@ -65,9 +83,7 @@ def _devices(settings: Settings, homes: list[str]) -> dict[str, tuple[str, str]]
     for h in homes:
         created = reg.add(h, f"bench-{h}")
         creds[h] = (created.device.device_id, created.token)
-    write_broker_auth(settings, reg)
-    LocalStack(settings, log=lambda _l: None).reload_broker_auth()
-    time.sleep(0.3)
+    write_broker_auth(settings, reg, reload=LocalStack(settings, log=lambda _l: None).reload_broker_auth)
     return creds
 
 
@@ -76,7 +92,7 @@ def _home_ids(n: int) -> list[str]:
     return [f"H{800_000_000 + (base + i) % 10**8:09d}" for i in range(n)]
 
 
-def _start_services(bs: Settings, https: bool, mqtt: bool) -> list:
+def _start_services(bs: Settings, https: bool, mqtt: bool, bridges: int = 1) -> list:
     from gateway.tls import tls_files
 
     procs = []
@@ -93,8 +109,9 @@ def _start_services(bs: Settings, https: bool, mqtt: bool) -> list:
 
         g.wait_healthy(up, 60)
         procs.append(g)
-    if mqtt:
-        b = start_cli(bs, "bench-bridge", ["gateway", "bridge", "--client-id", "bench-bridge"])
+    for i in range(bridges if mqtt else 0):  # several bridges share the subscription
+        name = "bench-bridge" if i == 0 else f"bench-bridge-{i}"
+        b = start_cli(bs, name, ["gateway", "bridge", "--client-id", name])
         b.wait_healthy(lambda: "subscribed to" in b.log_path.read_text(), 60)
         procs.append(b)
     return procs
@@ -227,9 +244,14 @@ def bench_throughput(settings: Settings, devices: int = 64, batch: int = 100, ba
 
 
 # ------------------------------------------------------------------ live
-def _watch_lag(bs: Settings, homes: set[str], stop: threading.Event, samples: list, window_s: float = 10.0):
-    """Consume the bench topic; per window: (t, readings, p50 lag ms, p99 lag ms)."""
-    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+def _watch_lag(bs: Settings, stop: threading.Event, samples: list, window_s: float = 10.0):
+    """Consume the bench topic; per 10 s window of the readings' own ``ts`` (from the
+    first reading seen): (t, readings, p50 lag ms, p99 lag ms, p50 seen lag ms). The lag is a reading's Kafka timestamp (set by the
+    bridge's or gateway's producer as it hands the reading to Kafka) minus the device's
+    ``ts``: the time the reading spent on the device, in the broker and in the bridge.
+    The "seen" lag is when this consumer decoded it, which also counts this process's
+    own delay on a loaded machine."""
+    from confluent_kafka import OFFSET_END, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 
     from ecoretrofit.serde import decoder_for
 
@@ -238,40 +260,44 @@ def _watch_lag(bs: Settings, homes: set[str], stop: threading.Event, samples: li
                   "enable.auto.commit": False})
     parts = c.list_topics(bs.topic_telemetry, timeout=10).topics[bs.topic_telemetry].partitions
     c.assign([TopicPartition(bs.topic_telemetry, p, OFFSET_END) for p in parts])
-    t0 = time.monotonic()
-    lags: list[float] = []
-    window_end = t0 + window_s
+    first_ts = None
+    windows: dict[int, tuple[list[float], list[float]]] = {}  # window index -> (lags, seen lags)
     try:
         while not stop.is_set():
             for msg in c.consume(5000, 0.2):
                 if msg.error():
                     continue
                 now = time.time() * 1000
-                lags.append(now - decoder.decode(msg.value())["ts"])
-            if time.monotonic() >= window_end:
-                lags.sort()
-                samples.append((window_end - t0, len(lags), lags[len(lags) // 2] if lags else None,
-                                lags[int(len(lags) * 0.99)] if lags else None))
-                lags = []
-                window_end += window_s
+                ts = decoder.decode(msg.value())["ts"]
+                kind, appended = msg.timestamp()
+                if kind == TIMESTAMP_NOT_AVAILABLE:
+                    appended = now
+                first_ts = ts if first_ts is None else first_ts
+                w = max(0, int((ts - first_ts) // (window_s * 1000)))
+                lags, seen = windows.setdefault(w, ([], []))
+                lags.append(appended - ts)
+                seen.append(now - ts)
     finally:
         c.close()
+    for w in sorted(windows):
+        lags, seen = sorted(windows[w][0]), sorted(windows[w][1])
+        samples.append(((w + 1) * window_s, len(lags), lags[len(lags) // 2], lags[int(len(lags) * 0.99)],
+                        seen[len(seen) // 2]))
 
 
 def bench_live(settings: Settings, devices: int = 1000, duration: float = 60.0,
-               transports: tuple[str, ...] = ("mqtt", "https")) -> Report:
+               transports: tuple[str, ...] = ("mqtt", "https"), bridges: int = 1) -> Report:
     from infra.localstack.stack import LocalStack
 
-    out: Report = {"devices": devices, "duration_s": duration}
+    out: Report = {"devices": devices, "duration_s": duration, "bridges": bridges}
     for transport in transports:
         topic = unique_topic("bench.gateway.live")
         ensure_topics(settings, {topic: settings.telemetry_partitions})
         bs = settings.replace(topic_telemetry=topic)
-        procs = _start_services(bs, https=transport == "https", mqtt=transport == "mqtt")
+        procs = _start_services(bs, https=transport == "https", mqtt=transport == "mqtt", bridges=bridges)
         server = procs[0]
         first = 900_000 + (int(time.time()) % 90) * 1000 + (0 if transport == "mqtt" else 50_000)
-        # paho waits with select(): fds past 1024 fail, and each client holds 3, so one
-        # process carries at most ~330 MQTT devices. Devices run in groups of 250.
+        # device processes of DEVICES_PER_PROCESS each: one per core at 1,000 devices
         sims = []
         for g, start in enumerate(range(0, devices, DEVICES_PER_PROCESS)):
             n = min(DEVICES_PER_PROCESS, devices - start)
@@ -282,17 +308,36 @@ def bench_live(settings: Settings, devices: int = 1000, duration: float = 60.0,
                                    "--buffer", str(buffer), "--drain", "60"]))
         stop = threading.Event()
         samples: list = []
-        watcher = threading.Thread(target=_watch_lag, args=(bs, set(), stop, samples), daemon=True)
+        watcher = threading.Thread(target=_watch_lag, args=(bs, stop, samples), daemon=True)
         watcher.start()
         rss: dict[str, list[float]] = {"server": [], "broker": [], "devices": []}
         broker_pid = LocalStack(bs, log=lambda _l: None).pid_of("mqtt")
+        pids = {"server": [p.pid for p in procs], "broker": [broker_pid] if transport == "mqtt" else [],
+                "devices": [s.pid for s in sims]}
+
+        def cpu() -> dict[str, float]:
+            return {name: sum(_cpu_s(p) or 0.0 for p in ps) for name, ps in pids.items()}
+
+        cpu0, t_cpu0, loads, in_flight, ack_ms = cpu(), time.monotonic(), [], [], []
+        # the first bridge's or the gateway's /metrics (metrics.PORT_OFFSETS)
+        server_metrics = bs.metrics_port + (9 if transport == "mqtt" else 8)
+        acks = (0.0, 0.0)
         try:
             while any(s.running() for s in sims):
-                for name, pid in (("server", server.pid), ("broker", broker_pid)):
-                    v = _rss_mb(pid)
-                    if v is not None:
-                        rss[name].append(v)
-                rss["devices"].append(sum(_rss_mb(s.pid) or 0 for s in sims))
+                for name, ps in pids.items():
+                    v = [_rss_mb(p) for p in ps]
+                    if any(x is not None for x in v):
+                        rss[name].append(sum(x or 0 for x in v))
+                loads.append(_load_average())
+                if transport == "mqtt":
+                    in_flight.append(scrape(server_metrics, "eco_bridge_in_flight_messages"))
+                now_acks = (scrape(server_metrics, "eco_gateway_kafka_ack_seconds_sum"),
+                            scrape(server_metrics, "eco_gateway_kafka_ack_seconds_count"))
+                if now_acks[1] > acks[1]:
+                    ack_ms.append(round(1000 * (now_acks[0] - acks[0]) / (now_acks[1] - acks[1])))
+                acks = now_acks
+                if time.monotonic() - t_cpu0 <= duration + 5:
+                    cpu1, t_cpu1 = cpu(), time.monotonic()
                 time.sleep(5)
             time.sleep(3)
         finally:
@@ -306,10 +351,12 @@ def bench_live(settings: Settings, devices: int = 1000, duration: float = 60.0,
         for s in sims:
             lines = [json.loads(line) for line in s.log_path.read_text().splitlines() if line.startswith("{")]
             for k, v in (lines[-1] if lines else {}).items():
-                if isinstance(v, (int, float)):
+                if k == "tick_late_ms_max":  # the latest tick of any device process
+                    summary[k] = max(summary.get(k, 0), v)
+                elif isinstance(v, (int, float)):
                     summary[k] = summary.get(k, 0) + v
-        # windows while devices were generating (the drain after the load is not "flat")
-        full = [s for s in samples if s[1] > 0 and s[0] <= duration + 10]
+        # windows of readings taken while devices were generating
+        full = [s for s in samples if s[0] <= duration]
         p50s = [s[2] for s in full]
         out[transport] = {
             "summary": summary,
@@ -321,6 +368,15 @@ def bench_live(settings: Settings, devices: int = 1000, duration: float = 60.0,
             "server_rss_mb_max": max(rss["server"], default=None),
             "broker_rss_mb_max": max(rss["broker"], default=None) if transport == "mqtt" else None,
             "devices_rss_mb_max": max(rss["devices"], default=None),
+            # share of one core each used while the devices generated (100 = one core)
+            "cpu_percent": {k: round(100 * (cpu1[k] - cpu0[k]) / max(t_cpu1 - t_cpu0, 1e-9))
+                            for k in cpu0} if loads else {},
+            "load_average_max": max(loads, default=None),
+            # messages the (first) bridge held unacknowledged, every 5 s: Mosquitto hands
+            # a client at most max_inflight_messages of them
+            "bridge_in_flight": in_flight,
+            # mean time from producing a message's (request's) readings to Kafka's ack, per 5 s
+            "kafka_ack_ms": ack_ms,
         }
     return out
 
@@ -341,12 +397,19 @@ def print_report(results: dict) -> None:
             if transport not in r:
                 continue
             t = r[transport]
-            print(f"gateway   {r['devices']:,} {transport.upper()} devices at 1 Hz for {r['duration_s']:.0f}s: "
+            via = f" ({r.get('bridges', 1)} bridge(s))" if transport == "mqtt" else ""
+            print(f"gateway   {r['devices']:,} {transport.upper()} devices{via} at 1 Hz for {r['duration_s']:.0f}s: "
                   f"lag p50 first window {t['lag_p50_first_ms']:.0f} ms, last {t['lag_p50_last_ms']:.0f} ms "
                   f"({'flat' if t['lag_flat'] else 'GROWING'}); RSS max: "
-                  f"{'bridge' if transport == 'mqtt' else 'gateway'} {t['server_rss_mb_max']:.0f} MB"
+                  f"{('bridges together' if r.get('bridges', 1) > 1 else 'bridge') if transport == 'mqtt' else 'gateway'} "
+                  f"{t['server_rss_mb_max']:.0f} MB"
                   + (f", mosquitto {t['broker_rss_mb_max']:.0f} MB" if t["broker_rss_mb_max"] else "")
                   + f", device simulators {t['devices_rss_mb_max']:.0f} MB; {t['summary']}")
-            for w, n, p50, p99 in t["lag_windows"]:
-                if n:
-                    print(f"          t={w:>4.0f}s {n:>7,} readings  lag p50 {p50:>7.0f} ms  p99 {p99:>7.0f} ms")
+            print(f"          CPU while generating (% of one core): {t['cpu_percent']}; "
+                  f"load average max {t['load_average_max']}"
+                  + (f"; bridge in flight every 5 s: {[int(x) for x in t['bridge_in_flight']]}"
+                     if t.get("bridge_in_flight") else "")
+                  + f"; mean Kafka ack ms every 5 s: {t['kafka_ack_ms']}")
+            for w, n, p50, p99, seen in t["lag_windows"]:
+                print(f"          t={w:>4.0f}s {n:>7,} readings  lag p50 {p50:>7.0f} ms  p99 {p99:>7.0f} ms  "
+                      f"(seen by the bench's consumer: p50 {seen:>7.0f} ms)")

@@ -127,16 +127,19 @@ def _produce_dataset(settings: Settings, topic: str, homes: int, ticks: int) -> 
     return stats.acked
 
 
-def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> float:
+def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> tuple[float, float]:
     """The same work per reading as the Faust worker, without Faust: the intake screen
     (size, Avro decode, plausibility) and HomeModel.update. (What the worker does per
-    batch -- anomaly sends, checkpoints, silence checks -- is left to the worker.)"""
+    batch -- anomaly sends, checkpoints, silence checks -- is left to the worker.)
+    Returns (readings per second, readings per CPU-second of this process)."""
     from confluent_kafka import Consumer
 
+    from processors.detectors import make
     from processors.intake import screen
     from processors.scoring import HomeModel, ScoringConfig
 
     config = ScoringConfig.from_settings(settings)
+    make(config.detector, **config.detector_params)  # imported before the clock starts, as the worker does
     decoder = decoder_for(settings, schemas.TELEMETRY_READING)
     models: dict[str, HomeModel] = {}
     c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-bare-{uuid.uuid4().hex[:6]}",
@@ -149,7 +152,7 @@ def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> fl
             if msg.error():
                 continue
             if t0 is None:
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
             try:
                 r = screen(msg.value(), decoder.decode, now_ms=int(time.time() * 1000), regions=settings.known_regions)
             except DecodeError:  # the worker dead-letters it: handled, not scored
@@ -161,41 +164,54 @@ def _bare_consume_and_score(settings: Settings, topic: str, expected: int) -> fl
             model.update(r)
             done += 1
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    cpu = time.process_time() - (cpu0 if t0 else time.process_time())
     c.close()
     if done < expected:
         raise RuntimeError(f"bare consumer saw {done} of {expected}")
-    return done / elapsed
+    return done / elapsed, done / max(cpu, 1e-9)
 
 
-def _faust_rate(settings: Settings, topic: str, expected: int) -> float:
-    """Readings/s of one fresh Faust worker (its own group) through the whole topic,
-    from its first handled reading to the last (scored or dead-lettered)."""
+def _faust_rate(settings: Settings, topic: str, expected: int) -> tuple[float, float]:
+    """(readings per second, readings per CPU-second of the worker process) of one
+    fresh Faust worker (its own group) through the whole topic, from the end of its
+    first batch to the end of the batch that handled the last reading (scored or
+    dead-lettered), both as the worker's own clock says (``Workers.progress``):
+    polled twice a second, since every scrape costs the worker time that the bare
+    loop does not pay."""
     workers = start_workers(settings, topic, 1, label="bench-worker")
     try:
         first = last = None
         n = 0.0
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            n = workers.handled()
-            now = time.perf_counter()
+            n, at, cpu = workers.progress()
+            at = at or time.time()  # (no reading scored yet: only dead letters)
             if n > 0 and first is None:
-                first = (now, n)
+                first = (at, n, cpu)
             if n >= expected:
-                last = (now, n)
+                # once more: the scrape may fall between the batch's counts and its clock
+                time.sleep(0.1)
+                n, at, cpu = workers.progress()
+                last = (at or time.time(), n, cpu)
                 break
             if workers.died():
                 raise RuntimeError("the Faust worker died; see bench-worker-0.log")
-            time.sleep(0.2)
+            time.sleep(0.5)
         if last is None:
             raise RuntimeError(f"Faust worker handled {n:.0f} of {expected} within the time limit")
-        return (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
+        done = last[1] - first[1]
+        return done / max(last[0] - first[0], 1e-9), done / max(last[2] - first[2], 1e-9)
     finally:
         workers.stop()
 
 
-def bench_process(settings: Settings, homes: int = 1000, ticks: int = 100, rounds: int = 3) -> Report:
+def bench_process(settings: Settings, homes: int = 1000, ticks: int = 200, rounds: int = 3) -> Report:
     """The worker against the bare loop, interleaved over ``rounds`` (best of each: the
-    machine is shared, and a burst of other work during one run says nothing)."""
+    machine is shared, and a burst of other work during one run says nothing).
+
+    Wall-clock rates swing with the other jobs on the cores; readings per CPU-second
+    of each process (the bare loop's whole process, the worker's with its threads)
+    swing far less, so both ratios are given."""
     topic = unique_topic("bench.process")
     ensure_topics(settings, {topic: settings.telemetry_partitions})
     expected = _produce_dataset(settings, topic, homes, ticks)
@@ -203,9 +219,15 @@ def bench_process(settings: Settings, homes: int = 1000, ticks: int = 100, round
     for _ in range(rounds):
         baseline.append(_bare_consume_and_score(settings, topic, expected))
         ours.append(_faust_rate(settings, topic, expected))
-    return {"readings": expected, "rounds": rounds, "baseline_readings_per_s": max(baseline),
-            "faust_readings_per_s_per_worker": max(ours), "ratio": max(ours) / max(baseline),
-            "ratios_per_round": [o / b for o, b in zip(ours, baseline)]}
+    best_base, best_ours = max(b[0] for b in baseline), max(o[0] for o in ours)
+    cpu_base, cpu_ours = max(b[1] for b in baseline), max(o[1] for o in ours)
+    return {"readings": expected, "rounds": rounds, "baseline_readings_per_s": best_base,
+            "faust_readings_per_s_per_worker": best_ours, "ratio": best_ours / best_base,
+            "ratios_per_round": [o[0] / b[0] for o, b in zip(ours, baseline)],
+            "baseline_readings_per_cpu_s": cpu_base, "faust_readings_per_cpu_s": cpu_ours,
+            "cpu_ratio": cpu_ours / cpu_base,
+            "cpu_ratios_per_round": [o[1] / b[1] for o, b in zip(ours, baseline)],
+            "load_average": os.getloadavg()[0]}
 
 
 # ------------------------------------------------------------------------ live
@@ -252,11 +274,23 @@ def bench_live(settings: Settings, homes: int = 10_000, workers: int = 2, durati
 
 
 # --------------------------------------------------------------------- latency
+def _consume_until(settings: Settings, topic: str, stop: threading.Event, handle) -> None:  # noqa: ANN001
+    """Hand every message of ``topic`` (from its start) to ``handle`` until ``stop``."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-lat-{uuid.uuid4().hex[:6]}",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    while not stop.is_set():
+        for msg in c.consume(100, 0.2):
+            if not msg.error():
+                handle(msg)
+    c.close()
+
+
 def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0, spikes: int = 100) -> Report:
     """Produce-to-anomaly and produce-to-ClickHouse latency with the real topics."""
     import asyncio
-
-    from confluent_kafka import Consumer
 
     from producers.faults import FaultPlan
     from producers.producer import TelemetryProducer, run_live
@@ -266,27 +300,54 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
     workers = start_workers(settings, settings.topic_telemetry, 1, offset_reset="latest", label="bench-worker")
     anomalies_topic = workers.anomalies_topic
     latencies: list[float] = []
+    # where the time goes: reading -> the start of the worker's batch that scored it
+    # (the event's detected_at: produce, linger, broker, fetch, waiting behind earlier
+    # batches), -> the worker's send of the event (scoring the batch up to it), then
+    # -> the event here (the worker's producer, the broker, this consumer's fetch)
+    to_batch: list[float] = []
+    to_send: list[float] = []  # -> the worker's send (the event's Kafka CreateTime)
+    to_here: list[float] = []
     stop = threading.Event()
     decoder = decoder_for(settings, schemas.ANOMALY_EVENT)
 
-    def listen() -> None:
-        c = Consumer({**settings.kafka_client_config(), "group.id": f"bench-lat-{uuid.uuid4().hex[:6]}",
-                      "auto.offset.reset": "earliest"})
-        c.subscribe([anomalies_topic])
-        while not stop.is_set():
-            for msg in c.consume(100, 0.2):
-                if not msg.error():
-                    ev = decoder.decode(msg.value())
-                    # readings' anomalies only: a silence report comes by definition a
-                    # silence window after its home's last reading (and the worker may
-                    # see the tail of an earlier run: Tansu's "latest" is a batch early)
-                    if ev["detector"] != "gap":
-                        latencies.append(time.time() - ev["ts"] / 1000)
-        c.close()
+    def on_event(msg) -> None:  # noqa: ANN001
+        ev = decoder.decode(msg.value())
+        # readings' anomalies only: a silence report comes by definition a
+        # silence window after its home's last reading (and the worker may
+        # see the tail of an earlier run: Tansu's "latest" is a batch early)
+        if ev["detector"] != "gap":
+            now = time.time()
+            latencies.append(now - ev["ts"] / 1000)
+            to_batch.append((ev["detected_at"] - ev["ts"]) / 1000)
+            sent_ms = msg.timestamp()[1]
+            to_send.append((sent_ms - ev["detected_at"]) / 1000)
+            to_here.append(now - sent_ms / 1000)
 
-    listener = threading.Thread(target=listen, daemon=True)
+    # The baseline, in the same run and under the same load: one bare hop through the
+    # broker (confluent-kafka produce -> consume, the clients' settings of every other
+    # producer and consumer here), one message every 100 ms. The anomaly path takes two
+    # such hops (reading -> worker, event -> consumer) plus the worker's own time.
+    hop_topic = unique_topic("bench.hop")
+    ensure_topics(settings, {hop_topic: 1})
+    hops: list[float] = []
+
+    def hop_produce() -> None:
+        from confluent_kafka import Producer
+
+        p = Producer(settings.producer_config())
+        while not stop.wait(0.1):
+            p.produce(hop_topic, value=repr(time.time()).encode())
+            p.poll(0)
+        p.flush(5)
+
+    listener = threading.Thread(target=_consume_until, args=(settings, anomalies_topic, stop, on_event), daemon=True)
     listener.start()
+    hop_threads = [threading.Thread(target=_consume_until, daemon=True,
+                                    args=(settings, hop_topic, stop, lambda msg: hops.append(time.time() - float(msg.value())))),
+                   threading.Thread(target=hop_produce, daemon=True)]
     time.sleep(8)  # worker joins its group before the load starts
+    for t in hop_threads:
+        t.start()
     start_ms = int(time.time() * 1000)
     sim = CitySimulator(homes, settings.regions, settings.seed, start_ms)
     warm = int(max(settings.zscore_warmup + 5, duration / 2) * 1000)
@@ -301,6 +362,8 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
     finally:
         stop.set()
         listener.join(5)
+        for t in hop_threads:
+            t.join(10)
         workers.stop()
     client = connect(settings)
     db = settings.clickhouse_database
@@ -315,10 +378,15 @@ def bench_latency(settings: Settings, homes: int = 1000, duration: float = 45.0,
         f"SELECT quantiles(0.5, 0.99)(dateDiff('millisecond', ts, ingested_at)) FROM {db}.telemetry "
         f"WHERE ts BETWEEN fromUnixTimestamp64Milli({start_ms}) AND fromUnixTimestamp64Milli({end_ms})"
     ).result_rows[0][0]
-    lat = sorted(latencies)
+    def q(values: list[float], p: float) -> float:
+        values = sorted(values)
+        return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
 
-    def q(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
-
-    return {"homes": homes, "anomaly_events": len(lat), "anomaly_p50_s": q(0.5), "anomaly_p99_s": q(0.99),
+    return {"homes": homes, "anomaly_events": len(latencies),
+            "anomaly_p50_s": q(latencies, 0.5), "anomaly_p99_s": q(latencies, 0.99),
+            "to_batch_p50_s": q(to_batch, 0.5), "to_batch_p99_s": q(to_batch, 0.99),
+            "batch_to_send_p50_s": q(to_send, 0.5), "batch_to_send_p99_s": q(to_send, 0.99),
+            "send_to_listener_p50_s": q(to_here, 0.5), "send_to_listener_p99_s": q(to_here, 0.99),
+            "bare_hop_p50_s": q(hops, 0.5), "bare_hop_p99_s": q(hops, 0.99), "bare_hops": len(hops),
+            "load_average": os.getloadavg()[0],
             "clickhouse_rows": n, "clickhouse_p50_s": p50 / 1000, "clickhouse_p99_s": p99 / 1000}

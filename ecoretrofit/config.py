@@ -153,6 +153,9 @@ class Settings:
     gateway_max_batch: int = 1000  # readings per request or MQTT message
     gateway_rate_per_s: float = 20.0  # requests per device per second, sustained
     gateway_rate_burst: int = 40
+    # How long the gateway's and bridge's producer gathers readings into one request: a
+    # device waits for the ack, but each request is a write of the broker's S3 storage
+    gateway_kafka_linger_ms: int = 5
     mqtt_host: str = ""  # "" -> the local stack's Mosquitto
     mqtt_port: int = 0
     mqtt_bridge_password: str = field(default="", repr=False)  # "" -> generated per data dir

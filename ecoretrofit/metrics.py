@@ -125,6 +125,12 @@ GATEWAY_READINGS = Counter(
     ["transport", "outcome"],
 )
 BRIDGE_CONNECTED = Gauge("eco_bridge_connected", "1 while the MQTT bridge is connected and subscribed")
+GATEWAY_KAFKA_ACK_SECONDS = Histogram(
+    "eco_gateway_kafka_ack_seconds", "From handing a request's or message's readings to Kafka to Kafka's acknowledgement",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BRIDGE_IN_FLIGHT = Gauge("eco_bridge_in_flight_messages",
+                         "MQTT messages the bridge received and has not yet acknowledged or refused")
 
 _started: set[int] = set()
 _lock = threading.Lock()

@@ -207,12 +207,19 @@ def http_ok(url: str, timeout: float = 1.0, accept: tuple[int, ...] = (200,)) ->
 
 def scrape(port: int, name: str, host: str = "127.0.0.1") -> float:
     """Sum of a metric over its labels from a /metrics endpoint (0 if unreachable)."""
+    return scrape_many(port, (name,), host)[name]
+
+
+def scrape_many(port: int, names: Sequence[str], host: str = "127.0.0.1") -> dict[str, float]:
+    """``scrape`` of several metrics from one read of the endpoint (one snapshot, and
+    one request: rendering /metrics costs the scraped process time)."""
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
     except OSError:
-        return 0.0
-    return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+        return dict.fromkeys(names, 0.0)
+    return {name: sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+            for name in names}
 
 
 def port_free(host: str, port: int) -> bool:

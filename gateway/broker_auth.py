@@ -8,8 +8,11 @@ takes effect without a restart.
 
 from __future__ import annotations
 
+import fcntl
 import secrets
+import time
 from pathlib import Path
+from typing import Callable
 
 from ecoretrofit.config import create_private_once, write_private
 from gateway.devices import acl_file, mosquitto_hash, password_file
@@ -34,12 +37,25 @@ def bridge_password(settings) -> str:
     return create_private_once(mqtt_dir(settings) / "bridge.secret", secrets.token_urlsafe(32)).strip()
 
 
-def write_broker_auth(settings, registry: DeviceRegistry | None = None) -> tuple[Path, Path]:
-    """(password file, ACL file), rewritten from the registry's active devices."""
+def write_broker_auth(settings, registry: DeviceRegistry | None = None,
+                      reload: Callable[[], object] | None = None, settle_s: float = 1.0) -> tuple[Path, Path]:
+    """(password file, ACL file), rewritten from the registry's active devices; then
+    ``reload()`` (the broker re-reads them on SIGHUP), if given.
+
+    All of it happens under a lock on the directory, held ``settle_s`` after the
+    reload: two processes adding devices at once (device simulators starting side by
+    side) otherwise let the one that read the registry first write last, or signal the
+    broker while it was still re-reading for the other (Mosquitto then reloads once,
+    not twice), and some devices were refused ("Not authorized") for good."""
     registry = registry or DeviceRegistry(registry_path(settings))
-    devices = registry.all()
     d = mqtt_dir(settings)
+    d.mkdir(parents=True, exist_ok=True)
     passwd, acl = d / "passwd", d / "acl"
-    _write_private(passwd, password_file(devices, {BRIDGE_USER: mosquitto_hash(bridge_password(settings))}))
-    _write_private(acl, acl_file(devices, BRIDGE_USER))
+    with open(d / ".auth.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        devices = registry.all()
+        _write_private(passwd, password_file(devices, {BRIDGE_USER: mosquitto_hash(bridge_password(settings))}))
+        _write_private(acl, acl_file(devices, BRIDGE_USER))
+        if reload is not None and reload():
+            time.sleep(settle_s)  # the broker re-reads its files asynchronously
     return passwd, acl

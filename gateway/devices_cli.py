@@ -58,10 +58,9 @@ def run(args: argparse.Namespace, settings) -> int:
 
 
 def _sync(settings, registry: DeviceRegistry) -> None:
-    write_broker_auth(settings, registry)
     from infra.localstack.stack import LocalStack
 
-    LocalStack(settings, log=lambda line: None).reload_broker_auth()
+    write_broker_auth(settings, registry, reload=LocalStack(settings, log=lambda line: None).reload_broker_auth)
 
 
 def _utc(ms: int) -> str:

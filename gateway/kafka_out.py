@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Callable
 
 from confluent_kafka import Producer
 
 import schemas
+from ecoretrofit import metrics
 from ecoretrofit.serde import AvroEncoder, encoder_for
 
 Message = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
@@ -29,7 +31,7 @@ class AckedProducer:
         self.encoder = encoder or encoder_for(settings, settings.topic_telemetry, schemas.TELEMETRY_READING)
         self._producer = Producer({
             **settings.producer_config(),
-            "linger.ms": 5,  # a device waits for the ack: batch less than the simulator does
+            "linger.ms": settings.gateway_kafka_linger_ms,  # a device waits for the ack
             # a device waiting longer than this gets a 503 and retries (deduplicated)
             "message.timeout.ms": 30_000,
             **overrides,
@@ -51,6 +53,7 @@ class AckedProducer:
         if not messages:
             done(None)
             return
+        started = time.perf_counter()
         left = [len(messages)]
         failed = [False]
         lock = threading.Lock()
@@ -66,6 +69,7 @@ class AckedProducer:
                 left[0] -= 1
                 finished = left[0] == 0
             if finished:
+                metrics.GATEWAY_KAFKA_ACK_SECONDS.observe(time.perf_counter() - started)
                 done(None)
 
         for key, value, headers in messages:

@@ -39,6 +39,7 @@ from aiokafka.partitioner import murmur2
 
 import faust
 from faust.sensors import Monitor
+from faust.types import TP
 
 import schemas
 from schemas import plausibility
@@ -47,9 +48,11 @@ from ecoretrofit.config import FETCH_MAX_WAIT_MS, Settings
 from ecoretrofit.serde import DecodeError, decoder_for, encoder_for
 from processors.alerts import AlertBook
 from processors.batch_consumer import install
+from processors.detectors import make
 from processors.intake import dead_letter, screen
 from processors.pending import PendingSends
 from processors.scoring import MAX_CHECKPOINT_BYTES, HomeModel, ScoringConfig
+from processors.silence_clock import SilenceClock
 from processors.snapshots import SnapshotPointer, SnapshotPolicy
 
 log = logging.getLogger(__name__)
@@ -142,6 +145,9 @@ class Processor:
     def __init__(self, settings: Settings, batch_size: int = 5000):
         self.settings = settings
         self.config = ScoringConfig.from_settings(settings)
+        # Import the detectors now (and refuse a bad ECO_DETECTOR at start), not inside
+        # the first batch: loading them imports River and SciPy.
+        make(self.config.detector, **self.config.detector_params)
         _short_fetch_wait()
         self.app = faust.App(settings.processor_app_id, **faust_settings(settings))
         self.telemetry = self.app.topic(
@@ -196,8 +202,9 @@ class Processor:
         self.silence_checked = 0.0
         # messages scored since the last checkpoint: acknowledged once it is written
         self.held: list = []
-        # partition -> (newest event time seen, wall time then): the silence clock
-        self.clocks: dict[int, tuple[int, float]] = {}
+        # per partition: the event time silence is judged by (processors/silence_clock.py)
+        self.silence_clock = SilenceClock()
+        self.read_upto: dict[int, int] = {}  # partition -> offset of the last telemetry message handled
         self.partition_of: dict[str, int] = {}
         self.assigned_at = time.monotonic()
         self.restored_all = False
@@ -242,7 +249,8 @@ class Processor:
         # The telemetry topic is read a fetch at a time (processors/batch_consumer.py),
         # not through an agent: Faust's per-event path cost more than the scoring.
         app.topics.add(self.telemetry)
-        install(app, [self.telemetry.get_topic_name()], self.on_batch, max_batch=self.batch_size)
+        install(app, [self.telemetry.get_topic_name()], self.on_batch, max_batch=self.batch_size,
+                on_fetch=lambda: self.silence_clock.fetched(time.time()))
 
         @app.timer(interval=5.0)
         async def resolve_alerts() -> None:
@@ -294,7 +302,8 @@ class Processor:
         self.cache.clear()
         self.dirty.clear()
         self.held.clear()
-        self.clocks.clear()
+        self.silence_clock.forget()
+        self.read_upto.clear()
         self.partition_of.clear()
         self.alert_book.forget()
 
@@ -385,14 +394,25 @@ class Processor:
                      p, live[p], start)
 
     def clock_ms(self, partition: int | None, wall: float) -> int | None:
-        """Event-time "now" on a partition: its newest reading's time plus the wall
-        time since it arrived; None before any reading arrived there (and the grace
-        after an assignment has passed: then the wall clock)."""
-        seen = self.clocks.get(partition) if partition is not None else None
-        if seen is not None:
-            return seen[0] + int((wall - seen[1]) * 1000)
+        """Event-time "now" on a partition for silence (processors/silence_clock.py); None
+        before it can be judged there: nothing read on it yet, unless the grace after an
+        assignment has passed with the table recovered and the partition caught up."""
         grace = max(10.0, 3 * self.config.silence_intervals * self.config.reading_interval_ms / 1000)
-        return int(wall * 1000) if time.monotonic() - self.assigned_at > grace else None
+        idle_ok = self.table_ready and time.monotonic() - self.assigned_at > grace
+        return self.silence_clock.now_ms(partition, wall, behind=self.behind(partition), idle_ok=idle_ok)
+
+    def behind(self, partition: int | None) -> bool:
+        """Whether telemetry below the partition's high watermark (as of the latest fetch)
+        is still unread: then its readings of the last seconds may be in that backlog."""
+        if partition is None:
+            return False
+        try:
+            high = self.app.consumer.highwater(TP(self.telemetry.get_topic_name(), partition))
+        except Exception:  # no consumer yet, or the partition is not assigned here
+            return True
+        if high is None:
+            return True  # never fetched: unknown
+        return self.read_upto.get(partition, -1) + 1 < high
 
     async def report_silence(self) -> None:
         wall = self.silence_checked = time.time()
@@ -420,12 +440,12 @@ class Processor:
         wall = time.time()
         now_ms = int(wall * 1000)
         processed = Tally()
-        found = []
         spoke = []
         last_ts = None
         # acknowledged after the checkpoint that covers them
         self.held += messages
         for msg in messages:
+            self.read_upto[msg.partition] = msg.offset
             try:
                 reading = screen(msg.value, self.decoder.decode, now_ms=now_ms, regions=self.settings.known_regions)
             except DecodeError as exc:
@@ -435,22 +455,22 @@ class Processor:
             try:
                 model = self.model_for(home_id)
                 was_silent = model.silent
-                found += model.update(reading, detected_at_ms=now_ms)
+                found = model.update(reading, detected_at_ms=now_ms)
             except Exception as exc:  # one bad reading must not stop the city
                 log.exception("scoring failed for %s", home_id)
                 await self.dead_letter(msg, DecodeError(f"scoring failed: {exc!r}", "processing_error"))
                 self.cache.pop(home_id, None)
                 continue
+            # sent as found, not after the batch: scoring the rest of a fetch would
+            # add its time to every event's latency
+            for anomaly in found:
+                await self.send_anomaly(anomaly, wall)
             if was_silent:
                 spoke.append(home_id)
-            seen = self.clocks.get(msg.partition)
-            if seen is None or reading["ts"] > seen[0]:
-                self.clocks[msg.partition] = (reading["ts"], wall)
+            self.silence_clock.saw(msg.partition, reading["ts"], wall)
             self.dirty.add(home_id)
             processed[reading["region"]] += 1
             last_ts = reading["ts"]
-        for anomaly in found:
-            await self.send_anomaly(anomaly, wall)
         for home_id in spoke:  # a silent home spoke again: its silence alert resolves
             for alert in self.alert_book.resolve(home_id, "seq", wall):
                 await self.send_alert(alert)

@@ -112,7 +112,14 @@ class ScoringConfig:
         )
 
     def as_json(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The configuration as JSON values (every checkpoint carries it). Computed
+        once: ``asdict`` and a JSON round trip cost more than the rest of a home's
+        checkpoint. The dict is shared; do not change it."""
+        cached = self.__dict__.get("_as_json")
+        if cached is None:
+            cached = json.loads(json.dumps(dataclasses.asdict(self)))
+            object.__setattr__(self, "_as_json", cached)  # frozen: not a field, not compared
+        return cached
 
 
 def detector_params(settings) -> dict:

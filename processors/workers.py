@@ -17,6 +17,8 @@ from ecoretrofit.config import Settings
 
 PROCESSED = "eco_readings_processed_total"
 DEAD_LETTERED = "eco_dead_letters_total"
+LAST_EVENT = "eco_last_event_timestamp_seconds"
+CPU = "process_cpu_seconds_total"
 
 
 @dataclass
@@ -36,6 +38,14 @@ class Workers:
     def handled(self) -> float:
         """Readings processed or sent to the dead letters so far."""
         return self.processed() + self.dead_lettered()
+
+    def progress(self, worker: int = 0) -> tuple[float, float, float]:
+        """(readings handled, Unix time the worker finished the batch that scored the
+        last of them, CPU seconds of the worker process) of one worker, from one
+        snapshot of its /metrics: a rate from these does not depend on when, or how
+        often, it was scraped."""
+        got = processes.scrape_many(self.metrics_ports[worker], (PROCESSED, DEAD_LETTERED, LAST_EVENT, CPU))
+        return got[PROCESSED] + got[DEAD_LETTERED], got[LAST_EVENT], got[CPU]
 
     def died(self) -> list[str]:
         return [p.name for p in self.procs if not p.running()]

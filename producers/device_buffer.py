@@ -12,6 +12,8 @@ timestamps they were taken at.
 ([5, 6], 2)
 >>> buf.drop_through("H000001", 0); buf.pending("H000001"), buf.totals()
 (1, {'generated': 2, 'buffered': 1})
+>>> buf.drop_through_many({"H000001": 1}); buf.pending("H000001")
+0
 """
 
 from __future__ import annotations
@@ -97,6 +99,18 @@ class DeviceBuffer:
         """Forget the readings up to ``seq``: they were acknowledged."""
         with self._lock:
             self._db.execute("DELETE FROM buffer WHERE home = ? AND seq <= ?", (home, seq))
+
+    def drop_through_many(self, last_acked: dict[str, int]) -> None:
+        """``drop_through`` for many devices, in one transaction."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("DELETE FROM buffer WHERE home = ? AND seq <= ?", last_acked.items())
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def pending(self, home: str) -> int:
         with self._lock:

@@ -12,14 +12,15 @@ While the link or the broker is down the buffer fills; afterwards it drains, old
 first, with the readings' original timestamps. A device process killed and restarted
 on the same buffer file goes on where it was.
 
-Each MQTT device has its own paho client and network thread; paho waits with select(),
-which fails for descriptors past 1024, and a client holds three, so one process carries
-at most ~330 MQTT devices: run more processes (with other ``--first-home``) for more.
+Each MQTT device has its own paho client, all of a process's driven by its asyncio loop
+(no thread per device); a client holds one descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import json
 import logging
 import random
@@ -79,7 +80,16 @@ def puback_outcome(reason: int) -> str:
 
 # ------------------------------------------------------------------ links
 class MqttLink:
-    """One device's MQTT v5 connection (its own paho client and network thread)."""
+    """One device's MQTT v5 connection, driven by the process's asyncio loop.
+
+    paho runs here without a network thread of its own (its "external event loop" mode):
+    the loop watches the socket (epoll) and calls ``loop_read``/``loop_write``, a keeper
+    task calls ``loop_misc`` (keepalive) every second and reconnects. A thread per device
+    made the simulator the costliest process of the 1,000-device bench (README: each
+    thread woke in ``select()`` for every publish and PUBACK and handed the result to
+    the loop through its self-pipe), and ``select()`` fails past descriptor 1024. Only
+    the blocking TCP + TLS handshake runs in the loop's executor.
+    """
 
     def __init__(self, settings, home: str, device_id: str, token: str, loop: asyncio.AbstractEventLoop):
         import paho.mqtt.client as mqtt
@@ -91,15 +101,20 @@ class MqttLink:
         self.settings, self.loop, self.topic = settings, loop, telemetry_topic(home)
         self.connected = asyncio.Event()
         self._waiting: dict[int, asyncio.Future] = {}
-        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._keeper: asyncio.Task | None = None
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5)
         c.username_pw_set(device_id, token)
         c.tls_set(ca_certs=str(tls_files(settings).ca))
-        c.reconnect_delay_set(min_delay=1, max_delay=5)
         c.connect_timeout = 30.0  # a TLS handshake on a loaded machine can take seconds
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.on_socket_open = self._on_socket_open
+        c.on_socket_close = self._on_socket_close
+        c.on_socket_register_write = self._on_socket_register_write
+        c.on_socket_unregister_write = self._on_socket_unregister_write
+        c.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=30)  # sets the address only
         self.client = c
         self.online = False
 
@@ -108,21 +123,96 @@ class MqttLink:
             return
         self.online = online
         if online:
-            self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
-            self.client.loop_start()
+            self._keeper = self.loop.create_task(self._keep_connected())
         else:
+            self._stop_keeper()
             self.client.disconnect()
-            self.client.loop_stop()
-            self.loop.call_soon_threadsafe(self._lost, "link down")
+            self._lost("link down")
+
+    async def _keep_connected(self) -> None:
+        delay = 1.0  # between attempts that did not connect: 1 s doubling to 5 s, as paho's own loop
+        while self.online:
+            if self.client.socket() is None:
+                try:
+                    await self.loop.run_in_executor(None, self.client.reconnect)
+                except (OSError, ValueError) as e:  # refused, timed out, TLS failed (ssl errors are OSErrors)
+                    log.info("%s: connect failed: %s", self.topic, e)
+            if self.client.socket() is not None:
+                self.client.loop_misc()  # keepalive: PINGREQ, and drop a connection that stopped answering
+            if self.connected.is_set():
+                delay = 1.0
+                await asyncio.sleep(1.0)
+            else:  # connecting (CONNACK on its way), refused or failed
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _stop_keeper(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+
+    # paho calls these from whichever thread it runs in: the loop's, or the executor's
+    # during a (re)connect; the loop's own structures are touched only on its thread
+    def _on_loop(self, fn, *args) -> None:
+        if self.loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            fn(*args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _on_socket_open(self, _c, _u, sock) -> None:
+        self._on_loop(self._watch, sock.fileno())
+
+    def _on_socket_close(self, _c, _u, sock) -> None:
+        self._on_loop(self._unwatch, sock.fileno())
+
+    def _on_socket_register_write(self, _c, _u, sock) -> None:
+        self._on_loop(self._watch_write, sock.fileno(), True)
+
+    def _on_socket_unregister_write(self, _c, _u, sock) -> None:
+        self._on_loop(self._watch_write, sock.fileno(), False)
+
+    def _watch(self, fd: int) -> None:
+        self._fd = fd
+        self.loop.add_reader(fd, self._readable)
+
+    def _unwatch(self, fd: int) -> None:
+        if self._fd == fd:  # not a descriptor a newer connection reuses
+            self.loop.remove_reader(fd)
+            self.loop.remove_writer(fd)
+            self._fd = None
+
+    def _watch_write(self, fd: int, on: bool) -> None:
+        if self._fd != fd:
+            return
+        if on:
+            self.loop.add_writer(fd, self.client.loop_write)
+        else:
+            self.loop.remove_writer(fd)
+
+    def _readable(self) -> None:
+        self.client.loop_read()
+        sock = self.client.socket()
+        # TLS may hold decrypted bytes the socket no longer signals: read them now
+        while sock is not None and getattr(sock, "pending", lambda: 0)() > 0:
+            self.client.loop_read()
+            sock = self.client.socket()
 
     def _on_connect(self, _c, _u, _f, reason_code, _p) -> None:
-        if not reason_code.is_failure:
-            self.loop.call_soon_threadsafe(self.connected.set)
-        else:
+        if reason_code.is_failure:
             log.warning("%s: connect refused: %s", self.topic, reason_code)
+        elif not self.online:  # the link went down while this connection was being made
+            self._on_loop(self.client.disconnect)
+        else:
+            self._on_loop(self.connected.set)
 
     def _on_disconnect(self, *_args) -> None:
-        self.loop.call_soon_threadsafe(self._lost, "disconnected")
+        self._on_loop(self._lost, "disconnected")
 
     def _lost(self, why: str) -> None:
         self.connected.clear()
@@ -132,7 +222,7 @@ class MqttLink:
         self._waiting.clear()
 
     def _on_publish(self, _c, _u, mid, reason_code, _p) -> None:
-        self.loop.call_soon_threadsafe(self._settle, mid, puback_outcome(reason_code.value), str(reason_code))
+        self._on_loop(self._settle, mid, puback_outcome(reason_code.value), str(reason_code))
 
     def _settle(self, mid: int, result: str, reason: str) -> None:
         fut = self._waiting.pop(mid, None)
@@ -156,8 +246,13 @@ class MqttLink:
             return RETRY
 
     def close(self) -> None:
+        self._stop_keeper()
+        self.online = False
         self.client.disconnect()
-        self.client.loop_stop()
+        if self.client.want_write():  # the DISCONNECT: the loop may not run again
+            self.client.loop_write()
+        if self._fd is not None:
+            self._unwatch(self._fd)
 
 
 class HttpsLink:
@@ -198,6 +293,11 @@ class HttpsLink:
 
 
 # ------------------------------------------------------------------ driver
+def _pending(buffer: DeviceBuffer, homes: list[str]) -> dict[str, collections.deque]:
+    """What each device left unsent in its buffer file (a previous run of it)."""
+    return {h: collections.deque(buffer.oldest(h, 2**31)) for h in homes}
+
+
 def provision(settings, buffer: DeviceBuffer, homes: list[str]) -> dict[str, tuple[str, str]]:
     """Credentials of every device: from its buffer file, or registered now (the local
     stack's registry; a real device would be given its token at installation)."""
@@ -218,11 +318,9 @@ def provision(settings, buffer: DeviceBuffer, homes: list[str]) -> dict[str, tup
             found = (device_id, created.token)
         creds[home] = found
     if registry is not None:
-        write_broker_auth(settings, registry)
         from infra.localstack.stack import LocalStack
 
-        LocalStack(settings, log=lambda _line: None).reload_broker_auth()
-        time.sleep(0.2)  # the broker re-reads its files asynchronously
+        write_broker_auth(settings, registry, reload=LocalStack(settings, log=lambda _line: None).reload_broker_auth)
     return creds
 
 
@@ -269,22 +367,43 @@ async def run_devices(
     wake = [asyncio.Event() for _ in ids]
     generating = asyncio.Event()
     generating.set()
+    # What each device still has to send, in memory beside the buffer file: readings go
+    # in after the file has them and are forgotten in the file (one transaction for all
+    # devices, each second) after the gateway acknowledged them. A read and a delete of
+    # the file per reading and device, each a hop through the executor, made the
+    # simulator the costliest process of the 1,000-device bench. A device restarted
+    # before a delete reached the file sends those readings again (deduplicated).
+    queues = await loop.run_in_executor(None, _pending, buffer, ids)
+    acked: dict[str, int] = {}  # home -> last seq acknowledged and not yet forgotten in the file
+
+    async def forget_acked() -> None:
+        done = dict(acked)
+        acked.clear()
+        if done:
+            await loop.run_in_executor(None, buffer.drop_through_many, done)
+
+    async def forgetter() -> None:
+        while True:
+            await asyncio.sleep(step_s)
+            await forget_acked()
 
     async def sender(i: int) -> None:
-        home, link = ids[i], links[i]
+        home, link, queue = ids[i], links[i], queues[ids[i]]
         backoff = 0.5
         while True:
-            batch = await loop.run_in_executor(None, buffer.oldest, home, batch_max)
-            if not batch:
+            if not queue:
                 if not generating.is_set():
                     return
                 wake[i].clear()
                 await wake[i].wait()
                 continue
+            batch = list(itertools.islice(queue, batch_max))
             result = await link.send(batch)
             stats.sent_batches += 1
             if result == ACKED:
-                await loop.run_in_executor(None, buffer.drop_through, home, batch[-1]["seq"])
+                for _ in batch:
+                    queue.popleft()
+                acked[home] = batch[-1]["seq"]
                 stats.acked_readings += len(batch)
                 backoff = 0.5
             elif result == RETRY:
@@ -297,17 +416,21 @@ async def run_devices(
                 return
 
     senders = [asyncio.create_task(sender(i)) for i in range(homes)]
+    forgetting = asyncio.create_task(forgetter())
     started = time.monotonic()
     next_tick = time.time()
+    late_ms_max = 0.0  # how far behind its schedule a tick ran: readings carry the scheduled time
     try:
         while not stop.is_set() and (duration_s is None or time.monotonic() - started < duration_s):
             elapsed = time.monotonic() - started
             for i, link in enumerate(links):
                 link.set_online(not offline.offline(i, elapsed))
+            late_ms_max = max(late_ms_max, (time.time() - next_tick) * 1000)
             rows = sim.tick(int(next_tick * 1000))
             for r, h in zip(rows, ids):
                 r["home_id"] = h
-            await loop.run_in_executor(None, buffer.append, rows)
+            for r in await loop.run_in_executor(None, buffer.append, rows):
+                queues[r["home_id"]].append(r)
             for w in wake:
                 w.set()
             next_tick += step_s
@@ -322,9 +445,10 @@ async def run_devices(
             w.set()
         await asyncio.wait(senders, timeout=drain_s)
     finally:
-        for t in senders:
+        for t in (*senders, forgetting):
             t.cancel()
-        await asyncio.gather(*senders, return_exceptions=True)
+        await asyncio.gather(*senders, forgetting, return_exceptions=True)
+        await forget_acked()
         for link in links:
             link.close()
         if pool is not None:
@@ -332,4 +456,4 @@ async def run_devices(
         if http_client is not None:
             http_client.close()
     return {**buffer.totals(), "acked": stats.acked_readings, "batches": stats.sent_batches,
-            "retries": stats.retries, "refused": stats.refused}
+            "retries": stats.retries, "refused": stats.refused, "tick_late_ms_max": round(late_ms_max)}

@@ -142,7 +142,19 @@ async def _live(sim, producer, duration, step_s, quiet, technicians=None):
     return await run_live(sim, producer, duration, step_s=step_s, stop=stop, on_tick=progress)
 
 
-MQTT_DEVICES_PER_PROCESS = 300
+def _descriptors_for(devices: int) -> None:
+    """Each MQTT device holds a socket: raise this process's descriptor limit to its
+    hard limit if needed, or say how many devices fit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = devices + 256  # the buffer, Python's own files, the loop, connections in progress
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < need:
+            raise CommandError(f"--devices mqtt: {devices} devices need ~{need} open files, the limit is {hard}: "
+                               "run more processes with other --first-home")
 
 
 def _devices(args, settings: Settings, homes: int) -> int:
@@ -153,9 +165,8 @@ def _devices(args, settings: Settings, homes: int) -> int:
     from producers.device_buffer import DeviceBuffer
     from producers.devices import OfflinePlan, run_devices
 
-    if args.devices == "mqtt" and homes > MQTT_DEVICES_PER_PROCESS:
-        raise CommandError(f"--devices mqtt: at most {MQTT_DEVICES_PER_PROCESS} homes per process (paho's select() "
-                           "limit; see producers/devices.py): run more processes with other --first-home")
+    if args.devices == "mqtt":
+        _descriptors_for(homes)
     path = Path(args.buffer) if args.buffer else settings.data_dir / "devices" / f"{args.devices}.sqlite"
     buffer = DeviceBuffer(path)
 

@@ -217,3 +217,47 @@ def test_the_processor_runs_seasonal_ensemble():
     for _ in range(50):
         reading = next(r for r in sim.tick() if r["home_id"] == "H000001")
         assert restored.update(dict(reading)) == model.update(dict(reading))
+
+
+def test_a_starved_or_lagging_worker_reports_no_silence_and_a_silent_home_is_still_seen():
+    """Silence judged by each partition's SilenceClock (processors/silence_clock.py), as
+    the processor does: two homes on one partition at 1 Hz; the worker reads them, then
+    gets no CPU for 5 s (no fetch completes), then reads a backlog; afterwards one home
+    stops while the other goes on."""
+    from processors.silence_clock import SilenceClock
+
+    config = ScoringConfig.from_settings(Settings.from_env({"ECO_DATA_DIR": "/tmp/eco-unit"}))
+    models = {h: HomeModel(config) for h in ("H000001", "H000002")}
+    base = {"region": "north", "indoor_temp_c": 21.0, "power_w": 400.0, "voltage_v": 230.0, "vibration_mm_s": 0.5}
+    clock = SilenceClock()
+    t0 = 1_000.0
+
+    def read(second: int, wall: float, homes=("H000001", "H000002")) -> None:
+        for h in homes:
+            models[h].update({**base, "home_id": h, "ts": int((t0 + second) * 1000), "seq": second})
+            clock.saw(0, int((t0 + second) * 1000), wall)
+
+    def silences(wall: float, behind: bool = False) -> list[str]:
+        now = clock.now_ms(0, wall, behind=behind)
+        return [e["home_id"] for m in models.values() for e in m.check_silence(now_ms=now)]
+
+    for s in range(10):  # live: read as they come
+        read(s, t0 + s + 0.1)
+        clock.fetched(t0 + s + 0.1)
+    assert silences(t0 + 9.5) == []
+    # starved: no fetch completes from t0+9.1 to t0+15; the silence timer runs at t0+15
+    assert silences(t0 + 15.0) == []
+    # the next fetch returns part of the backlog (seconds 10-11 of 10-14): still behind
+    read(10, t0 + 15.2); read(11, t0 + 15.2)
+    clock.fetched(t0 + 15.2)
+    assert silences(t0 + 15.3, behind=True) == []
+    # the rest of the backlog (seconds 12-14): caught up
+    for s in range(12, 15):
+        read(s, t0 + 15.4)
+    clock.fetched(t0 + 15.4)
+    assert silences(t0 + 15.5) == []
+    # live again from second 15: H000002 goes on, H000001 stays away
+    for s in range(15, 25):
+        read(s, t0 + s + 0.1, homes=("H000002",))
+        clock.fetched(t0 + s + 0.1)
+    assert silences(t0 + 24.2) == ["H000001"]
