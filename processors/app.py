@@ -257,6 +257,8 @@ class Processor:
             async with self.lock:
                 for alert in self.alert_book.expire(time.time()):
                     await self.send_alert(alert)
+                    # its checkpoint must forget the alert too, or a next owner resolves it again
+                    self.dirty.add(alert["home_id"])
                 self.update_alert_gauge()
 
         @app.timer(interval=SILENCE_CHECK_S)
