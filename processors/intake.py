@@ -51,28 +51,27 @@ MAX_ERROR_CHARS = 2048
 def screen(value: bytes | None, decode: Callable[[bytes], dict], *, now_ms: int, regions: Iterable[str]) -> dict:
     """The decoded reading, or ``DecodeError`` (``reason``: ``oversized``, a decode
     reason, or ``implausible`` with every failed rule in the message)."""
-    size = 0 if value is None else len(value)
-    if size > plausibility.MAX_MESSAGE_BYTES:
-        raise DecodeError(f"message of {size} bytes exceeds {plausibility.MAX_MESSAGE_BYTES} bytes", "oversized")
-    reading = decode(value)
-    reasons = plausibility.check(reading, now_ms=now_ms, regions=regions)
-    if reasons:
-        raise DecodeError("; ".join(reasons), "implausible")
-    return reading
+    return _screened(value, decode, plausibility.check, now_ms, regions)
 
 
 def screen_work_order(value: bytes | None, decode: Callable[[bytes], dict], *, now_ms: int,
                       regions: Iterable[str]) -> dict:
     """The decoded work order, or ``DecodeError`` as :func:`screen` raises it, by the
     work-order rules of the contract (``plausibility.check_work_order``)."""
+    return _screened(value, decode, plausibility.check_work_order, now_ms, regions)
+
+
+def _screened(value: bytes | None, decode: Callable[[bytes], dict], check: Callable[..., list[str]],
+              now_ms: int, regions: Iterable[str]) -> dict:
+    """Size, then Avro, then ``check`` of the contract, in that order."""
     size = 0 if value is None else len(value)
     if size > plausibility.MAX_MESSAGE_BYTES:
         raise DecodeError(f"message of {size} bytes exceeds {plausibility.MAX_MESSAGE_BYTES} bytes", "oversized")
-    order = decode(value)
-    reasons = plausibility.check_work_order(order, now_ms=now_ms, regions=regions)
+    record = decode(value)
+    reasons = check(record, now_ms=now_ms, regions=regions)
     if reasons:
         raise DecodeError("; ".join(reasons), "implausible")
-    return order
+    return record
 
 
 def dead_letter(
