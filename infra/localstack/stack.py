@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import sysconfig
 import threading
 import time
@@ -97,7 +96,7 @@ class LocalStack:
     # ----------------------------------------------------------- components
     def components(self) -> list[Component]:
         s, host = self.settings, self.settings.bind_host
-        py = [sys.executable, "-m", "ecoretrofit.cli"]
+        py = processes.cli_argv()
         child_env = s.env()
         aws_env = {
             "AWS_ENDPOINT": s.s3_endpoint,
@@ -177,7 +176,7 @@ class LocalStack:
                 argv=py + ["lake", "ingest"],
                 ports=[metrics.port_for(s, "lake_ingest")],
                 env=child_env,
-                healthy=lambda: http_ok(f"http://{_connect_host(host)}:{metrics.port_for(s, 'lake_ingest')}/metrics"),
+                healthy=_serves_metrics(s, "lake_ingest"),
             ),
             Component(
                 # every consumer group's progress, for the EcoConsumerNotProgressing alert
@@ -185,7 +184,7 @@ class LocalStack:
                 argv=py + ["consumers", "--serve"],
                 ports=[metrics.port_for(s, "consumers")],
                 env=child_env,
-                healthy=lambda: http_ok(f"http://{_connect_host(host)}:{metrics.port_for(s, 'consumers')}/metrics"),
+                healthy=_serves_metrics(s, "consumers"),
             ),
             Component(
                 # the digital twins: API and dashboard, live from the topics
@@ -211,10 +210,10 @@ class LocalStack:
         port = metrics.port_for(s, "telemetry_sink")
         return Component(
             name="telemetry-sink",
-            argv=[sys.executable, "-m", "ecoretrofit.cli", "sink", "--topic", "telemetry", "--metrics-port", str(port)],
+            argv=processes.cli_argv("sink", "--topic", "telemetry", "--metrics-port", str(port)),
             ports=[port],
             env=s.env(),
-            healthy=lambda: http_ok(f"http://{_connect_host(s.bind_host)}:{port}/metrics"),
+            healthy=_serves_metrics(s, "telemetry_sink"),
             start_timeout=90.0,
         )
 
@@ -549,3 +548,9 @@ class Backoff:
 
 def _connect_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _serves_metrics(settings, service: str):
+    """A health check: the service answers on its /metrics port (metrics.port_for)."""
+    url = f"http://{_connect_host(settings.bind_host)}:{metrics.port_for(settings, service)}/metrics"
+    return lambda: http_ok(url)
