@@ -418,10 +418,14 @@ class Processor:
 
     async def report_silence(self) -> None:
         wall = self.silence_checked = time.time()
+        clocks: dict[int, int | None] = {}  # per partition, once per pass: each asks the consumer's high watermark
         for home_id, model in list(self.cache.items()):
             if model.silent or model.last_ts is None:
                 continue
-            now_ms = self.clock_ms(self.partition(home_id), wall)
+            partition = self.partition(home_id)
+            if partition not in clocks:
+                clocks[partition] = self.clock_ms(partition, wall)
+            now_ms = clocks[partition]
             if now_ms is None:
                 continue
             for event in model.check_silence(now_ms, detected_at_ms=int(wall * 1000)):
