@@ -100,14 +100,16 @@ def work_order_reasons_sql(regions: Iterable[str], now_ms: str = NOW_MS) -> str:
                         "' is not 1 to 64 printable ASCII characters'")
         return f"if({name} IS NULL, '', {check})" if optional else check
 
-    def time(name: str) -> str:
+    def time(name: str, *more: str) -> str:
+        """The time-window reasons of a Nullable time column; ``more``: further
+        (condition, reason) arguments of the same multiIf, tried after the window."""
         ms = f"toUnixTimestamp64Milli(assumeNotNull({name}))"
         years = contract.ORDER_MAX_PAST_MS // (365 * 86_400_000)
         return (f"if({name} IS NULL, '', multiIf("
                 f"{ms} > {now_ms} + {contract.MAX_FUTURE_MS}, concat('{name}: ', toString({ms}), "
                 f"{literal(f' is more than {contract.MAX_FUTURE_MS // 60_000} minutes after now')}), "
                 f"{ms} < {now_ms} - {contract.ORDER_MAX_PAST_MS}, concat('{name}: ', toString({ms}), "
-                f"{literal(f' is more than {years} years before now')}), ''))")
+                f"{literal(f' is more than {years} years before now')}), {''.join(m + ', ' for m in more)}''))")
 
     def one_of(name: str, allowed: tuple[str, ...]) -> str:
         return _reason(f"{name} NOT IN ({', '.join(literal(a) for a in allowed)})", f"'{name}: ', " + _quoted(name),
@@ -132,9 +134,8 @@ def work_order_reasons_sql(regions: Iterable[str], now_ms: str = NOW_MS) -> str:
         time("opened_ms"),
         one_of("status", contract.WORK_ORDER_STATUSES),
         f"if(closed_ms IS NULL, if(status = 'closed', 'closed_ms: missing on a closed order', ''), "
-        f"if({time('closed_ms')} != '', {time('closed_ms')}, "
-        f"if({closed_ms} < toUnixTimestamp64Milli(opened_ms), concat('closed_ms: ', toString({closed_ms}), "
-        f"' is before opened_ms'), '')))",
+        + time("closed_ms", f"{closed_ms} < toUnixTimestamp64Milli(opened_ms)",
+               f"concat('closed_ms: ', toString({closed_ms}), ' is before opened_ms')") + ")",
         time("failure_ms"),
         *(text(name, optional=True) for name in contract.ORDER_CODE_FIELDS),
         _reason(f"version < 1 OR version > {contract.SEQ_MAX}", "'version: ', toString(version)",
