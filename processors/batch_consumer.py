@@ -23,6 +23,18 @@ This relies on the shape of ``faust.transport.consumer.Consumer._drain_messages`
 real broker (``tests/test_processor.py``, ``tests/test_rebalance.py``,
 ``tests/test_batch_consumer.py``).
 
+Records of a paused partition are fetched again, never dropped. Faust keeps a partition
+assigned but out of its set of active partitions while tables recover, and asks
+aiokafka for the records of the active ones; that set is live, and when it is empty
+by the time aiokafka reads it (it is emptied and refilled around recovery), aiokafka
+returns the records of *every* assigned partition (``Fetcher.fetched_records``: an
+empty ``partitions`` means all). Faust's ``getmany`` drops those of paused partitions,
+with aiokafka's position already past them; recovery then seeks back to the
+committed offsets, but a partition never committed is not moved, and its first
+records were skipped unscored and later committed over (``tests/test_rebalance.py``
+caught it). ``_fetch`` seeks such a partition back to its first undelivered record
+instead.
+
 The consumer also corrects the end offsets that table recovery reads up to. Faust
 replays a changelog partition until it has read the offset before the partition's
 end as ListOffsets reports it, and then applies nothing more it reads there until the
@@ -123,6 +135,21 @@ class BatchingConsumer(AIOKafkaConsumer):
                 break  # a rebalance started: the rest is not ours to deliver
             if active_partitions is None or tp in active_partitions or tp in buffered:
                 yield tp, tp_records, generation_id
+            elif tp_records:
+                await self._rewind(tp, tp_records[0].offset)
+
+    async def _rewind(self, tp: TP, offset: int) -> None:
+        """Fetch ``tp`` again from ``offset``: its records came back but are not to be
+        delivered now (see the module docstring), and aiokafka's position has already
+        moved past them."""
+        log.warning("%s[%d]: records from offset %d fetched while the partition is paused; fetching them again",
+                    tp.topic, tp.partition, offset)
+        try:
+            # in the consumer's own thread and loop, as Faust's seeks to committed offsets
+            await self._thread.call_thread(self._thread.seek, tp, offset)
+            self._read_offset[tp] = offset if offset else None  # as Consumer.seek: the next record is unread
+        except Exception as exc:  # no longer assigned here: its next owner reads from the committed offset
+            log.info("%s[%d] not rewound: %r", tp.topic, tp.partition, exc)
 
     async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
         """End offsets for table recovery (only Faust's recovery asks): see the module

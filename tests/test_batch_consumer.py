@@ -66,3 +66,50 @@ def test_the_broker_reports_the_end_of_a_multi_record_batch_only_in_fetch_respon
     # what Faust's recovery was given before: short of the batch's last two records
     # (if the broker ever answers right, this test says so and the override is moot)
     assert listed == 1
+
+
+def test_asking_aiokafka_for_no_partition_returns_every_partition(stack_settings):
+    """The premise of ``BatchingConsumer._rewind``, on the real broker and the pinned
+    aiokafka: records asked for with an empty set of partitions (Faust's live set of
+    active partitions, emptied while tables recover) come back for every assigned
+    partition, paused ones included, and the position moves past them. Dropped
+    there, they were never read again (``tests/test_rebalance.py`` lost a partition's
+    first records that way); the consumer must seek back."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from ecoretrofit.admin import ensure_topics
+    from helpers import unique
+
+    topic = unique("eco.test.batch-empty-set")
+    ensure_topics(stack_settings, {topic: 2})
+    bootstrap = stack_settings.kafka_bootstrap
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+
+    async def fetch_with_no_partitions():
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for p in (0, 1):
+                await (await producer.send(topic, value=b"reading", partition=p))
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            got: dict = {}
+            for _ in range(50):  # until both partitions' records were prefetched
+                for tp, records in (await consumer._fetcher.fetched_records(set(), timeout=0.2)).items():
+                    got.setdefault(tp.partition, []).extend(r.offset for r in records)
+                if len(got) == 2:
+                    break
+            return got, [await consumer.position(tp) for tp in tps]
+        finally:
+            await consumer.stop()
+
+    got, positions = asyncio.run(fetch_with_no_partitions())
+    assert got == {0: [0], 1: [0]}
+    assert positions == [1, 1]
