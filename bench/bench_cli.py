@@ -165,8 +165,10 @@ def print_report(results: dict) -> None:
               f"processed {r['processed_per_s']:,.0f}/s, lag {'GROWING' if r['lag_growing'] else 'flat'}, "
               + (f"caught up {r['drain_after_load_s']:.0f}s after the load" if r["caught_up"]
                  else "not caught up 60 s after the load"))
-        print(f"          scored {r['processed_total']:,.0f} readings for {r['produced_total']:,.0f} produced"
-              + ("" if r["processed_total"] == r["produced_total"] else "  (NOT equal)"))
+        handled = r["processed_total"] + r["dead_lettered_total"]
+        print(f"          handled {handled:,.0f} readings (scored {r['processed_total']:,.0f}, dead-lettered "
+              f"{r['dead_lettered_total']:,.0f}) for {r['in_topic_total']:,.0f} in the topic"
+              + ("" if handled == r["in_topic_total"] else "  (NOT equal)"))
         for t, produced, processed, lag in r["lag_samples"]:
             print(f"          t={t:>5.0f}s produced {produced:>9,.0f} processed {processed:>9,.0f} lag {lag:>8,.0f}")
     if "ingest" in results:
