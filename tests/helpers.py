@@ -115,3 +115,49 @@ def readings_in_log(settings, region: str) -> set[tuple[str, int]]:
     finally:
         c.close()
     return seen
+
+
+class CityInBackground:
+    """A simulated city producing one tick every ``interval_s`` on a thread of its own,
+    while a test restarts or kills parts of the stack: load that keeps coming through
+    the faults. ``with`` it; on leaving, the thread stops, everything sent is flushed,
+    and an error of the producing thread is raised (unless the block raised already).
+    ``ticks`` and ``acked`` say what went out."""
+
+    def __init__(self, settings, sim, start_ms: int, interval_s: float, flush_s: float = 120.0):
+        import threading
+
+        from producers.producer import TelemetryProducer
+
+        self.sim, self.start_ms, self.interval_s, self.flush_s = sim, start_ms, interval_s, flush_s
+        self.producer = TelemetryProducer(settings)
+        self.ticks = 0
+        self.errors: list[BaseException] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._produce, daemon=True)
+
+    @property
+    def acked(self) -> int:
+        return self.producer.stats.acked
+
+    def _produce(self) -> None:
+        try:
+            while not self._done.is_set():
+                self.producer.send_columns(self.sim.tick_columns(self.start_ms + self.ticks * 1000))
+                self.producer.poll(0)
+                self.ticks += 1
+                time.sleep(self.interval_s)
+            self.producer.flush(self.flush_s)
+        except BaseException as exc:  # raised in the test's thread on leaving
+            self.errors.append(exc)
+
+    def __enter__(self) -> "CityInBackground":
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._done.set()
+        self._thread.join()
+        self.producer.close()
+        if exc_type is None and self.errors:
+            raise self.errors[0]

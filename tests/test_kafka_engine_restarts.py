@@ -5,12 +5,11 @@ an earlier SIGKILL they did not reproduce: docs/delivery.md.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
-from helpers import fresh_region, wait_for
+from helpers import CityInBackground, fresh_region, wait_for
 
 # the Kafka-engine path: a session whose stack runs it (ECO_TELEMETRY_INGEST=kafka_engine)
 pytestmark = pytest.mark.kafka_engine
@@ -34,7 +33,6 @@ def consumers(client) -> list[tuple]:
 
 
 def test_ten_warehouse_restarts_under_load_store_every_reading_once(stack, stack_settings, record_property):
-    from producers.producer import TelemetryProducer
     from producers.simulator import CitySimulator
     from sinks.warehouse import connect
 
@@ -42,25 +40,10 @@ def test_ten_warehouse_restarts_under_load_store_every_reading_once(stack, stack
     region = fresh_region()
     homes = 500
     start_ms = int(time.time() * 1000) - 3_600_000
-    sim = CitySimulator(homes, [region], seed=14, start_ms=start_ms)
-    producer = TelemetryProducer(s)
-    done = threading.Event()
-    ticks = 0
-
-    def produce():
-        nonlocal ticks
-        while not done.is_set():
-            producer.send_columns(sim.tick_columns(start_ms + ticks * 1000))
-            producer.poll(0)
-            ticks += 1
-            time.sleep(0.25)  # 2,000 readings/s
-        producer.flush(60)
-
     table = f"{s.clickhouse_database}.telemetry"
-    thread = threading.Thread(target=produce)
     resumed = []
-    thread.start()
-    try:
+    with CityInBackground(s, CitySimulator(homes, [region], seed=14, start_ms=start_ms), start_ms,
+                          interval_s=0.25, flush_s=60) as city:  # 2,000 readings/s
         for _ in range(RESTARTS):
             time.sleep(2)
             stack.restart("warehouse")
@@ -74,11 +57,7 @@ def test_ten_warehouse_restarts_under_load_store_every_reading_once(stack, stack
                 raise AssertionError(f"{exc}; after restart {len(resumed) + 1}, resumed after {resumed} s; "
                                      f"consumers: {consumers(connect(s))}") from None
             resumed.append(time.monotonic() - t0)
-    finally:
-        done.set()
-        thread.join()
-        producer.close()
-    produced = producer.stats.acked
+    produced, ticks = city.acked, city.ticks
     assert produced == homes * ticks
     last_ms = start_ms + (ticks - 1) * 1000
     client = connect(s)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -18,7 +17,7 @@ from ecoretrofit import processes
 from ecoretrofit.serde import encoder_for
 from producers.simulator import CitySimulator
 from sinks.warehouse import connect
-from helpers import fresh_region, readings_in_log, wait_for
+from helpers import CityInBackground, fresh_region, readings_in_log, wait_for
 
 pytestmark = pytest.mark.sink_ingest
 
@@ -75,68 +74,47 @@ def test_sink_sigkill_and_broker_restart_while_producing_store_every_reading_onc
     restarts it; once in the window between its insert and its offset commit, widened
     by the test hook) and the broker restarts: count() = uniqExact(home_id, ts) =
     produced, and the roll-ups count every reading once."""
-    from producers.producer import TelemetryProducer
-
     s = stack_settings
     region = fresh_region()
     homes = 200
     start_ms = int(time.time() * 1000) - 3_600_000
-    sim = CitySimulator(homes, [region], seed=31, start_ms=start_ms)
-    producer = TelemetryProducer(s)
-    done = threading.Event()
-    ticks = 0
-    errors: list[BaseException] = []
-
-    def produce():
-        nonlocal ticks
-        try:
-            while not done.is_set():
-                producer.send_columns(sim.tick_columns(start_ms + ticks * 1000))
-                producer.poll(0)
-                ticks += 1
-                time.sleep(0.2)  # 1,000 readings/s
-            producer.flush(120)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
+    city = CityInBackground(s, CitySimulator(homes, [region], seed=31, start_ms=start_ms), start_ms,
+                            interval_s=0.2)  # 1,000 readings/s
     client = connect(s)
     db = s.clickhouse_database
     sink = next(c for c in stack.components() if c.name == "telemetry-sink")
-    thread = threading.Thread(target=produce)
-    thread.start()
     own = None
     try:
-        time.sleep(4)
-        # 1. SIGKILL the stack's sink: the supervisor restarts it
-        pid = stack.pid_of("telemetry-sink")
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: (stack.pid_of("telemetry-sink") or pid) != pid, 60, what="the supervisor to restart the sink")
-        time.sleep(4)
-        # 2. the broker restarts under load
-        stack.restart("broker")
-        time.sleep(4)
-        # 3. SIGKILL between insert and commit: the stack's sink stopped on purpose, the
-        # same sink (same group, same table) with the test hook in its place
-        stack.stop_component(sink)
-        log = s.data_dir / "logs" / "telemetry-sink-hook.log"
-        own = processes.start("telemetry-sink-hook", sink.argv + ["--debug-commit-delay", "3"], log,
-                              env=sink.env, cwd=s.data_dir)
-        wait_for(lambda: log.exists() and "committing in" in log.read_text(), 90, what="an insert waiting for its commit")
-        own.stop(signal.SIGKILL, 1)
-        own = None
-        stack.start_component(sink)
-        time.sleep(4)
+        with city:
+            time.sleep(4)
+            # 1. SIGKILL the stack's sink: the supervisor restarts it
+            pid = stack.pid_of("telemetry-sink")
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: (stack.pid_of("telemetry-sink") or pid) != pid, 60,
+                     what="the supervisor to restart the sink")
+            time.sleep(4)
+            # 2. the broker restarts under load
+            stack.restart("broker")
+            time.sleep(4)
+            # 3. SIGKILL between insert and commit: the stack's sink stopped on purpose, the
+            # same sink (same group, same table) with the test hook in its place
+            stack.stop_component(sink)
+            log = s.data_dir / "logs" / "telemetry-sink-hook.log"
+            own = processes.start("telemetry-sink-hook", sink.argv + ["--debug-commit-delay", "3"], log,
+                                  env=sink.env, cwd=s.data_dir)
+            wait_for(lambda: log.exists() and "committing in" in log.read_text(), 90,
+                     what="an insert waiting for its commit")
+            own.stop(signal.SIGKILL, 1)
+            own = None
+            stack.start_component(sink)
+            time.sleep(4)
     finally:
-        done.set()
-        thread.join()
-        producer.close()
         if own is not None:
             own.stop(signal.SIGKILL, 1)
         if not stack.pid_of("telemetry-sink"):
             stack.start_component(sink)
-    assert not errors, errors
-    produced = producer.stats.acked
-    assert produced == homes * ticks
+    produced = city.acked
+    assert produced == homes * city.ticks
     # what the log holds (counted by consuming: the broker's watermarks are wrong)
     in_log = len(readings_in_log(s, region))
     wait_for(lambda: counts(client, db, region)[1] >= in_log, 120, 1, what="every reading of the log in telemetry")
