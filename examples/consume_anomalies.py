@@ -15,7 +15,9 @@ value (timestamps as ISO-8601 strings). The topic contract (key, schema, orderin
 delivery) is in docs/topics.md; in short: the key is the home id, each home's events
 are in order on one partition, delivery is at-least-once, so deduplicate on event_id.
 
-Stops after --max-messages events or --timeout seconds, whichever comes first.
+Stops after --max-messages events or --timeout seconds, whichever comes first, or on
+Ctrl-C or SIGTERM (what `docker stop` sends): it then leaves the group and commits what
+it printed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from datetime import date, datetime
@@ -75,11 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     def on_assign(c, partitions):
         print(f"assigned {len(partitions)} partition(s) of {args.topic}", file=sys.stderr, flush=True)
 
+    # Ctrl-C and SIGTERM only ask the loop to stop: an exception raised wherever the
+    # signal lands (inside a rebalance callback, say) could leave the consumer half-way
+    # through a rebalance, and close() would then wait for it.
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
+
     consumer.subscribe([args.topic], on_assign=on_assign)
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
     seen = 0
     try:
-        while args.max_messages <= 0 or seen < args.max_messages:
+        while not stopping and (args.max_messages <= 0 or seen < args.max_messages):
             wait = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             if wait <= 0:
                 break
@@ -102,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
                 default=_json_default,
             ), flush=True)
             seen += 1
-    except KeyboardInterrupt:
-        pass
     finally:
         consumer.close()  # leaves the group at once and commits what was printed
     print(f"{seen} event(s)", file=sys.stderr)

@@ -52,13 +52,13 @@ def produce(settings, topic: str, homes: list[str], per_home: int) -> dict[str, 
 class Example:
     """The example as a subprocess, its stdout read line by line on a thread."""
 
-    def __init__(self, settings, topic: str, *extra: str):
+    def __init__(self, settings, topic: str, *extra: str, stop_signal: int = signal.SIGINT):
         self.proc = processes.start(
             "example",
             [sys.executable, str(EXAMPLE), "--bootstrap", settings.kafka_bootstrap,
              "--registry", settings.schema_registry_url, "--topic", topic,
              "--group", f"example-test-{uuid.uuid4().hex[:8]}", "--from-beginning", *extra],
-            None, cwd=EXAMPLE.parent, capture=True, stop_signal=signal.SIGINT, stop_timeout=15,
+            None, cwd=EXAMPLE.parent, capture=True, stop_signal=stop_signal, stop_timeout=15,
         )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -83,7 +83,7 @@ class Example:
         return got
 
     def stop(self) -> tuple[int, str]:
-        """SIGINT (Ctrl-C, what a user would press), SIGKILL after 15 s."""
+        """The stop signal (by default SIGINT: Ctrl-C, what a user would press), SIGKILL after 15 s."""
         code = self.proc.stop()
         return code, self.proc.popen.stderr.read()
 
@@ -144,3 +144,26 @@ def test_example_stops_after_max_messages(stack_settings):
     assert code == 0, stderr
     assert len(printed) == 6 and "6 event(s)" in stderr, stderr
     assert_in_order_per_home(printed, sent)
+
+
+def test_sigterm_stops_the_example_cleanly(stack_settings):
+    """What `docker stop` sends: the example leaves the group and says what it printed,
+    instead of dying on the signal."""
+    s = stack_settings
+    topic = f"eco.anomalies.example-{uuid.uuid4().hex[:8]}"
+    ensure_topics(s, {topic: s.anomalies_partitions})
+    example = Example(s, topic, "--timeout", "60", stop_signal=signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    stderr_lines: list[str] = []
+    try:
+        while time.monotonic() < deadline and not any("assigned" in line for line in stderr_lines):
+            line = example.proc.popen.stderr.readline()
+            if not line:
+                break
+            stderr_lines.append(line)
+    finally:
+        code, stderr = example.stop()
+    stderr = "".join(stderr_lines) + stderr
+    assert any("assigned" in line for line in stderr_lines), stderr
+    assert code == 0, stderr
+    assert "0 event(s)" in stderr, stderr
