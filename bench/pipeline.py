@@ -237,13 +237,15 @@ def bench_live(settings: Settings, homes: int = 10_000, workers: int = 2, durati
     topic = unique_topic("bench.live")
     ensure_topics(settings, {topic: settings.telemetry_partitions})
     pool = start_workers(settings, topic, workers, offset_reset="earliest", label="bench-worker")
-    sim_port = free_port()
-    time.sleep(8)  # let the workers join before load starts (JoinGroup takes ~3 s on Tansu)
-    sim = start_cli(settings, "bench-live-sim", ["simulate", "--homes", str(homes), "--duration", str(duration), "--quiet"],
-                    env={"ECO_TOPIC_TELEMETRY": topic, "ECO_METRICS_PORT": str(sim_port)})
+    sim = None
     samples = []
     produced = processed = in_topic = 0.0
     try:
+        sim_port = free_port()
+        time.sleep(8)  # let the workers join before load starts (JoinGroup takes ~3 s on Tansu)
+        sim = start_cli(settings, "bench-live-sim",
+                        ["simulate", "--homes", str(homes), "--duration", str(duration), "--quiet"],
+                        env={"ECO_TOPIC_TELEMETRY": topic, "ECO_METRICS_PORT": str(sim_port)})
         t0 = time.monotonic()
         while sim.running() and time.monotonic() - t0 < duration + 60:
             time.sleep(5)
@@ -265,7 +267,8 @@ def bench_live(settings: Settings, homes: int = 10_000, workers: int = 2, durati
         time.sleep(3)  # anything handled twice would show by now
         processed, dead_lettered = pool.processed(), pool.dead_lettered()
     finally:
-        sim.stop()  # the producer first: it flushes to a broker that is still there
+        if sim is not None:
+            sim.stop()  # the producer first: it flushes to a broker that is still there
         pool.stop()
     loaded = [x for x in samples if 0 < x[0] <= duration]
     lags = [x[3] for x in loaded]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from ecoretrofit.config import ConfigError, Settings
@@ -39,6 +40,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "registry": ("infra.localstack.registry_cli", "run the Confluent-compatible schema registry"),
     "warehouse": ("infra.localstack.warehouse_cli", "run the embedded-ClickHouse warehouse service"),
 }
+
+
+# Commands that start processes of their own (a stack, workers, simulators) and stop
+# them in ``finally`` blocks: SIGTERM (a service manager, CI's timeout, ``kill``) ends
+# them as Ctrl-C does, through those blocks, instead of leaving the processes behind.
+# (Services handle SIGTERM themselves.)
+STOPS_ITS_PROCESSES = {"bench", "demo", "eval"}
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -77,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if name in STOPS_ITS_PROCESSES:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         settings = Settings.from_env()
         return int(module.run(args, settings) or 0)

@@ -94,8 +94,8 @@ def run(args, settings: Settings) -> int:
             print_phase(run_phase(settings))
         code = 0 if report["stored"] == stats.acked else 1
         if args.keep:
-            # SIGTERM (a service manager, a background job) stops it like Ctrl-C does
-            signal.signal(signal.SIGTERM, _interrupt)
+            # Ctrl-C stops it even when started as a background job, which inherits
+            # SIGINT ignored (SIGTERM: ecoretrofit.cli)
             signal.signal(signal.SIGINT, _interrupt)
             live = processes.start_cli(settings, "demo-simulate",
                                        ["simulate", "--homes", str(homes), "--faults", str(args.faults), "--quiet"])

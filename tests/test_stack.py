@@ -220,3 +220,44 @@ def test_the_whole_stack_comes_up_with_a_relative_data_directory(tmp_path):
     finally:
         down = cli("stack", "down")
     assert down.returncode == 0, down.stderr[-2000:]
+
+
+def _processes_with_data_dir(data_dir) -> list[int]:
+    """PIDs of the live processes whose environment names ``data_dir`` (everything a
+    command started inherits its ECO_DATA_DIR)."""
+    needle = f"ECO_DATA_DIR={data_dir}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        pids.append(int(entry))
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+    return pids
+
+
+def test_sigterm_to_a_bench_stops_the_stack_and_workers_it_started(tmp_path):
+    """CI's timeout or a `kill` ends a bench as Ctrl-C does: the stack it brought up and
+    the workers it started stop too (SIGTERM used to end the bench alone and leave them
+    all running). The signal lands while the workers warm up, before the load."""
+    data = tmp_path / "bench-data"
+    env = {**os.environ, "ECO_DATA_DIR": str(data), "ECO_PORT_BASE": str(_free_port_base())}
+    with open(tmp_path / "bench.log", "wb") as log:
+        bench = subprocess.Popen([sys.executable, "-m", "ecoretrofit.cli", "bench", "--only", "live",
+                                  "--live-homes", "50", "--live-duration", "120"],
+                                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: (data / "logs" / "bench-worker-1.log").exists() or bench.poll() is not None, 240,
+                 what="the bench's workers")
+        assert bench.poll() is None, (tmp_path / "bench.log").read_text()[-2000:]
+        started = _processes_with_data_dir(data)
+        assert len(started) >= 8, started  # the stack's servers and the two workers
+        bench.send_signal(signal.SIGTERM)
+        code = bench.wait(180)
+        wait_for(lambda: not _processes_with_data_dir(data), 30, 1, what="nothing the bench started left running")
+    finally:
+        for pid in _processes_with_data_dir(data) + ([bench.pid] if bench.poll() is None else []):
+            os.kill(pid, signal.SIGKILL)
+    assert code == 130, (tmp_path / "bench.log").read_text()[-2000:]
