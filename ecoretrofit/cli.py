@@ -44,7 +44,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 # Commands that start processes of their own (a stack, workers, simulators) and stop
 # them in ``finally`` blocks: SIGTERM (a service manager, CI's timeout, ``kill``) ends
-# them as Ctrl-C does, through those blocks, instead of leaving the processes behind.
+# them as Ctrl-C does, through those blocks, instead of leaving the processes behind;
+# and Ctrl-C does so even in a background job, which inherits SIGINT ignored.
 # (Services handle SIGTERM themselves.)
 STOPS_ITS_PROCESSES = {"bench", "demo", "eval"}
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if name in STOPS_ITS_PROCESSES:
-        signal.signal(signal.SIGTERM, _interrupt)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _interrupt)
     try:
         settings = Settings.from_env()
         return int(module.run(args, settings) or 0)

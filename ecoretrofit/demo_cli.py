@@ -12,7 +12,6 @@ processor and simulator) until Ctrl-C, so a newcomer can explore it.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -94,9 +93,6 @@ def run(args, settings: Settings) -> int:
             print_phase(run_phase(settings))
         code = 0 if report["stored"] == stats.acked else 1
         if args.keep:
-            # Ctrl-C stops it even when started as a background job, which inherits
-            # SIGINT ignored (SIGTERM: ecoretrofit.cli)
-            signal.signal(signal.SIGINT, _interrupt)
             live = processes.start_cli(settings, "demo-simulate",
                                        ["simulate", "--homes", str(homes), "--faults", str(args.faults), "--quiet"])
             print(f"\nthe city stays live: open {dashboard_url(settings)}\nCtrl-C stops everything the demo started",
@@ -117,10 +113,6 @@ def run(args, settings: Settings) -> int:
             stack.down(only=started)
         elif started:
             print("\nthe stack keeps running: `ecoretrofit stack down` stops it")
-
-
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
 
 
 def _start_processor(settings: Settings) -> processes.Proc:
