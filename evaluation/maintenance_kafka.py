@@ -209,5 +209,5 @@ def stack_pieces(settings):
     from infra.localstack.stack import LocalStack
 
     local = LocalStack(settings, log=lambda line: print(line, file=sys.stderr))
-    started = local.up(supervise=False, only=("s3", "broker", "registry"))
+    started = local.up(supervise=False, only=("s3-master", "s3", "broker", "registry"))
     return lambda: local.down(only=started) if started else None

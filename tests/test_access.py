@@ -136,6 +136,31 @@ def test_the_object_stores_grpc_refuses_a_client_without_the_stacks_certificate(
     assert s3_client(s).get_object(Bucket=s.s3_broker_bucket, Key=key)["Body"].read() == content, shell
 
 
+def test_the_object_stores_master_refuses_admin_requests(stack_settings, broker_log_object):
+    """`POST /col/delete?collection=<broker bucket>` on the master's HTTP port deleted
+    the broker's whole log while the master ran inside `weed server` (its white list
+    would have applied to the volume server's uploads too)."""
+    s = stack_settings
+    key, content = broker_log_object
+    master = f"http://127.0.0.1:{s.port('weed_master')}"
+    attempts = {
+        "delete the broker's collection": httpx.post(f"{master}/col/delete?collection={s.s3_broker_bucket}"),
+        "delete it by GET": httpx.get(f"{master}/col/delete?collection={s.s3_broker_bucket}"),
+        "grow volumes": httpx.post(f"{master}/vol/grow?collection={s.s3_broker_bucket}&count=1"),
+        "vacuum": httpx.post(f"{master}/vol/vacuum"),
+        "assign a file id": httpx.post(f"{master}/dir/assign"),
+        "upload through the master": httpx.post(f"{master}/submit", files={"file": ("x", b"planted")}),
+    }
+    assert {what: r.status_code for what, r in attempts.items()} == {what: 401 for what in attempts}
+    # authenticated S3 still reads and writes
+    s3 = s3_client(s)
+    assert s3.get_object(Bucket=s.s3_broker_bucket, Key=key)["Body"].read() == content
+    probe = f"access-test/{uuid.uuid4().hex}"
+    s3.put_object(Bucket=s.s3_lake_bucket, Key=probe, Body=b"written through S3")
+    assert s3.get_object(Bucket=s.s3_lake_bucket, Key=probe)["Body"].read() == b"written through S3"
+    s3.delete_object(Bucket=s.s3_lake_bucket, Key=probe)
+
+
 def _run_outsider_shell(s: Settings, command: str, timeout: float = 15.0) -> str:
     """Run one `weed shell` command as an outsider (no certificate, no security.toml);
     the shell retries a refused connection forever, so it is stopped after ``timeout``."""

@@ -310,6 +310,22 @@ def test_published_ports_are_bound_to_loopback(services):
             assert host_ip == "127.0.0.1", f"{name}: port {port!r} must be published on 127.0.0.1 only"
 
 
+def test_the_object_stores_master_answers_no_admin_request_as_in_the_local_stack(services):
+    """SeaweedFS's master HTTP admin API (/col/delete) is closed by a white list that
+    matches no one; it must run apart from the volume server, which the list would
+    otherwise close to the S3 gateway's uploads (tests/test_access.py, run locally)."""
+    from infra.localstack.stack import NO_LOCAL_CLIENT
+
+    master, store = services["s3-master"], services["s3"]
+    assert master["command"][0] == "master" and f"-whiteList={NO_LOCAL_CLIENT}" in master["command"]
+    assert "ports" not in master, "the master's admin API must not be published"
+    assert "-master=false" in store["command"][-1] and "-master.peers=s3-master:9333" in store["command"][-1]
+    assert store["depends_on"]["s3-master"]["condition"] == "service_healthy"
+    # the master signs the volume server's write tokens: same keys on both
+    keys = {k: v for k, v in store["environment"].items() if k.startswith("WEED_JWT_SIGNING")}
+    assert keys and {k: master["environment"].get(k) for k in keys} == keys
+
+
 def test_bind_mounts_exist(services):
     for name, svc in services.items():
         for volume in svc.get("volumes", []):

