@@ -26,11 +26,20 @@ Pure code: the Faust agent, the evaluation commands and the benchmarks all use i
 >>> [(e["metric"], e["detector"], e["value"]) for e in gap]
 [('seq', 'gap', 9.0)]
 
+A copy of a reading (a producer's retry) is scored and learned once, even behind
+newer readings:
+
+>>> model.update({**base, "ts": 3_710_000, "seq": 20, "power_w": 9000.0}), model.repeats
+([], 1)
+>>> _ = model.update({**base, "ts": 3_711_000, "seq": 21})
+>>> model.update({**base, "ts": 3_710_000, "seq": 20, "power_w": 9000.0}), model.repeats
+([], 2)
+
 A home that stops reporting is reported while it is silent (``check_silence`` with
 the caller's clock), once per silence:
 
 >>> [(e["metric"], e["detector"], e["value"]) for e in model.check_silence(now_ms=3_715_000)]
-[('seq', 'gap', 4.0)]
+[('seq', 'gap', 3.0)]
 >>> model.check_silence(now_ms=3_720_000), model.silent
 ([], True)
 
@@ -164,6 +173,7 @@ class HomeModel:
         self._last_severity: dict[str, str] = {}
         self.last_ts: int | None = None
         self.resets = 0
+        self.repeats = 0  # copies and late readings, not scored (see update)
 
     @property
     def silent(self) -> bool:
@@ -175,6 +185,13 @@ class HomeModel:
         cfg = self.config
         events = []
         ts = reading["ts"]
+        last = self.gaps.last(reading["home_id"]) if reading.get("seq") is not None else None
+        if last is not None and reading["seq"] <= last[0] and ts <= last[1]:
+            # a reading the models have moved past: most often a copy of one already
+            # scored, from a producer's retry (Kafka producers are not idempotent on the
+            # local broker, ecoretrofit/config.py); scored once, and never backwards
+            self.repeats += 1
+            return []
         self.home_id, self.region = reading["home_id"], reading["region"]
         # Gaps first: a dropout long enough to make the models stale is still a dropout.
         events += self._check_seq(reading, detected_at_ms)

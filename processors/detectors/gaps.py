@@ -75,6 +75,10 @@ class GapDetector:
         self._last: dict[str, tuple[int, int]] = {}  # home -> (seq, ts)
         self._silent: set[str] = set()
 
+    def last(self, home_id: str) -> tuple[int, int] | None:
+        """The newest (seq, ts) seen for ``home_id``, or None."""
+        return self._last.get(home_id)
+
     def observe(self, home_id: str, seq: int, ts_ms: int) -> Gap | None:
         """Record one reading; a ``Gap`` if its ``seq`` skipped some."""
         prev = self._last.get(home_id)
