@@ -1,7 +1,7 @@
 """Readings from devices to Kafka, acknowledged: the thin adapter both transports share.
 
 A device's request (HTTPS) or message (MQTT) counts as delivered only when Kafka has
-acknowledged every reading in it (acks=all, idempotent producer), so the caller is told
+acknowledged every reading in it (acks=all; the project's producer settings), so the caller is told
 per batch, through a callback or an awaitable, whether all of it is durable.
 """
 

@@ -11,7 +11,7 @@ from ecoretrofit.errors import CommandError
 
 
 def publish_work_orders(settings, records: Iterable[dict], timeout_s: float = 30.0) -> int:
-    """Produce every record (idempotent producer, acks=all); returns how many were
+    """Produce every record (the project's producer settings, acks=all); returns how many were
     acknowledged. A record the schema rejects raises before anything is sent."""
     from confluent_kafka import Producer
 
