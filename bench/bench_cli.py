@@ -125,6 +125,9 @@ def print_report(results: dict) -> None:
         print(f"produce   simulator+Avro+produce {r['ours_readings_per_s']:>10,.0f} readings/s (median of {r['rounds']})")
         print(f"          bare confluent-kafka   {r['baseline_msgs_per_s']:>10,.0f} msgs/s (pre-serialised, same "
               f"client settings, {r['bytes_per_reading']:.0f} B each)")
+        idem = "idempotent" if r["other_idempotence"] else "not idempotent"
+        print(f"          bare, {idem:<16} {r['other_idempotence_msgs_per_s']:>10,.0f} msgs/s (bare above is "
+              f"{r['baseline_vs_other_idempotence']:.2f}x this; ECO_KAFKA_IDEMPOTENT_PRODUCERS, docs/delivery.md)")
         for k, (o, b, x) in enumerate(zip(r["ours_per_round"], r["baseline_per_round"], r["ratios_per_round"])):
             print(f"          round {k + 1:<2} {o:>12,.0f} vs {b:>9,.0f}/s  {x:>5.0%}")
         print(f"          ratio                  {r['ratio']:>10.0%}   (median of {r['rounds']} rounds; target >= 70%; "

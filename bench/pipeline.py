@@ -93,13 +93,19 @@ def bench_produce(settings: Settings, readings: int = 200_000, homes: int = 1000
     def bare() -> float:
         return _bare_produce(settings, topic, payloads)
 
-    baseline, ours_rates = [], []
+    def bare_idempotent() -> float:
+        # the same loop with the idempotent producer that ECO_KAFKA_IDEMPOTENT_PRODUCERS
+        # turns on (compose); the local default is not idempotent (docs/delivery.md)
+        return _bare_produce(settings.replace(kafka_idempotent_producers=not settings.kafka_idempotent_producers),
+                             topic, payloads)
+
+    baseline, ours_rates, other = [], [], []
     for k in range(rounds):
-        for run in ((bare, ours) if k % 2 == 0 else (ours, bare)):
+        for run in ((bare, ours, bare_idempotent) if k % 2 == 0 else (bare_idempotent, ours, bare)):
             # a pause for the broker and the object store between runs: back to back,
             # the second run of a round was often the slower, whichever side it was
             time.sleep(SETTLE_S)
-            (baseline if run is bare else ours_rates).append(run())
+            {bare: baseline, ours: ours_rates, bare_idempotent: other}[run].append(run())
     ratios = [o / b for o, b in zip(ours_rates, baseline)]
     return {
         "readings": len(payloads),
@@ -111,6 +117,10 @@ def bench_produce(settings: Settings, readings: int = 200_000, homes: int = 1000
         "baseline_per_round": baseline,
         "ours_per_round": ours_rates,
         "ratios_per_round": ratios,
+        # the bare loop with idempotence the other way round, same rounds
+        "other_idempotence": not settings.kafka_idempotent_producers,
+        "other_idempotence_msgs_per_s": median(other),
+        "baseline_vs_other_idempotence": median([b / x for b, x in zip(baseline, other)]),
         "load_average": os.getloadavg(),
     }
 

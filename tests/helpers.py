@@ -85,35 +85,44 @@ def offset_recorder(offsets: dict):
     return record
 
 
-def readings_in_log(settings, region: str) -> set[tuple[str, int]]:
-    """(home_id, ts) of every reading of ``region`` in the telemetry topic, read from the
-    start until nothing arrived for 8 s (count by consuming: the broker's watermarks are
-    wrong)."""
+def consume_from_start(settings, topic: str, handle) -> None:
+    """Call ``handle(message)`` for every message of ``topic``, read from the start
+    until nothing arrived for 8 s (up to 30 s more for the first one: the group join).
+    Count by consuming: the broker's watermarks are wrong."""
     from confluent_kafka import Consumer
-
-    import schemas
-    from ecoretrofit.serde import decoder_for
 
     c = Consumer({**settings.kafka_client_config(), "group.id": unique("g"), "auto.offset.reset": "earliest",
                   "enable.auto.commit": False, "fetch.max.bytes": 52428800})
-    c.subscribe([settings.topic_telemetry])
-    dec = decoder_for(settings, schemas.TELEMETRY_READING)
-    seen: set[tuple[str, int]] = set()
-    idle_since = time.monotonic()
+    c.subscribe([topic])
+    idle_since = time.monotonic() + 30
     try:
         while time.monotonic() - idle_since < 8:
             for msg in c.consume(5000, 0.5):
                 if msg.error():
                     continue
                 idle_since = time.monotonic()
-                try:
-                    r = dec.decode(msg.value())
-                except Exception:
-                    continue
-                if r["region"] == region:
-                    seen.add((r["home_id"], r["ts"]))
+                handle(msg)
     finally:
         c.close()
+
+
+def readings_in_log(settings, region: str) -> set[tuple[str, int]]:
+    """(home_id, ts) of every reading of ``region`` in the telemetry topic."""
+    import schemas
+    from ecoretrofit.serde import decoder_for
+
+    dec = decoder_for(settings, schemas.TELEMETRY_READING)
+    seen: set[tuple[str, int]] = set()
+
+    def keep(msg) -> None:
+        try:
+            r = dec.decode(msg.value())
+        except Exception:
+            return
+        if r["region"] == region:
+            seen.add((r["home_id"], r["ts"]))
+
+    consume_from_start(settings, settings.topic_telemetry, keep)
     return seen
 
 

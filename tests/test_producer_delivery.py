@@ -15,10 +15,10 @@ from __future__ import annotations
 import threading
 import time
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from helpers import unique
+from helpers import consume_from_start, unique
 
 RESTARTS = 3  # each lost a batch with about even odds before: all three pass 1 time in 8
 
@@ -77,18 +77,6 @@ def test_acknowledged_messages_are_in_the_log_after_broker_restarts_under_load(s
 
 def read_back(s, topic: str) -> list[tuple[int, int]]:
     """(partition, key) of every message of ``topic``, in offset order per partition."""
-    consumer = Consumer({**s.kafka_client_config(), "group.id": unique("g"), "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
-    consumer.subscribe([topic])
     found: list[tuple[int, int, int]] = []
-    idle_since = time.monotonic() + 30  # the group join comes first
-    try:
-        while time.monotonic() - idle_since < 8:
-            for msg in consumer.consume(5000, 0.5):
-                if msg.error():
-                    continue
-                idle_since = time.monotonic()
-                found.append((msg.partition(), msg.offset(), int(msg.key())))
-    finally:
-        consumer.close()
+    consume_from_start(s, topic, lambda msg: found.append((msg.partition(), msg.offset(), int(msg.key()))))
     return [(p, key) for p, _, key in sorted(found)]
