@@ -102,7 +102,7 @@ class Settings:
     # a batch before the producer sequence that covers it. Tansu 0.6 (the local stack)
     # does not: stopped between the two, it answers the client's retry "duplicate
     # sequence number" and librdkafka reports the lost batch as delivered (measured:
-    # 17-31 acknowledged messages lost in half the restarts under load; docs/delivery.md).
+    # 17-52 acknowledged messages lost in half the restarts under load; docs/delivery.md).
     # Off, a retry can store a batch twice, right behind the first copy (one request in
     # flight keeps the order); readers deduplicate on (home_id, seq, ts). Compose sets it
     # on: Apache Kafka keeps both in step.
@@ -420,9 +420,10 @@ def _parse(key: str, raw: str, typ: object) -> object:
         if t in ("Path",):
             return Path(raw)
         if t in ("bool",):
-            if raw.strip().lower() in ("1", "true", "yes", "on"):
+            word = raw.strip().lower()
+            if word in ("1", "true", "yes", "on"):
                 return True
-            if raw.strip().lower() in ("0", "false", "no", "off"):
+            if word in ("0", "false", "no", "off"):
                 return False
             raise ValueError("not a yes/no value")
         if t.startswith("tuple"):

@@ -185,8 +185,7 @@ class HomeModel:
         cfg = self.config
         events = []
         ts = reading["ts"]
-        last = self.gaps.last(reading["home_id"]) if reading.get("seq") is not None else None
-        if last is not None and reading["seq"] <= last[0] and ts <= last[1]:
+        if reading.get("seq") is not None and self.gaps.is_behind(reading["home_id"], reading["seq"], ts):
             # a reading the models have moved past: most often a copy of one already
             # scored, from a producer's retry (Kafka producers are not idempotent on the
             # local broker, ecoretrofit/config.py); scored once, and never backwards

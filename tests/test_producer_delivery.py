@@ -16,8 +16,8 @@ import threading
 import time
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
+from ecoretrofit.admin import ensure_topics
 from helpers import consume_from_start, unique
 
 RESTARTS = 3  # each lost a batch with about even odds before: all three pass 1 time in 8
@@ -27,8 +27,7 @@ def test_acknowledged_messages_are_in_the_log_after_broker_restarts_under_load(s
     s = stack_settings
     assert not s.kafka_idempotent_producers, "the local stack's default"
     topic = unique("eco.delivery-test")
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})  # kept: its futures die with it
-    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
+    ensure_topics(s, {topic: 6})
     producer = Producer(s.producer_config())
     acked: set[int] = set()
     failed: list[str] = []

@@ -1,8 +1,9 @@
 """The local stack: real components started as supervised processes, no Docker.
 
 Order matters and is encoded in ``components()``: the S3 store first (SeaweedFS's
-master, then its volume server, filer and S3 gateway; the broker keeps its log there), then the Tansu broker, then the schema registry (its schemas
-live in a Kafka topic), then the warehouse (its Kafka tables need both), the telemetry
+master, then its volume server, filer and S3 gateway; the broker keeps its log
+there), then the Tansu broker, then the schema registry (its schemas live in a Kafka
+topic), then the warehouse (its Kafka tables need both), the telemetry
 sink (``ecoretrofit sink --topic telemetry``, when ``ECO_TELEMETRY_INGEST=sink``), the lake ingester
 (``ecoretrofit lake ingest``), the consumer-progress exporter (``ecoretrofit consumers --serve``), and Prometheus last
 (optional).

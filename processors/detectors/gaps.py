@@ -75,23 +75,22 @@ class GapDetector:
         self._last: dict[str, tuple[int, int]] = {}  # home -> (seq, ts)
         self._silent: set[str] = set()
 
-    def last(self, home_id: str) -> tuple[int, int] | None:
-        """The newest (seq, ts) seen for ``home_id``, or None."""
-        return self._last.get(home_id)
+    def is_behind(self, home_id: str, seq: int, ts_ms: int) -> bool:
+        """Whether a reading is one this home has moved past: neither its ``seq`` nor
+        its time is newer than the newest seen (a duplicate or a late reading)."""
+        prev = self._last.get(home_id)
+        return prev is not None and seq <= prev[0] and ts_ms <= prev[1]
 
     def observe(self, home_id: str, seq: int, ts_ms: int) -> Gap | None:
         """Record one reading; a ``Gap`` if its ``seq`` skipped some."""
-        prev = self._last.get(home_id)
         self._silent.discard(home_id)
-        if prev is None:
-            self._last[home_id] = (seq, ts_ms)
+        if self.is_behind(home_id, seq, ts_ms):
+            return None
+        prev = self._last.get(home_id)
+        self._last[home_id] = (seq, ts_ms)
+        if prev is None or seq <= prev[0]:  # the first, or the source restarted its counter
             return None
         pseq, pts = prev
-        if seq <= pseq:
-            if ts_ms > pts:  # the source restarted its counter: start over
-                self._last[home_id] = (seq, ts_ms)
-            return None  # otherwise a duplicate or a late reading
-        self._last[home_id] = (seq, ts_ms)
         missing = seq - pseq - 1
         if missing <= 0:
             return None
